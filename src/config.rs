@@ -1,1 +1,378 @@
-//! placeholder
+//! Command line -> [`Config`]. Every cap the server enforces lives here, with its default.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What a second attach to an attached session does (SPEC section 4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachPolicy {
+    /// The newcomer is refused with `attached_elsewhere`.
+    Reject,
+    /// The old client gets `taken_over`; the newcomer attaches.
+    Handoff,
+    /// The newcomer attaches as a read-only viewer.
+    Multi,
+}
+
+impl AttachPolicy {
+    /// The name used on the command line and in the `attached` message.
+    pub fn name(self) -> &'static str {
+        match self {
+            AttachPolicy::Reject => "reject",
+            AttachPolicy::Handoff => "handoff",
+            AttachPolicy::Multi => "multi",
+        }
+    }
+}
+
+/// What happens to output while nobody is attached and the ring is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DetachedOutput {
+    /// Overwrite the oldest output; a returning client learns how much was `lost`.
+    DropOldest,
+    /// Stop reading the PTY: the program blocks, nothing is lost.
+    Block,
+}
+
+/// The server's whole configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where to listen. Default `127.0.0.1:7700`.
+    pub listen: SocketAddr,
+    /// Idle TTL after which a session is reaped. Default 12 h.
+    pub ttl: Duration,
+    /// Default `handoff`.
+    pub attach_policy: AttachPolicy,
+    /// Ring size per session, bytes. Default 256 KiB.
+    pub scrollback: usize,
+    /// Sessions alive at once. Default 32.
+    pub max_sessions: usize,
+    /// Open connections (HTTP + WebSocket) at once. Default 128.
+    pub max_clients: usize,
+    /// Hard cap on ring buffers + connection buffers. Default 64 MiB.
+    pub max_memory: usize,
+    /// User token file.
+    pub token_file: Option<PathBuf>,
+    /// Admin token file.
+    pub admin_token_file: Option<PathBuf>,
+    /// Extra allowed `Origin` values (exact match).
+    pub allow_origins: Vec<String>,
+    /// Extra allowed `Host` names.
+    pub allow_hosts: Vec<String>,
+    /// Total time a connection gets to send its request head. Default 10 s.
+    pub header_timeout: Duration,
+    /// Connections without a complete request yet. Default 32.
+    pub max_pending: usize,
+    /// Default `drop-oldest`.
+    pub detached_output: DetachedOutput,
+    /// Allows a non-loopback listen address without tokens.
+    pub insecure_no_auth: bool,
+    /// Program and arguments each session runs.
+    pub command: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
+            ttl: Duration::from_secs(12 * 3600),
+            attach_policy: AttachPolicy::Handoff,
+            scrollback: 256 << 10,
+            max_sessions: 32,
+            max_clients: 128,
+            max_memory: 64 << 20,
+            token_file: None,
+            admin_token_file: None,
+            allow_origins: Vec::new(),
+            allow_hosts: Vec::new(),
+            header_timeout: Duration::from_secs(10),
+            max_pending: 32,
+            detached_output: DetachedOutput::DropOldest,
+            insecure_no_auth: false,
+            command: Vec::new(),
+        }
+    }
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Cli {
+    /// Run the server.
+    Run(Box<Config>),
+    /// Print help and exit 0.
+    Help,
+    /// Print the version and exit 0.
+    Version,
+}
+
+/// A command-line mistake; printed with the usage hint, exit code 2.
+#[derive(Debug, PartialEq, Eq)]
+pub struct CliError(pub String);
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The `--help` text.
+pub const USAGE: &str = "\
+keepty: a persistent browser terminal
+
+Usage: keepty [OPTIONS] [-- COMMAND [ARGS...]]
+
+Options:
+  --listen ADDR:PORT            where to listen (default 127.0.0.1:7700; port 0 picks one)
+  --ttl DURATION                reap sessions idle this long (default 12h)
+  --attach-policy POLICY        reject | handoff | multi (default handoff)
+  --scrollback SIZE             output kept per session (default 256K)
+  --max-sessions N              sessions alive at once (default 32)
+  --max-clients N               open connections at once (default 128)
+  --max-memory SIZE             cap on rings + connection buffers (default 64M)
+  --token-file PATH             user tokens: NAME TOKEN [MAX_SESSIONS] per line
+  --admin-token-file PATH       admin tokens, one per line
+  --allow-origin ORIGIN         extra allowed Origin (repeatable)
+  --allow-host NAME             extra allowed Host name (repeatable)
+  --header-timeout DURATION     time to send a request head (default 10s)
+  --max-pending N               connections still sending a request head (default 32)
+  --detached-output MODE        drop-oldest | block (default drop-oldest)
+  --insecure-no-auth            allow a non-loopback --listen without tokens
+  --help, --version
+
+COMMAND defaults to $SHELL, else /bin/sh. Durations: ms, s, m, h, d.
+Sizes: K, M, G (powers of 1024).
+";
+
+/// Parses `12h`, `10s`, `250ms`, `3d`; a bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
+    let ms = match unit {
+        "ms" => Some(n),
+        "" | "s" => n.checked_mul(1000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        "d" => n.checked_mul(86_400_000),
+        _ => return Err(format!("bad duration unit in {s:?} (use ms, s, m, h, d)")),
+    };
+    ms.map(Duration::from_millis)
+        .ok_or_else(|| format!("duration {s:?} is too large"))
+}
+
+/// Parses `256K`, `64M`, `1G`, or a bare byte count.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: usize = num.parse().map_err(|_| format!("bad size {s:?}"))?;
+    let shift = match unit {
+        "" => 0,
+        "K" | "k" => 10,
+        "M" | "m" => 20,
+        "G" | "g" => 30,
+        _ => return Err(format!("bad size unit in {s:?} (use K, M, G)")),
+    };
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+fn parse_count(opt: &str, s: &str) -> Result<usize, CliError> {
+    match s.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(CliError(format!(
+            "{opt} needs a positive number, got {s:?}"
+        ))),
+    }
+}
+
+/// Parses the arguments after the program name.
+pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, CliError> {
+    let mut cfg = Config::default();
+    let mut it = args.into_iter();
+    while let Some(arg) = it.next() {
+        if arg == "--" {
+            cfg.command = it.by_ref().collect();
+            break;
+        }
+        // Accept both `--opt value` and `--opt=value`.
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let flag = |inline: &Option<String>| -> Result<(), CliError> {
+            match inline {
+                Some(_) => Err(CliError(format!("{name} takes no value"))),
+                None => Ok(()),
+            }
+        };
+        match name.as_str() {
+            "--help" | "-h" => return Ok(Cli::Help),
+            "--version" | "-V" => return Ok(Cli::Version),
+            "--insecure-no-auth" => {
+                flag(&inline)?;
+                cfg.insecure_no_auth = true;
+                continue;
+            }
+            _ => {}
+        }
+        if !name.starts_with('-') {
+            // The first bare word starts the command, as with `--`.
+            cfg.command.push(arg);
+            cfg.command.extend(it.by_ref());
+            break;
+        }
+        let value = match inline {
+            Some(v) => v,
+            None => it
+                .next()
+                .ok_or_else(|| CliError(format!("{name} needs a value")))?,
+        };
+        let bad = |e: String| CliError(format!("{name}: {e}"));
+        match name.as_str() {
+            "--listen" => {
+                cfg.listen = value
+                    .parse()
+                    .map_err(|_| bad(format!("expected ADDR:PORT, got {value:?}")))?
+            }
+            "--ttl" => cfg.ttl = parse_duration(&value).map_err(bad)?,
+            "--header-timeout" => cfg.header_timeout = parse_duration(&value).map_err(bad)?,
+            "--attach-policy" => {
+                cfg.attach_policy = match value.as_str() {
+                    "reject" => AttachPolicy::Reject,
+                    "handoff" => AttachPolicy::Handoff,
+                    "multi" => AttachPolicy::Multi,
+                    _ => return Err(bad("expected reject, handoff or multi".into())),
+                }
+            }
+            "--detached-output" => {
+                cfg.detached_output = match value.as_str() {
+                    "drop-oldest" => DetachedOutput::DropOldest,
+                    "block" => DetachedOutput::Block,
+                    _ => return Err(bad("expected drop-oldest or block".into())),
+                }
+            }
+            "--scrollback" => {
+                cfg.scrollback = parse_size(&value).map_err(bad)?;
+                if cfg.scrollback < 1024 {
+                    return Err(bad("must be at least 1K".into()));
+                }
+            }
+            "--max-memory" => cfg.max_memory = parse_size(&value).map_err(bad)?,
+            "--max-sessions" => cfg.max_sessions = parse_count(&name, &value)?,
+            "--max-clients" => cfg.max_clients = parse_count(&name, &value)?,
+            "--max-pending" => cfg.max_pending = parse_count(&name, &value)?,
+            "--token-file" => cfg.token_file = Some(PathBuf::from(value)),
+            "--admin-token-file" => cfg.admin_token_file = Some(PathBuf::from(value)),
+            "--allow-origin" => cfg.allow_origins.push(value),
+            "--allow-host" => cfg.allow_hosts.push(value.to_ascii_lowercase()),
+            _ => return Err(CliError(format!("unknown option {name}"))),
+        }
+    }
+    if cfg.command.is_empty() {
+        let shell = std::env::var("SHELL")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "/bin/sh".to_string());
+        cfg.command.push(shell);
+    }
+    Ok(Cli::Run(Box::new(cfg)))
+}
+
+impl Config {
+    /// Why this configuration must not start, if it must not: a non-loopback listen address
+    /// without tokens would hand a shell to the whole network.
+    pub fn refusal(&self) -> Option<String> {
+        if !self.listen.ip().is_loopback() && self.token_file.is_none() && !self.insecure_no_auth {
+            return Some(format!(
+                "refusing to listen on {} without --token-file: anyone who can reach it would get a shell (use --insecure-no-auth to override)",
+                self.listen
+            ));
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Config, CliError> {
+        match parse_args(args.iter().map(|s| s.to_string()))? {
+            Cli::Run(c) => Ok(*c),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("12h"), Ok(Duration::from_secs(43200)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172800)));
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("256K"), Ok(262144));
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("100"), Ok(100));
+        assert!(parse_size("1T").is_err());
+        assert!(parse_size("").is_err());
+    }
+
+    #[test]
+    fn defaults_and_command() {
+        let c = run(&["--", "/bin/echo", "hi"]).unwrap();
+        assert_eq!(c.listen.port(), 7700);
+        assert_eq!(c.scrollback, 256 << 10);
+        assert_eq!(c.command, vec!["/bin/echo", "hi"]);
+        assert_eq!(c.attach_policy, AttachPolicy::Handoff);
+        assert_eq!(c.detached_output, DetachedOutput::DropOldest);
+    }
+
+    #[test]
+    fn options() {
+        let c = run(&[
+            "--listen=127.0.0.1:0",
+            "--scrollback",
+            "64K",
+            "--detached-output",
+            "block",
+            "--max-clients",
+            "5",
+            "/bin/cat",
+        ])
+        .unwrap();
+        assert_eq!(c.listen.port(), 0);
+        assert_eq!(c.scrollback, 65536);
+        assert_eq!(c.detached_output, DetachedOutput::Block);
+        assert_eq!(c.max_clients, 5);
+        assert_eq!(c.command, vec!["/bin/cat"]);
+    }
+
+    #[test]
+    fn mistakes() {
+        assert!(run(&["--bogus"]).is_err());
+        assert!(run(&["--listen"]).is_err());
+        assert!(run(&["--listen", "nowhere"]).is_err());
+        assert!(run(&["--max-clients", "0"]).is_err());
+        assert!(run(&["--attach-policy", "share"]).is_err());
+        assert!(run(&["--insecure-no-auth=1"]).is_err());
+    }
+
+    #[test]
+    fn non_loopback_needs_tokens() {
+        let c = run(&["--listen", "0.0.0.0:7700"]).unwrap();
+        assert!(c.refusal().is_some());
+        let c = run(&["--listen", "0.0.0.0:7700", "--insecure-no-auth"]).unwrap();
+        assert!(c.refusal().is_none());
+        let c = run(&["--listen", "[::1]:7700"]).unwrap();
+        assert!(c.refusal().is_none());
+    }
+}

@@ -1,1 +1,1339 @@
-//! placeholder
+//! The server: one thread, one `mio::Poll` over the listener, every connection, every PTY
+//! master and the signal source.
+//!
+//! Each turn: poll, dispatch every event (sources are edge-triggered, so each is drained to
+//! `WouldBlock` or its readiness is remembered), fire due timers, move output from PTYs into
+//! rings and from rings to clients until nothing moves, then free what was closed. Slab slots
+//! are freed only after the batch, so an event for a closed connection never reaches a new one
+//! in the same slot.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll};
+use nix::sys::signal::Signal;
+use signal_hook_mio::v1_0::Signals;
+use slab::Slab;
+use tungstenite::Message;
+
+use crate::admin;
+use crate::config::{AttachPolicy, Config, DetachedOutput};
+use crate::http::{self, Request, Response, Route};
+use crate::listener::{self, Accepted};
+use crate::protocol::{self, ClientMsg, ErrorCode, ProtoError, Role, ServerMsg, WsParams};
+use crate::pty::{self, ExitStatus, Pty};
+use crate::session::{Session, State};
+use crate::signals;
+use crate::timer::Wheel;
+use crate::token::{self, Source};
+use crate::ws::{self, Incoming, Phase, WsConn};
+
+/// Timer granularity. Deadlines here are seconds long (head timeout, close linger, the 3 s
+/// kill escalation), so 100 ms is precise enough and lets an idle server sleep.
+const TICK: Duration = Duration::from_millis(100);
+/// How long a closing connection may take to answer our close or finish its request.
+const LINGER: Duration = Duration::from_secs(2);
+/// From SIGHUP to SIGKILL when a session is torn down.
+const KILL_AFTER: Duration = Duration::from_secs(3);
+/// How long after SIGKILL the server waits for the last children before it exits anyway.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+/// How long to wait before retrying `accept` after running out of file descriptors.
+const ACCEPT_RETRY: Duration = Duration::from_millis(500);
+/// Memory charged per connection against `--max-memory`: tungstenite's read buffer and its
+/// largest message, one output frame in our buffer and one in tungstenite's, or a request head.
+pub const CONN_RESERVE: usize =
+    ws::READ_BUFFER + protocol::MAX_MESSAGE + 2 * ws::CHUNK + 4096 + http::MAX_HEAD;
+
+/// Time-based work, keyed so a stale entry (its object gone or reused) is recognised.
+#[derive(Clone, Copy, Debug)]
+enum Timer {
+    /// A connection's head deadline or close linger: (slot, generation).
+    Conn(usize, u64),
+    /// SIGKILL what is left of the sessions being torn down.
+    KillOrphans,
+    /// Shutdown: stop waiting for children.
+    ExitNow,
+    /// Try `accept` again after EMFILE.
+    Accept,
+}
+
+/// What happens after an HTTP response is written.
+enum After {
+    KeepAlive,
+    Close,
+    Upgrade(Result<WsParams, ProtoError>),
+}
+
+enum HttpPhase {
+    Reading,
+    Writing {
+        head: Vec<u8>,
+        body: Cow<'static, [u8]>,
+        pos: usize,
+        after: After,
+    },
+    /// Response sent and write side shut: discard what the peer still sends until it closes,
+    /// so unread bytes do not make the kernel reset the connection under our response.
+    Lingering,
+}
+
+struct HttpConn {
+    stream: TcpStream,
+    peer: SocketAddr,
+    buf: Vec<u8>,
+    phase: HttpPhase,
+    deadline: Instant,
+}
+
+enum ConnKind {
+    Http(HttpConn),
+    Ws(WsConn),
+    /// Being converted or removed.
+    Gone,
+}
+
+struct Conn {
+    generation: u64,
+    kind: ConnKind,
+    dead: bool,
+}
+
+/// The running server.
+pub struct Server {
+    cfg: Config,
+    poll: Poll,
+    listener: Option<TcpListener>,
+    local_addr: SocketAddr,
+    signals: Signals,
+    conns: Slab<Conn>,
+    sessions: Slab<Session>,
+    ids: HashMap<String, usize>,
+    pids: HashMap<i32, usize>,
+    /// Children of sessions already torn down, awaiting SIGKILL/reap.
+    orphans: Vec<i32>,
+    wheel: Wheel<Timer>,
+    generation: u64,
+    dead: Vec<usize>,
+    touched_sessions: Vec<usize>,
+    touched_conns: Vec<usize>,
+    /// Some session stopped reading for fairness with data left: poll without sleeping.
+    busy: bool,
+    shutting_down: bool,
+    exit_now: bool,
+    accept_paused: bool,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn random_id() -> io::Result<String> {
+    let mut b = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(protocol::encode_id(&b))
+}
+
+impl Server {
+    /// Binds the listener and installs signal handling. Nothing is served until [`run`].
+    ///
+    /// [`run`]: Server::run
+    pub fn bind(cfg: Config) -> io::Result<Server> {
+        let poll = Poll::new()?;
+        let mut listener = TcpListener::bind(cfg.listen)?;
+        let local_addr = listener.local_addr()?;
+        poll.registry()
+            .register(&mut listener, token::LISTENER, Interest::READABLE)?;
+        let mut signals = signals::install()?;
+        poll.registry()
+            .register(&mut signals, token::SIGNALS, Interest::READABLE)?;
+        Ok(Server {
+            wheel: Wheel::new(TICK, Instant::now()),
+            cfg,
+            poll,
+            listener: Some(listener),
+            local_addr,
+            signals,
+            conns: Slab::new(),
+            sessions: Slab::new(),
+            ids: HashMap::new(),
+            pids: HashMap::new(),
+            orphans: Vec::new(),
+            generation: 0,
+            dead: Vec::new(),
+            touched_sessions: Vec::new(),
+            touched_conns: Vec::new(),
+            busy: false,
+            shutting_down: false,
+            exit_now: false,
+            accept_paused: false,
+        })
+    }
+
+    /// The bound address (the real port when port 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    fn next_generation(&mut self) -> u64 {
+        self.generation += 1;
+        self.generation
+    }
+
+    /// Serves until a graceful shutdown completes.
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(256);
+        let mut fired = Vec::new();
+        let mut sig_events = Vec::new();
+        loop {
+            let now = Instant::now();
+            let timeout = if self.busy {
+                Some(Duration::ZERO)
+            } else {
+                self.wheel
+                    .next_deadline()
+                    .map(|d| d.saturating_duration_since(now))
+            };
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            let now = Instant::now();
+            self.busy = false;
+            for ev in events.iter() {
+                match token::decode(ev.token()) {
+                    Source::Listener => self.accept_all(now),
+                    Source::Signals => {
+                        signals::drain(&mut self.signals, &mut sig_events);
+                        for s in sig_events.drain(..) {
+                            self.on_signal(s, now);
+                        }
+                    }
+                    Source::Conn(k) => {
+                        if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
+                            self.on_conn_writable(k);
+                        }
+                        self.on_conn_readable(k, now);
+                        self.touched_conns.push(k);
+                    }
+                    Source::Pty(k) => self.on_pty_event(k),
+                }
+            }
+            self.wheel.poll(now, &mut fired);
+            for t in fired.drain(..) {
+                self.on_timer(t, now);
+            }
+            self.settle(now);
+            if self.exit_now || (self.shutting_down && self.finished()) {
+                eprintln!("keepty: shutdown complete");
+                return Ok(());
+            }
+        }
+    }
+
+    // ---- accepting -------------------------------------------------------------------
+
+    fn accept_all(&mut self, now: Instant) {
+        if self.accept_paused {
+            return;
+        }
+        loop {
+            let Some(l) = &self.listener else { return };
+            match listener::accept(l) {
+                Ok(Accepted::Conn(stream, peer)) => self.add_conn(stream, peer, now),
+                Ok(Accepted::Drained) => return,
+                Ok(Accepted::OutOfFds) => {
+                    eprintln!("keepty: out of file descriptors; pausing accept");
+                    self.accept_paused = true;
+                    self.wheel.insert(now + ACCEPT_RETRY, Timer::Accept);
+                    return;
+                }
+                Err(e) => {
+                    eprintln!("keepty: accept failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn memory_reserved(&self) -> usize {
+        self.sessions.len() * self.cfg.scrollback + self.conns.len() * CONN_RESERVE
+    }
+
+    fn add_conn(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
+        if self.conns.len() >= self.cfg.max_clients {
+            eprintln!("keepty: refused connection from {peer}: --max-clients reached");
+            listener::refuse(stream);
+            return;
+        }
+        if self.memory_reserved() + CONN_RESERVE > self.cfg.max_memory {
+            eprintln!("keepty: refused connection from {peer}: --max-memory reached");
+            listener::refuse(stream);
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        let generation = self.next_generation();
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            token::conn(key),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            eprintln!("keepty: cannot register connection from {peer}: {e}");
+            return;
+        }
+        let deadline = now + self.cfg.header_timeout;
+        entry.insert(Conn {
+            generation,
+            kind: ConnKind::Http(HttpConn {
+                stream,
+                peer,
+                buf: Vec::new(),
+                phase: HttpPhase::Reading,
+                deadline,
+            }),
+            dead: false,
+        });
+        self.wheel.insert(deadline, Timer::Conn(key, generation));
+        self.touched_conns.push(key);
+    }
+
+    // ---- connections -----------------------------------------------------------------
+
+    fn on_conn_writable(&mut self, k: usize) {
+        if let Some(Conn {
+            kind: ConnKind::Ws(w),
+            ..
+        }) = self.conns.get_mut(k)
+        {
+            w.on_writable();
+        }
+    }
+
+    fn on_conn_readable(&mut self, k: usize, now: Instant) {
+        let Some(conn) = self.conns.get_mut(k) else {
+            return;
+        };
+        if conn.dead {
+            return;
+        }
+        match conn.kind {
+            ConnKind::Http(_) => self.drive_http(k, now),
+            ConnKind::Ws(_) => self.read_ws(k, now),
+            ConnKind::Gone => {}
+        }
+    }
+
+    /// Marks a connection for removal and detaches it from its session at once, so the
+    /// session's read budget no longer waits for it.
+    fn kill_conn(&mut self, k: usize) {
+        let Some(conn) = self.conns.get_mut(k) else {
+            return;
+        };
+        if conn.dead {
+            return;
+        }
+        conn.dead = true;
+        self.dead.push(k);
+        if let ConnKind::Ws(w) = &mut conn.kind {
+            w.finish();
+            if let Some((s, _)) = w.session.take() {
+                self.detach(s, k);
+            }
+        }
+    }
+
+    fn detach(&mut self, skey: usize, k: usize) {
+        if let Some(s) = self.sessions.get_mut(skey) {
+            s.detach(k);
+            self.touched_sessions.push(skey);
+        }
+    }
+
+    /// Advances an HTTP connection as far as it can go without blocking.
+    fn drive_http(&mut self, k: usize, now: Instant) {
+        loop {
+            let Some(Conn {
+                kind: ConnKind::Http(h),
+                dead: false,
+                ..
+            }) = self.conns.get_mut(k)
+            else {
+                return;
+            };
+            match &mut h.phase {
+                HttpPhase::Reading => match http::parse_head(&h.buf) {
+                    Ok(Some((req, n))) => {
+                        h.buf.drain(..n);
+                        let peer = h.peer;
+                        let (resp, after) = self.handle_request(&req, peer, now);
+                        self.start_response(k, &req, resp, after);
+                    }
+                    Ok(None) => {
+                        let mut chunk = [0u8; 2048];
+                        let room = http::MAX_HEAD - h.buf.len();
+                        match h.stream.read(&mut chunk[..room.min(2048)]) {
+                            Ok(0) => return self.kill_conn(k),
+                            Ok(n) => h.buf.extend_from_slice(&chunk[..n]),
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(_) => return self.kill_conn(k),
+                        }
+                    }
+                    Err(e) => {
+                        let peer = h.peer;
+                        eprintln!("keepty: bad request from {peer}: {e:?}");
+                        let req = Request::default();
+                        self.start_response(k, &req, e.response(), After::Close);
+                    }
+                },
+                HttpPhase::Writing {
+                    head,
+                    body,
+                    pos,
+                    after: _,
+                } => {
+                    let total = head.len() + body.len();
+                    while *pos < total {
+                        let r = if *pos < head.len() {
+                            // One syscall for head and body when both fit.
+                            h.stream.write_vectored(&[
+                                io::IoSlice::new(&head[*pos..]),
+                                io::IoSlice::new(body),
+                            ])
+                        } else {
+                            h.stream.write(&body[*pos - head.len()..])
+                        };
+                        match r {
+                            Ok(0) => return self.kill_conn(k),
+                            Ok(n) => *pos += n,
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(_) => return self.kill_conn(k),
+                        }
+                    }
+                    let HttpPhase::Writing { after, .. } =
+                        std::mem::replace(&mut h.phase, HttpPhase::Reading)
+                    else {
+                        return;
+                    };
+                    match after {
+                        After::KeepAlive => {
+                            // A new request gets a fresh head deadline.
+                            h.deadline = now + self.cfg.header_timeout;
+                            let generation = self.conns[k].generation;
+                            self.wheel
+                                .insert(now + self.cfg.header_timeout, Timer::Conn(k, generation));
+                        }
+                        After::Close => {
+                            let _ = h.stream.shutdown(std::net::Shutdown::Write);
+                            h.phase = HttpPhase::Lingering;
+                            h.deadline = now + LINGER;
+                            let generation = self.conns[k].generation;
+                            self.wheel.insert(now + LINGER, Timer::Conn(k, generation));
+                        }
+                        After::Upgrade(params) => return self.upgrade(k, params, now),
+                    }
+                }
+                HttpPhase::Lingering => {
+                    let mut sink = [0u8; 2048];
+                    match h.stream.read(&mut sink) {
+                        Ok(0) => return self.kill_conn(k),
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(_) => return self.kill_conn(k),
+                    }
+                }
+            }
+        }
+    }
+
+    fn start_response(&mut self, k: usize, req: &Request, mut resp: Response, after: After) {
+        let Some(Conn {
+            kind: ConnKind::Http(h),
+            ..
+        }) = self.conns.get_mut(k)
+        else {
+            return;
+        };
+        // A request body is never expected; rather than parse one, end the connection after
+        // answering so its bytes are not mistaken for the next request.
+        let after = match after {
+            After::KeepAlive if !req.keep_alive() || req.has_body() || self.shutting_down => {
+                After::Close
+            }
+            a => a,
+        };
+        if req.method == "HEAD" {
+            resp.omit_body = true;
+        }
+        let (head, body) = match &after {
+            After::Upgrade(_) => (
+                std::mem::take(&mut resp.body).into_owned(),
+                Cow::Borrowed(&[][..]),
+            ),
+            _ => {
+                let head = resp.encode_head(matches!(after, After::KeepAlive));
+                let body = if resp.omit_body {
+                    Cow::Borrowed(&[][..])
+                } else {
+                    resp.body
+                };
+                (head, body)
+            }
+        };
+        h.phase = HttpPhase::Writing {
+            head,
+            body,
+            pos: 0,
+            after,
+        };
+    }
+
+    /// Answers one request. Returns the response and what happens after it is written.
+    fn handle_request(
+        &mut self,
+        req: &Request,
+        peer: SocketAddr,
+        now: Instant,
+    ) -> (Response, After) {
+        if let Err(resp) = self.check_host(req) {
+            eprintln!("keepty: refused request from {peer}: Host not allowed");
+            return (resp, After::Close);
+        }
+        match http::route(req) {
+            Route::Asset(a) => (Response::asset(req, a), After::KeepAlive),
+            Route::Health => (
+                Response::new(200, "text/plain; charset=utf-8", &b"ok\n"[..]),
+                After::KeepAlive,
+            ),
+            Route::NotFound => (
+                Response::error(404, "not_found", "no such page"),
+                After::KeepAlive,
+            ),
+            Route::MethodNotAllowed(allow) => {
+                let mut r = Response::error(405, "method_not_allowed", "method not allowed here");
+                r.headers.push(("Allow", Cow::Borrowed(allow)));
+                (r, After::KeepAlive)
+            }
+            Route::AdminSessions => {
+                if !peer.ip().is_loopback() {
+                    return (
+                        Response::error(
+                            403,
+                            "forbidden",
+                            "the admin surface answers loopback peers only",
+                        ),
+                        After::KeepAlive,
+                    );
+                }
+                if let Err(resp) = self.check_origin(req) {
+                    return (resp, After::KeepAlive);
+                }
+                (
+                    Response::json(200, &self.session_list(now)),
+                    After::KeepAlive,
+                )
+            }
+            Route::WebSocket => self.handshake(req),
+        }
+    }
+
+    /// The Host allowlist: the only defence against DNS rebinding, where an attacker's page
+    /// reaches us under its own name with a matching Origin.
+    fn check_host(&self, req: &Request) -> Result<(), Response> {
+        let Some(host) = req.header("host") else {
+            return Err(Response::error(400, "bad_request", "Host header required"));
+        };
+        let host = host.trim().to_ascii_lowercase();
+        let (name, port) = match host.rsplit_once(':') {
+            Some((n, p))
+                if !n.is_empty()
+                    && (n.starts_with('[') || !n.contains(':'))
+                    && p.chars().all(|c| c.is_ascii_digit()) =>
+            {
+                (n.to_string(), Some(p.to_string()))
+            }
+            _ => (host.clone(), None),
+        };
+        if port.is_some_and(|p| p.parse::<u16>().ok() != Some(self.local_addr.port())) {
+            return Err(Response::error(
+                403,
+                "forbidden",
+                "Host does not name this server",
+            ));
+        }
+        let listen_ip = match self.local_addr.ip() {
+            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+            ip => ip.to_string(),
+        };
+        let ok = matches!(name.as_str(), "localhost" | "127.0.0.1" | "[::1]")
+            || (!self.local_addr.ip().is_unspecified() && name == listen_ip)
+            || self
+                .cfg
+                .allow_hosts
+                .iter()
+                .any(|h| *h == name || *h == host);
+        if ok {
+            Ok(())
+        } else {
+            Err(Response::error(
+                403,
+                "forbidden",
+                "Host does not name this server",
+            ))
+        }
+    }
+
+    /// A request carrying `Origin` must come from our own origin or an allowed one.
+    fn check_origin(&self, req: &Request) -> Result<(), Response> {
+        let Some(origin) = req.header("origin") else {
+            return Ok(());
+        };
+        let host = req.header("host").unwrap_or("");
+        let own = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
+            .is_some_and(|rest| rest.eq_ignore_ascii_case(host));
+        if own || self.cfg.allow_origins.iter().any(|o| o == origin) {
+            Ok(())
+        } else {
+            Err(Response::error(403, "forbidden", "Origin not allowed"))
+        }
+    }
+
+    fn handshake(&mut self, req: &Request) -> (Response, After) {
+        if !req.is_upgrade() {
+            return (
+                Response::error(400, "bad_request", "expected a WebSocket upgrade"),
+                After::KeepAlive,
+            );
+        }
+        if req.header("sec-websocket-version").map(str::trim) != Some("13") {
+            let mut r = Response::error(426, "bad_request", "WebSocket version 13 required");
+            r.headers
+                .push(("Sec-WebSocket-Version", Cow::Borrowed("13")));
+            return (r, After::Close);
+        }
+        let Some(key) = req.header("sec-websocket-key") else {
+            return (
+                Response::error(400, "bad_request", "Sec-WebSocket-Key missing"),
+                After::Close,
+            );
+        };
+        if let Err(resp) = self.check_origin(req) {
+            return (resp, After::Close);
+        }
+        let protocol = req
+            .header_has_token("sec-websocket-protocol", "keepty.v1")
+            .then_some("keepty.v1");
+        let accept = tungstenite::handshake::derive_accept_key(key.trim().as_bytes());
+        let mut resp = Response::new(101, "", Vec::new());
+        resp.body = Cow::Owned(http::upgrade_response(&accept, protocol));
+        (resp, After::Upgrade(protocol::parse_ws_query(&req.query)))
+    }
+
+    /// Turns an HTTP connection whose 101 is sent into a WebSocket client.
+    fn upgrade(&mut self, k: usize, params: Result<WsParams, ProtoError>, now: Instant) {
+        let conn = &mut self.conns[k];
+        let ConnKind::Http(h) = std::mem::replace(&mut conn.kind, ConnKind::Gone) else {
+            return;
+        };
+        let mut w = WsConn::new(h.stream, h.buf, h.peer);
+        let result = params.and_then(|p| self.attach(k, &mut w, &p, now));
+        if let Err(e) = result {
+            eprintln!(
+                "keepty: refused WebSocket from {}: {} ({})",
+                w.peer,
+                e.code.name(),
+                e.message
+            );
+            w.fail(&e);
+            let generation = self.conns[k].generation;
+            self.wheel.insert(now + LINGER, Timer::Conn(k, generation));
+        }
+        self.conns[k].kind = ConnKind::Ws(w);
+        self.touched_conns.push(k);
+        // Frames that came with the request head are already buffered in tungstenite.
+        self.read_ws(k, now);
+    }
+
+    fn create_session(
+        &mut self,
+        id: Option<&str>,
+        p: &WsParams,
+        now: Instant,
+    ) -> Result<usize, ProtoError> {
+        if self.shutting_down {
+            return Err(ProtoError::new(
+                ErrorCode::Limit,
+                "the server is shutting down",
+            ));
+        }
+        if self.sessions.len() >= self.cfg.max_sessions {
+            return Err(ProtoError::new(ErrorCode::Limit, "--max-sessions reached"));
+        }
+        if self.memory_reserved() + self.cfg.scrollback > self.cfg.max_memory {
+            return Err(ProtoError::new(ErrorCode::Memory, "--max-memory reached"));
+        }
+        let id = match id {
+            Some(id) => id.to_string(),
+            None => random_id()
+                .map_err(|e| ProtoError::new(ErrorCode::Internal, format!("no randomness: {e}")))?,
+        };
+        let (cols, rows) = (p.cols.unwrap_or(80), p.rows.unwrap_or(24));
+        let pty = Pty::spawn(&self.cfg.command, cols, rows).map_err(|e| {
+            ProtoError::new(
+                ErrorCode::Internal,
+                format!("could not start {}: {e}", self.cfg.command[0]),
+            )
+        })?;
+        let generation = self.next_generation();
+        let entry = self.sessions.vacant_entry();
+        let key = entry.key();
+        let fd: RawFd = pty.raw_fd();
+        if let Err(e) = self.poll.registry().register(
+            &mut SourceFd(&fd),
+            token::pty(key),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            pty.signal_group(Signal::SIGKILL);
+            return Err(ProtoError::new(
+                ErrorCode::Internal,
+                format!("cannot watch the terminal: {e}"),
+            ));
+        }
+        let s = Session::new(
+            id.clone(),
+            "local".into(),
+            generation,
+            pty,
+            self.cfg.scrollback,
+            (cols, rows),
+            now,
+            unix_now(),
+        );
+        eprintln!(
+            "keepty: session {id} created (pid {}, {cols}x{rows})",
+            s.pid
+        );
+        self.pids.insert(s.pid, key);
+        entry.insert(s);
+        self.ids.insert(id, key);
+        self.touched_sessions.push(key);
+        Ok(key)
+    }
+
+    /// Attaches WebSocket `w` (connection `k`) per its query.
+    fn attach(
+        &mut self,
+        k: usize,
+        w: &mut WsConn,
+        p: &WsParams,
+        now: Instant,
+    ) -> Result<(), ProtoError> {
+        let existing = p
+            .session
+            .as_deref()
+            .and_then(|id| self.ids.get(id).copied());
+        let (skey, created) = match existing {
+            Some(s) => (s, false),
+            None if p.new => (self.create_session(p.session.as_deref(), p, now)?, true),
+            None => {
+                return Err(ProtoError::new(ErrorCode::NotFound, "no such session"));
+            }
+        };
+        let s = &mut self.sessions[skey];
+        if let Some(since) = p.since
+            && since > s.ring.end()
+        {
+            return Err(ProtoError::new(
+                ErrorCode::BadRequest,
+                format!("since {since} is past the end of output ({})", s.ring.end()),
+            ));
+        }
+        let role = if s.writer.is_none() {
+            Role::Writer
+        } else {
+            match self.cfg.attach_policy {
+                AttachPolicy::Reject => {
+                    return Err(ProtoError::new(
+                        ErrorCode::AttachedElsewhere,
+                        "the session is attached in another window",
+                    ));
+                }
+                AttachPolicy::Multi => Role::Viewer,
+                AttachPolicy::Handoff => {
+                    for old in std::mem::take(&mut s.clients) {
+                        if let Some(Conn {
+                            kind: ConnKind::Ws(ow),
+                            ..
+                        }) = self.conns.get_mut(old)
+                        {
+                            eprintln!("keepty: session {} taken over from {}", s.id, ow.peer);
+                            ow.send(&ServerMsg::TakenOver);
+                            ow.close_with(protocol::CLOSE_TAKEN_OVER, "taken_over");
+                            ow.session = None;
+                            self.touched_conns.push(old);
+                        }
+                    }
+                    s.writer = None;
+                    Role::Writer
+                }
+            }
+        };
+        let since = p.since.unwrap_or(0);
+        let start = s.ring.start();
+        let (offset, lost) = if since >= start {
+            (since, 0)
+        } else {
+            (start, start - since)
+        };
+        let restore = (p.since.is_none() || lost > 0).then(|| s.modes.restore_sequence());
+        w.cursor = offset;
+        w.acked = offset;
+        w.flow = p.flow;
+        w.role = role;
+        w.session = Some((skey, s.generation));
+        s.clients.push(k);
+        if role == Role::Writer {
+            s.writer = Some(k);
+            let (cols, rows) = (p.cols.unwrap_or(s.cols), p.rows.unwrap_or(s.rows));
+            if let Some(pty) = &s.pty {
+                if (cols, rows) != (s.cols, s.rows) {
+                    let _ = pty.resize(cols, rows);
+                } else if !created {
+                    // A full-screen program repaints for the newcomer, whose screen is blank.
+                    pty.nudge_redraw();
+                }
+            }
+            s.cols = cols;
+            s.rows = rows;
+        }
+        s.touch(now);
+        w.send(&ServerMsg::Attached {
+            session: &s.id,
+            created,
+            offset,
+            lost,
+            role,
+            policy: self.cfg.attach_policy.name(),
+            cols: s.cols,
+            rows: s.rows,
+            end: s.ring.end(),
+            restore: restore.as_deref().filter(|r| !r.is_empty()),
+        });
+        eprintln!(
+            "keepty: session {} attached by {} as {:?} (offset {offset}, lost {lost})",
+            s.id, w.peer, role
+        );
+        self.touched_sessions.push(skey);
+        Ok(())
+    }
+
+    /// Reads a WebSocket until `WouldBlock`, or until input must wait for the PTY.
+    fn read_ws(&mut self, k: usize, now: Instant) {
+        loop {
+            let Some(Conn {
+                kind: ConnKind::Ws(w),
+                dead: false,
+                ..
+            }) = self.conns.get_mut(k)
+            else {
+                return;
+            };
+            if w.read_paused {
+                return;
+            }
+            let attached = w
+                .session
+                .filter(|(s, g)| self.sessions.get(*s).is_some_and(|s| s.generation == *g));
+            match w.read() {
+                Incoming::Idle => return,
+                Incoming::Closed => return self.kill_conn(k),
+                Incoming::Failed(code, reason) => {
+                    eprintln!("keepty: closing WebSocket from {}: {reason}", w.peer);
+                    w.close_with(code, reason);
+                    self.detach_ws(k, now);
+                    return;
+                }
+                Incoming::Message(msg) => {
+                    let Some((skey, _)) = attached else {
+                        // Not attached (closing, or taken over): only the close matters.
+                        if let Message::Close(_) = msg {
+                            let _ = w.pump_write(None);
+                        }
+                        continue;
+                    };
+                    let is_writer = w.role == Role::Writer && w.is_open();
+                    let s = &mut self.sessions[skey];
+                    s.touch(now);
+                    match msg {
+                        Message::Binary(data) => {
+                            if is_writer && s.state() == State::Running {
+                                if let Err(e) = s.send_input(&data) {
+                                    eprintln!("keepty: session {} input failed: {e}", s.id);
+                                }
+                                if !s.can_take_input() && s.exit.is_none() {
+                                    w.read_paused = true;
+                                }
+                            }
+                        }
+                        Message::Text(text) => match protocol::parse_client_msg(&text) {
+                            Ok(ClientMsg::Resize { cols, rows }) => {
+                                if is_writer && let Some(pty) = &s.pty {
+                                    if let Err(e) = pty.resize(cols, rows) {
+                                        eprintln!("keepty: session {} resize failed: {e}", s.id);
+                                    }
+                                    s.cols = cols;
+                                    s.rows = rows;
+                                }
+                            }
+                            Ok(ClientMsg::Ack { offset }) => {
+                                if let Err(e) = w.ack(offset) {
+                                    w.fail(&e);
+                                    self.detach_ws(k, now);
+                                    return;
+                                }
+                            }
+                            Ok(ClientMsg::TakeControl) | Ok(ClientMsg::Unknown) => {}
+                            Err(e) => {
+                                w.fail(&e);
+                                self.detach_ws(k, now);
+                                return;
+                            }
+                        },
+                        Message::Close(_) => {
+                            // tungstenite queued our answer; send it, then we are done.
+                            let _ = w.pump_write(None);
+                            return self.kill_conn(k);
+                        }
+                        _ => {} // ping/pong: tungstenite answers pings itself
+                    }
+                    self.touched_sessions.push(skey);
+                }
+            }
+        }
+    }
+
+    /// Detaches a WebSocket that is closing but not yet gone, with a bound on how long it may
+    /// take to finish closing.
+    fn detach_ws(&mut self, k: usize, now: Instant) {
+        let Some(conn) = self.conns.get_mut(k) else {
+            return;
+        };
+        let generation = conn.generation;
+        if let ConnKind::Ws(w) = &mut conn.kind
+            && let Some((s, _)) = w.session.take()
+        {
+            self.detach(s, k);
+        }
+        self.wheel.insert(now + LINGER, Timer::Conn(k, generation));
+        self.touched_conns.push(k);
+    }
+
+    // ---- PTYs and children -----------------------------------------------------------
+
+    fn on_pty_event(&mut self, skey: usize) {
+        if let Some(s) = self.sessions.get_mut(skey) {
+            // Any event (in, out, hup) may mean new readiness; reading finds out which.
+            s.pty_readable = true;
+            s.pty_writable = true;
+            self.touched_sessions.push(skey);
+        }
+    }
+
+    fn on_signal(&mut self, sig: signals::Event, now: Instant) {
+        match sig {
+            signals::Event::Child => {
+                let mut exits = Vec::new();
+                pty::reap_all(|pid, st| exits.push((pid, st)));
+                for (pid, st) in exits {
+                    self.on_child_exit(pid, st);
+                }
+            }
+            signals::Event::Shutdown => self.begin_shutdown(now),
+            signals::Event::Reload => {
+                eprintln!("keepty: SIGHUP: no token files to reload");
+            }
+        }
+    }
+
+    fn on_child_exit(&mut self, pid: i32, st: ExitStatus) {
+        self.orphans.retain(|&p| p != pid);
+        let Some(skey) = self.pids.remove(&pid) else {
+            return;
+        };
+        if let Some(s) = self.sessions.get_mut(skey) {
+            s.exit = Some(st);
+            // Drain what the process wrote before it died before reporting the exit.
+            s.pty_readable = true;
+            self.touched_sessions.push(skey);
+        }
+    }
+
+    /// How many bytes session `skey` may read now without overwriting output a client still
+    /// needs: the writer's unacknowledged (flow) or unsent bytes, and in `block` mode with
+    /// nobody attached, anything at all.
+    fn read_budget(&self, skey: usize) -> u64 {
+        let s = &self.sessions[skey];
+        let protect = match s.writer.and_then(|w| self.conns.get(w)) {
+            Some(Conn {
+                kind: ConnKind::Ws(w),
+                ..
+            }) => Some(w.needs_from()),
+            _ if self.cfg.detached_output == DetachedOutput::Block => Some(s.ring.start()),
+            _ => None,
+        };
+        match protect {
+            Some(p) => (s.ring.capacity() as u64).saturating_sub(s.ring.end().saturating_sub(p)),
+            None => u64::MAX,
+        }
+    }
+
+    /// Moves output PTY -> ring -> clients for one session until neither side can move.
+    fn service_session(&mut self, skey: usize, now: Instant) {
+        for _ in 0..64 {
+            let Some(s) = self.sessions.get_mut(skey) else {
+                return;
+            };
+            let mut progress = false;
+            if s.pty_writable && s.has_input() {
+                let _ = s.flush_input();
+                if s.can_take_input() {
+                    // The writer was paused on a full input queue: let it go on.
+                    if let Some(Conn {
+                        kind: ConnKind::Ws(w),
+                        ..
+                    }) = s.writer.and_then(|w| self.conns.get_mut(w))
+                    {
+                        if w.read_paused {
+                            w.read_paused = false;
+                            self.touched_conns.push(s.writer.unwrap_or_default());
+                        }
+                    }
+                }
+            }
+            let s = &self.sessions[skey];
+            if s.pty_readable && !s.output_done {
+                let budget = self.read_budget(skey);
+                let s = &mut self.sessions[skey];
+                if budget > 0 {
+                    match s.read_output(budget) {
+                        Ok(pass) => progress |= pass.bytes > 0,
+                        Err(e) => eprintln!("keepty: session {} read failed: {e}", s.id),
+                    }
+                    if s.pty_readable && !s.output_done && self.read_budget(skey) > 0 {
+                        self.busy = true; // stopped for fairness, not for lack of data
+                    }
+                }
+            }
+            self.finish_output(skey);
+            let s = &self.sessions[skey];
+            let clients = s.clients.clone();
+            for c in clients {
+                let s = &self.sessions[skey];
+                let Some(Conn {
+                    kind: ConnKind::Ws(w),
+                    dead: false,
+                    ..
+                }) = self.conns.get_mut(c)
+                else {
+                    continue;
+                };
+                let before = w.cursor;
+                if !w.pump_write(Some(&s.ring)) {
+                    self.kill_conn(c);
+                    continue;
+                }
+                progress |= w.cursor != before;
+                if s.state() == State::Exited && w.is_open() && w.caught_up(&s.ring) {
+                    let (code, signal) = s.exit.map(|e| (e.code, e.signal)).unwrap_or((None, None));
+                    w.send(&ServerMsg::Exited { code, signal });
+                    w.close_with(protocol::CLOSE_NORMAL, "exited");
+                    let _ = w.pump_write(None);
+                    let s = &mut self.sessions[skey];
+                    s.end_seen = true;
+                    self.detach_ws(c, now);
+                }
+            }
+            if !progress {
+                break;
+            }
+        }
+        self.maybe_free_session(skey);
+    }
+
+    /// Once output has ended and the child is reaped, the session is `exited`.
+    fn finish_output(&mut self, skey: usize) {
+        let s = &mut self.sessions[skey];
+        if s.output_done && s.pty.is_some() {
+            if let Some(pty) = s.close_pty() {
+                let fd = pty.raw_fd();
+                let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+            }
+        }
+        if s.output_done && s.exit.is_some() && s.state() == State::Running {
+            s.set_state(State::Exited);
+        }
+    }
+
+    /// An exited session whose end a client has seen, and that nobody watches, is gone.
+    fn maybe_free_session(&mut self, skey: usize) {
+        let Some(s) = self.sessions.get(skey) else {
+            return;
+        };
+        if s.state() == State::Exited && s.end_seen && s.clients.is_empty() {
+            eprintln!("keepty: session {} freed", s.id);
+            self.ids.remove(&s.id);
+            self.sessions.remove(skey);
+        }
+    }
+
+    // ---- time ------------------------------------------------------------------------
+
+    fn on_timer(&mut self, t: Timer, now: Instant) {
+        match t {
+            Timer::Conn(k, generation) => {
+                let Some(conn) = self.conns.get_mut(k) else {
+                    return;
+                };
+                if conn.generation != generation || conn.dead {
+                    return;
+                }
+                match &mut conn.kind {
+                    ConnKind::Http(h) => {
+                        if h.deadline > now {
+                            return; // a later deadline has its own entry
+                        }
+                        match h.phase {
+                            HttpPhase::Reading if h.buf.is_empty() => self.kill_conn(k),
+                            HttpPhase::Reading => {
+                                eprintln!("keepty: request head from {} timed out", h.peer);
+                                self.kill_conn(k)
+                            }
+                            _ => self.kill_conn(k),
+                        }
+                    }
+                    ConnKind::Ws(w) => {
+                        if w.phase() != Phase::Open {
+                            self.kill_conn(k);
+                        }
+                    }
+                    ConnKind::Gone => {}
+                }
+            }
+            Timer::KillOrphans => {
+                for &pid in &self.orphans {
+                    pty::signal_session(pid, Signal::SIGKILL);
+                }
+                for (_, s) in self.sessions.iter() {
+                    if s.exit.is_none() {
+                        pty::signal_session(s.pid, Signal::SIGKILL);
+                    }
+                }
+            }
+            Timer::ExitNow => {
+                eprintln!("keepty: children did not all exit in time; exiting anyway");
+                self.exit_now = true;
+            }
+            Timer::Accept => {
+                self.accept_paused = false;
+                self.accept_all(now);
+            }
+        }
+    }
+
+    // ---- shutdown --------------------------------------------------------------------
+
+    fn begin_shutdown(&mut self, now: Instant) {
+        if self.shutting_down {
+            eprintln!("keepty: second shutdown signal; exiting now");
+            for (_, s) in self.sessions.iter() {
+                pty::signal_session(s.pid, Signal::SIGKILL);
+            }
+            self.exit_now = true;
+            return;
+        }
+        eprintln!("keepty: shutting down");
+        self.shutting_down = true;
+        if let Some(mut l) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for k in keys {
+            let conn = &mut self.conns[k];
+            match &mut conn.kind {
+                ConnKind::Ws(w) => {
+                    w.send(&ServerMsg::Shutdown);
+                    w.close_with(protocol::CLOSE_GOING_AWAY, "shutdown");
+                    self.detach_ws(k, now);
+                }
+                ConnKind::Http(h) if matches!(h.phase, HttpPhase::Writing { .. }) => {}
+                _ => self.kill_conn(k),
+            }
+        }
+        for (_, s) in self.sessions.iter() {
+            if s.exit.is_none() {
+                if let Some(pty) = &s.pty {
+                    pty.signal_group(Signal::SIGHUP);
+                }
+                pty::signal_session(s.pid, Signal::SIGHUP);
+            }
+        }
+        self.wheel.insert(now + KILL_AFTER, Timer::KillOrphans);
+        self.wheel
+            .insert(now + KILL_AFTER + EXIT_GRACE, Timer::ExitNow);
+    }
+
+    fn finished(&self) -> bool {
+        self.conns.is_empty()
+            && self.orphans.is_empty()
+            && self.sessions.iter().all(|(_, s)| s.exit.is_some())
+    }
+
+    // ---- the end of each turn --------------------------------------------------------
+
+    /// Services everything the batch touched, then frees closed connections.
+    fn settle(&mut self, now: Instant) {
+        // Servicing can touch more (a paused writer resumes, a client detaches): loop until
+        // quiet, bounded so one turn cannot spin.
+        for _ in 0..8 {
+            if self.touched_sessions.is_empty() && self.touched_conns.is_empty() {
+                break;
+            }
+            let mut sessions = std::mem::take(&mut self.touched_sessions);
+            sessions.sort_unstable();
+            sessions.dedup();
+            for s in sessions {
+                self.service_session(s, now);
+            }
+            let mut conns = std::mem::take(&mut self.touched_conns);
+            conns.sort_unstable();
+            conns.dedup();
+            for k in conns {
+                self.service_conn(k, now);
+            }
+        }
+        if !self.touched_sessions.is_empty() || !self.touched_conns.is_empty() {
+            self.busy = true;
+        }
+        for k in std::mem::take(&mut self.dead) {
+            if let Some(mut conn) = self.conns.try_remove(k) {
+                match &mut conn.kind {
+                    ConnKind::Http(h) => {
+                        let _ = self.poll.registry().deregister(&mut h.stream);
+                    }
+                    ConnKind::Ws(w) => {
+                        let _ = self.poll.registry().deregister(w.stream_mut());
+                    }
+                    ConnKind::Gone => {}
+                }
+            }
+        }
+    }
+
+    fn service_conn(&mut self, k: usize, now: Instant) {
+        let Some(conn) = self.conns.get_mut(k) else {
+            return;
+        };
+        if conn.dead {
+            return;
+        }
+        match &mut conn.kind {
+            ConnKind::Http(_) => self.drive_http(k, now),
+            ConnKind::Ws(w) => {
+                if !w.read_paused {
+                    self.read_ws(k, now);
+                }
+                let Some(Conn {
+                    kind: ConnKind::Ws(w),
+                    dead: false,
+                    ..
+                }) = self.conns.get_mut(k)
+                else {
+                    return;
+                };
+                let ring = w
+                    .session
+                    .and_then(|(s, g)| self.sessions.get(s).filter(|s| s.generation == g))
+                    .map(|s| &s.ring);
+                if !w.pump_write(ring) || w.phase() == Phase::Done {
+                    self.kill_conn(k);
+                } else if let Some((s, _)) = w.session {
+                    // Sending may have freed read budget for the session.
+                    self.touched_sessions.push(s);
+                }
+            }
+            ConnKind::Gone => {}
+        }
+    }
+
+    // ---- admin -----------------------------------------------------------------------
+
+    fn session_list(&self, now: Instant) -> admin::SessionList {
+        let now_unix = unix_now();
+        let ttl = self.cfg.ttl.as_secs();
+        let sessions = self
+            .sessions
+            .iter()
+            .map(|(_, s)| {
+                let idle = now.saturating_duration_since(s.last_seen).as_secs();
+                admin::SessionRecord {
+                    id: s.id.clone(),
+                    owner: s.owner.clone(),
+                    pid: s.pid,
+                    state: s.state().to_string(),
+                    exit_code: s.exit.and_then(|e| e.code),
+                    created_at: s.created_at,
+                    last_seen: now_unix.saturating_sub(idle),
+                    idle_secs: idle,
+                    expires_in_secs: ttl.saturating_sub(idle),
+                    bytes_buffered: s.ring.len() as u64,
+                    bytes_total: s.ring.end(),
+                    clients: s.clients.len(),
+                    active_client: s.writer.and_then(|w| match self.conns.get(w) {
+                        Some(Conn {
+                            kind: ConnKind::Ws(w),
+                            ..
+                        }) => Some(w.peer.to_string()),
+                        _ => None,
+                    }),
+                    cols: s.cols,
+                    rows: s.rows,
+                }
+            })
+            .collect();
+        admin::SessionList {
+            now: now_unix,
+            sessions,
+            limits: admin::Limits {
+                max_sessions: self.cfg.max_sessions,
+                max_clients: self.cfg.max_clients,
+                max_memory: self.cfg.max_memory,
+                scrollback: self.cfg.scrollback,
+                ttl_secs: ttl,
+                attach_policy: self.cfg.attach_policy.name(),
+                detached_output: match self.cfg.detached_output {
+                    DetachedOutput::DropOldest => "drop-oldest",
+                    DetachedOutput::Block => "block",
+                },
+            },
+            memory: admin::Memory {
+                reserved: self.memory_reserved(),
+                cap: self.cfg.max_memory,
+            },
+        }
+    }
+}

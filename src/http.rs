@@ -1,1 +1,416 @@
-//! placeholder
+//! HTTP/1.1 without I/O: request-head parsing with hard caps, routing, and response bytes.
+//!
+//! The event loop feeds the bytes a connection has received so far to [`parse_head`]; a
+//! complete head becomes an owned [`Request`] that [`route`] maps to what to do. Everything
+//! that answers is a [`Response`], serialized once.
+
+use std::borrow::Cow;
+
+use crate::assets;
+
+/// Largest request head, bytes.
+pub const MAX_HEAD: usize = 8 << 10;
+/// Most headers in a request.
+pub const MAX_HEADERS: usize = 32;
+
+/// Why a request head is refused; each maps to a status and error code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeadError {
+    /// Not HTTP: 400.
+    Malformed,
+    /// More than [`MAX_HEADERS`] headers: 431.
+    TooManyHeaders,
+    /// More than [`MAX_HEAD`] bytes without the end of the head: 431.
+    TooLarge,
+}
+
+impl HeadError {
+    /// The response this error gets.
+    pub fn response(self) -> Response {
+        match self {
+            HeadError::Malformed => Response::error(400, "bad_request", "malformed HTTP request"),
+            HeadError::TooManyHeaders => Response::error(
+                431,
+                "headers_too_large",
+                "more than 32 header fields in the request",
+            ),
+            HeadError::TooLarge => {
+                Response::error(431, "headers_too_large", "request head larger than 8 KiB")
+            }
+        }
+    }
+}
+
+/// A parsed request head: the parts keepty looks at, owned.
+#[derive(Clone, Debug, Default)]
+pub struct Request {
+    /// `GET`, `HEAD`, ...
+    pub method: String,
+    /// Path without the query.
+    pub path: String,
+    /// Query string without `?` (may be empty).
+    pub query: String,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor_version: u8,
+    /// All header fields, names lowercased.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Request {
+    /// The first value of header `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// True if header `name` has `token` in its comma-separated list (case-insensitive).
+    pub fn header_has_token(&self, name: &str, token: &str) -> bool {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .flat_map(|(_, v)| v.split(','))
+            .any(|t| {
+                t.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .eq_ignore_ascii_case(token)
+            })
+    }
+
+    /// Whether the connection stays open after the response.
+    pub fn keep_alive(&self) -> bool {
+        if self.header_has_token("connection", "close") {
+            return false;
+        }
+        self.minor_version >= 1 || self.header_has_token("connection", "keep-alive")
+    }
+
+    /// True if the request announces a body (keepty's requests have none).
+    pub fn has_body(&self) -> bool {
+        self.header("transfer-encoding").is_some()
+            || self
+                .header("content-length")
+                .is_some_and(|v| v.trim() != "0")
+    }
+
+    /// True if the client takes a gzip body.
+    pub fn accepts_gzip(&self) -> bool {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == "accept-encoding")
+            .flat_map(|(_, v)| v.split(','))
+            .any(|item| {
+                let mut parts = item.split(';');
+                let coding = parts.next().unwrap_or("").trim();
+                let refused = parts.any(|p| {
+                    let p = p.trim();
+                    p.strip_prefix("q=")
+                        .is_some_and(|q| q.parse::<f32>().is_ok_and(|q| q <= 0.0))
+                });
+                coding.eq_ignore_ascii_case("gzip") && !refused
+            })
+    }
+
+    /// True if this is a WebSocket upgrade request (method aside).
+    pub fn is_upgrade(&self) -> bool {
+        self.header_has_token("upgrade", "websocket")
+            && self.header_has_token("connection", "upgrade")
+    }
+}
+
+/// Parses a request head from the bytes received so far. `Ok(None)`: not complete yet.
+/// `Ok(Some((req, n)))`: the head is the first `n` bytes; what follows belongs to the next
+/// request or, after an upgrade, to the WebSocket.
+pub fn parse_head(buf: &[u8]) -> Result<Option<(Request, usize)>, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => {
+            let target = req.path.unwrap_or("/");
+            let (path, query) = target.split_once('?').unwrap_or((target, ""));
+            let out = Request {
+                method: req.method.unwrap_or("").to_string(),
+                path: path.to_string(),
+                query: query.to_string(),
+                minor_version: req.version.unwrap_or(1),
+                headers: req
+                    .headers
+                    .iter()
+                    .map(|h| {
+                        (
+                            h.name.to_ascii_lowercase(),
+                            String::from_utf8_lossy(h.value).into_owned(),
+                        )
+                    })
+                    .collect(),
+            };
+            Ok(Some((out, n)))
+        }
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooManyHeaders),
+        Err(_) => Err(HeadError::Malformed),
+    }
+}
+
+/// What a request asks for.
+#[derive(Debug)]
+pub enum Route {
+    /// An embedded file.
+    Asset(&'static assets::Asset),
+    /// `/healthz`.
+    Health,
+    /// `/ws`: a WebSocket upgrade.
+    WebSocket,
+    /// `/admin/sessions`.
+    AdminSessions,
+    /// A known path with a method it does not take.
+    MethodNotAllowed(&'static str),
+    /// Nothing here.
+    NotFound,
+}
+
+/// Maps a request to its route.
+pub fn route(req: &Request) -> Route {
+    let read_only = req.method == "GET" || req.method == "HEAD";
+    let r = match req.path.as_str() {
+        "/healthz" => Route::Health,
+        "/ws" => {
+            return if req.method == "GET" {
+                Route::WebSocket
+            } else {
+                Route::MethodNotAllowed("GET")
+            };
+        }
+        "/admin/sessions" => Route::AdminSessions,
+        p => match assets::get(p) {
+            Some(a) => Route::Asset(a),
+            None => return Route::NotFound,
+        },
+    };
+    if read_only {
+        r
+    } else {
+        Route::MethodNotAllowed("GET, HEAD")
+    }
+}
+
+/// A response: status line + headers + body, serialized by [`Response::encode_head`].
+#[derive(Debug)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Extra header lines (`Name: value`), beyond the ones every response gets.
+    pub headers: Vec<(&'static str, Cow<'static, str>)>,
+    /// Body; embedded assets are borrowed, not copied.
+    pub body: Cow<'static, [u8]>,
+    /// Send the head only (HEAD requests, 304).
+    pub omit_body: bool,
+}
+
+/// The reason phrase for the statuses keepty sends.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        101 => "Switching Protocols",
+        200 => "OK",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        409 => "Conflict",
+        413 => "Content Too Large",
+        426 => "Upgrade Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "Error",
+    }
+}
+
+impl Response {
+    /// A response with a body and content type.
+    pub fn new(
+        status: u16,
+        content_type: &'static str,
+        body: impl Into<Cow<'static, [u8]>>,
+    ) -> Self {
+        Response {
+            status,
+            headers: vec![("Content-Type", Cow::Borrowed(content_type))],
+            body: body.into(),
+            omit_body: false,
+        }
+    }
+
+    /// A JSON body, fields in declaration order.
+    pub fn json<T: serde::Serialize + ?Sized>(status: u16, value: &T) -> Self {
+        let mut body = serde_json::to_vec(value).unwrap_or_default();
+        body.push(b'\n');
+        Response::new(status, "application/json", body)
+    }
+
+    /// The SPEC's error shape: `{"error":CODE,"message":TEXT}`.
+    pub fn error(status: u16, code: &str, message: &str) -> Self {
+        Response::json(
+            status,
+            &serde_json::json!({ "error": code, "message": message }),
+        )
+    }
+
+    /// An embedded asset, gzip-compressed when the client takes it, 304 when its ETag matches.
+    pub fn asset(req: &Request, a: &'static assets::Asset) -> Self {
+        let mut r = if req
+            .header("if-none-match")
+            .is_some_and(|v| v.split(',').any(|t| t.trim() == a.etag))
+        {
+            let mut r = Response::new(304, a.content_type, &[][..]);
+            r.omit_body = true;
+            r
+        } else if req.accepts_gzip() {
+            let mut r = Response::new(200, a.content_type, a.gzip);
+            r.headers.push(("Content-Encoding", Cow::Borrowed("gzip")));
+            r
+        } else {
+            Response::new(200, a.content_type, a.body)
+        };
+        r.headers.push(("ETag", Cow::Borrowed(a.etag)));
+        r.headers.push(("Vary", Cow::Borrowed("Accept-Encoding")));
+        // Revalidate every time: asset names are not content-hashed, and a 304 is cheap.
+        r.headers.push(("Cache-Control", Cow::Borrowed("no-cache")));
+        r
+    }
+
+    /// The status line and headers, including `Content-Length` and `Connection`.
+    pub fn encode_head(&self, keep_alive: bool) -> Vec<u8> {
+        use std::fmt::Write;
+        let mut h = String::with_capacity(256);
+        let _ = write!(h, "HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
+        for (name, value) in &self.headers {
+            let _ = write!(h, "{name}: {value}\r\n");
+        }
+        if self.status != 304 {
+            let _ = write!(h, "Content-Length: {}\r\n", self.body.len());
+        }
+        h.push_str(if keep_alive {
+            "Connection: keep-alive\r\n"
+        } else {
+            "Connection: close\r\n"
+        });
+        h.push_str("X-Content-Type-Options: nosniff\r\n\r\n");
+        h.into_bytes()
+    }
+}
+
+/// The `101 Switching Protocols` answer to a WebSocket upgrade.
+pub fn upgrade_response(accept_key: &str, protocol: Option<&str>) -> Vec<u8> {
+    let mut h = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept_key}\r\n"
+    );
+    if let Some(p) = protocol {
+        h.push_str("Sec-WebSocket-Protocol: ");
+        h.push_str(p);
+        h.push_str("\r\n");
+    }
+    h.push_str("\r\n");
+    h.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(raw: &str) -> Request {
+        parse_head(raw.as_bytes()).unwrap().unwrap().0
+    }
+
+    #[test]
+    fn partial_then_complete() {
+        let raw = b"GET /ws?session=a HTTP/1.1\r\nHost: x\r\n\r\nEXTRA";
+        assert!(parse_head(&raw[..20]).unwrap().is_none());
+        let (r, n) = parse_head(raw).unwrap().unwrap();
+        assert_eq!(&raw[n..], b"EXTRA");
+        assert_eq!(r.path, "/ws");
+        assert_eq!(r.query, "session=a");
+        assert_eq!(r.header("host"), Some("x"));
+    }
+
+    #[test]
+    fn caps() {
+        let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        big.resize(MAX_HEAD, b'a');
+        assert_eq!(parse_head(&big).unwrap_err(), HeadError::TooLarge);
+        let mut many = String::from("GET / HTTP/1.1\r\n");
+        for i in 0..40 {
+            many.push_str(&format!("H{i}: v\r\n"));
+        }
+        many.push_str("\r\n");
+        assert_eq!(
+            parse_head(many.as_bytes()).unwrap_err(),
+            HeadError::TooManyHeaders
+        );
+        assert_eq!(
+            parse_head(b"\x16\x03\x01garbage\r\n\r\n").unwrap_err(),
+            HeadError::Malformed
+        );
+    }
+
+    #[test]
+    fn keep_alive_rules() {
+        assert!(req("GET / HTTP/1.1\r\n\r\n").keep_alive());
+        assert!(!req("GET / HTTP/1.1\r\nConnection: close\r\n\r\n").keep_alive());
+        assert!(!req("GET / HTTP/1.0\r\n\r\n").keep_alive());
+        assert!(req("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive());
+    }
+
+    #[test]
+    fn gzip_negotiation() {
+        assert!(req("GET / HTTP/1.1\r\nAccept-Encoding: gzip, deflate, br\r\n\r\n").accepts_gzip());
+        assert!(!req("GET / HTTP/1.1\r\nAccept-Encoding: gzip;q=0\r\n\r\n").accepts_gzip());
+        assert!(!req("GET / HTTP/1.1\r\n\r\n").accepts_gzip());
+    }
+
+    #[test]
+    fn upgrade_detection() {
+        let r = req(
+            "GET /ws HTTP/1.1\r\nUpgrade: WebSocket\r\nConnection: keep-alive, Upgrade\r\n\r\n",
+        );
+        assert!(r.is_upgrade());
+        assert!(matches!(route(&r), Route::WebSocket));
+    }
+
+    #[test]
+    fn routes() {
+        assert!(matches!(
+            route(&req("GET /healthz HTTP/1.1\r\n\r\n")),
+            Route::Health
+        ));
+        assert!(matches!(
+            route(&req("GET / HTTP/1.1\r\n\r\n")),
+            Route::Asset(_)
+        ));
+        assert!(matches!(
+            route(&req("GET /nope HTTP/1.1\r\n\r\n")),
+            Route::NotFound
+        ));
+        assert!(matches!(
+            route(&req("DELETE / HTTP/1.1\r\n\r\n")),
+            Route::MethodNotAllowed(_)
+        ));
+    }
+
+    #[test]
+    fn response_head() {
+        let r = Response::error(404, "not_found", "nothing here");
+        let head = String::from_utf8(r.encode_head(true)).unwrap();
+        assert!(head.starts_with("HTTP/1.1 404 Not Found\r\n"));
+        assert!(head.contains(&format!("Content-Length: {}\r\n", r.body.len())));
+        assert!(head.contains("Connection: keep-alive"));
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["error"], "not_found");
+    }
+}

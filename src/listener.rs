@@ -1,1 +1,62 @@
-//! placeholder
+//! Accepting connections: drained to `WouldBlock`, refused cleanly past the cap.
+
+use std::io::{self, Write};
+use std::net::SocketAddr;
+
+use mio::net::{TcpListener, TcpStream};
+
+/// What one `accept` produced.
+pub enum Accepted {
+    /// A connection to serve.
+    Conn(TcpStream, SocketAddr),
+    /// Nothing more queued.
+    Drained,
+    /// Out of file descriptors (EMFILE/ENFILE): retry later from a timer, since an
+    /// edge-triggered listener with a queue does not fire again.
+    OutOfFds,
+}
+
+/// Accepts one connection.
+pub fn accept(listener: &TcpListener) -> io::Result<Accepted> {
+    loop {
+        return match listener.accept() {
+            Ok((s, peer)) => Ok(Accepted::Conn(s, peer)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Accepted::Drained),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(24 /* EMFILE */) | Some(23 /* ENFILE */)
+                ) =>
+            {
+                Ok(Accepted::OutOfFds)
+            }
+            // A connection that died in the queue (ECONNABORTED etc.) is not the listener's
+            // failure: go on with the next one.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => Err(e),
+        };
+    }
+}
+
+/// Turns away a connection over `--max-clients` with a 429 it can read, without keeping any
+/// state for it: one best-effort non-blocking write, then close.
+pub fn refuse(mut stream: TcpStream) {
+    let body = br#"{"error":"limit","message":"too many connections"}"#;
+    let head = format!(
+        "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len() + 1
+    );
+    let mut msg = head.into_bytes();
+    msg.extend_from_slice(body);
+    msg.push(b'\n');
+    let _ = stream.write(&msg);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+}

@@ -1,1 +1,53 @@
-fn main() {}
+//! `keepty`: parse the command line, bind, print the startup line, serve.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use keepty::config::{self, Cli};
+use keepty::event_loop::Server;
+
+fn main() -> ExitCode {
+    let cfg = match config::parse_args(std::env::args().skip(1)) {
+        Ok(Cli::Run(cfg)) => cfg,
+        Ok(Cli::Help) => {
+            print!("{}", config::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Ok(Cli::Version) => {
+            println!("keepty {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("keepty: {e}\nTry 'keepty --help'.");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(why) = cfg.refusal() {
+        eprintln!("keepty: {why}");
+        return ExitCode::from(2);
+    }
+    let mut server = match Server::bind(*cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("keepty: cannot listen: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let addr = server.local_addr();
+    let host = match addr.ip() {
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    // Tests and scripts read the port from this line, so it goes out before anything else.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "keepty listening on http://{host}:{}/", addr.port());
+    let _ = out.flush();
+    drop(out);
+    match server.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keepty: event loop failed: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
