@@ -356,6 +356,13 @@ impl Server {
     fn detach(&mut self, skey: usize, k: usize) {
         if let Some(s) = self.sessions.get_mut(skey) {
             s.detach(k);
+            if let Some(Conn {
+                kind: ConnKind::Ws(w),
+                ..
+            }) = self.conns.get(k)
+            {
+                eprintln!("keepty: session {} detached by {}", s.id, w.peer);
+            }
             self.touched_sessions.push(skey);
         }
     }
