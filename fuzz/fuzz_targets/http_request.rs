@@ -1,0 +1,21 @@
+//! Any bytes a peer sends as a request head: parsing, routing and the answer must not panic,
+//! and a complete head never claims more bytes than were given.
+#![no_main]
+use keepty::http::{self, parse_head};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let data = &data[..data.len().min(http::MAX_HEAD)];
+    if let Ok(Some((req, n))) = parse_head(data) {
+        assert!(n <= data.len());
+        let _ = req.keep_alive();
+        let _ = req.accepts_gzip();
+        let _ = req.is_upgrade();
+        let _ = req.has_body();
+        let _ = http::route(&req);
+        let _ = keepty::protocol::parse_ws_query(&req.query);
+    } else if let Err(e) = parse_head(data) {
+        let r = e.response();
+        assert!(r.status >= 400);
+    }
+});
