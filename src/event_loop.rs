@@ -1047,10 +1047,13 @@ impl Server {
                 }
             }
             self.finish_output(skey);
-            let s = &self.sessions[skey];
-            let clients = s.clients.clone();
-            for c in clients {
+            // Newest first, by index: a client that finishes here is removed from the list,
+            // which leaves the indices still to visit unchanged.
+            let mut i = self.sessions[skey].clients.len();
+            while i > 0 {
+                i -= 1;
                 let s = &self.sessions[skey];
+                let Some(&c) = s.clients.get(i) else { continue };
                 let Some(Conn {
                     kind: ConnKind::Ws(w),
                     dead: false,
