@@ -839,7 +839,7 @@ impl Server {
             cols: s.cols,
             rows: s.rows,
             end: s.ring.end(),
-            restore: restore.as_deref().filter(|r| !r.is_empty()),
+            restore: restore.as_deref(),
         });
         eprintln!(
             "keepty: session {} attached by {} as {:?} (offset {offset}, lost {lost})",
