@@ -133,10 +133,18 @@ impl Pty {
         Ok(())
     }
 
+    /// The terminal's foreground process group, if it has a real one. Once the session's
+    /// leader is gone the kernel may answer 0, and `killpg(0, ..)` would signal the server's
+    /// own group, so that and anything that is ours are refused here.
+    fn foreground_group(&self) -> Option<i32> {
+        let pgrp = nix::unistd::tcgetpgrp(self.master.as_fd()).ok()?.as_raw();
+        is_foreign_group(pgrp).then_some(pgrp)
+    }
+
     /// Tells the foreground program to repaint, even when the size did not change.
     pub fn nudge_redraw(&self) {
-        if let Ok(pgrp) = nix::unistd::tcgetpgrp(self.master.as_fd()) {
-            let _ = killpg(pgrp, Signal::SIGWINCH);
+        if let Some(pgrp) = self.foreground_group() {
+            signal_group(pgrp, Signal::SIGWINCH);
         }
     }
 
@@ -144,21 +152,31 @@ impl Pty {
     /// job the shell started lives in a group of its own).
     pub fn signal_group(&self, sig: Signal) {
         signal_group(self.pid.as_raw(), sig);
-        if let Ok(pgrp) = nix::unistd::tcgetpgrp(self.master.as_fd()) {
-            let _ = killpg(pgrp, sig);
+        if let Some(pgrp) = self.foreground_group() {
+            signal_group(pgrp, sig);
         }
     }
 }
 
-/// Sends `sig` to process group `pgid`.
+/// True for a process group that is not init's, not "the caller's" (0) and not the server's.
+fn is_foreign_group(pgid: i32) -> bool {
+    pgid > 1 && pgid != nix::unistd::getpgrp().as_raw()
+}
+
+/// Sends `sig` to process group `pgid`; never to the server's own group.
 pub fn signal_group(pgid: i32, sig: Signal) {
-    let _ = killpg(Pid::from_raw(pgid), sig);
+    if is_foreign_group(pgid) {
+        let _ = killpg(Pid::from_raw(pgid), sig);
+    }
 }
 
 /// Sends `sig` to every process in session `sid` (the session a PTY child leads): background
 /// jobs sit in process groups of their own, and a hangup must reach them all. Reads /proc;
 /// used only when tearing a session down.
 pub fn signal_session(sid: i32, sig: Signal) {
+    if !is_foreign_group(sid) {
+        return;
+    }
     signal_group(sid, sig);
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return;
@@ -181,7 +199,7 @@ pub fn signal_session(sid: i32, sig: Signal) {
             .split_whitespace()
             .nth(3)
             .and_then(|s| s.parse::<i32>().ok());
-        if session == Some(sid) {
+        if session == Some(sid) && pid != std::process::id() as i32 {
             let _ = kill(Pid::from_raw(pid), sig);
         }
     }
