@@ -1,10 +1,922 @@
-//! placeholder: terminal mode tracker (being written). Required API:
+//! Terminal modes a session's program has switched on, for the `restore` string of the
+//! `attached` message (SPEC section 3).
 //!
-//! ```ignore
-//! pub struct ModeTracker { .. }
-//! impl ModeTracker {
-//!     pub fn new() -> Self;
-//!     pub fn feed(&mut self, bytes: &[u8]);          // any split of the stream gives the same state
-//!     pub fn restore_sequence(&self) -> String;      // escapes that put a blank terminal into these modes
-//! }
-//! ```
+//! A client whose replay starts later than its own `since` gets a blank terminal plus a tail of
+//! output; the program may have entered the alternate screen, hidden the cursor or turned on
+//! mouse reporting long before that tail. [`ModeTracker`] watches every output byte for those
+//! few sequences and [`ModeTracker::restore_sequence`] replays their net effect.
+//!
+//! The parser is the DEC/ANSI state machine (vt100.net's, as xterm.js implements it) reduced
+//! to what matters here: it knows where every CSI, OSC, DCS, SOS, PM and APC string begins and
+//! ends, so nothing inside one is mistaken for a mode change, and it interprets only DECSET /
+//! DECRST, DECSTR, RIS, DECKPAM / DECKPNM and OSC 0 / 2. Following xterm.js matters because
+//! the browser's terminal is xterm.js: the aim is that a fresh page ends up where an attached
+//! page already is. Every buffer is fixed or capped, and the state is carried across `feed`
+//! calls byte by byte, so any split of the stream gives the same result.
+//!
+//! It runs on every output byte of every session, so the ground state (plain text, nearly all
+//! output) only searches for the next ESC, a chunk at a time. The 8-bit C1 forms (0x9B CSI,
+//! 0x9D OSC, ...) are not recognised: in a UTF-8 stream those bytes are continuation bytes.
+
+use std::fmt::Write as _;
+
+const BEL: u8 = 0x07;
+const CAN: u8 = 0x18;
+const SUB: u8 = 0x1a;
+const ESC: u8 = 0x1b;
+const DEL: u8 = 0x7f;
+
+/// Parameters kept per CSI sequence; xterm.js keeps 32 and ignores the rest the same way.
+const MAX_PARAMS: usize = 32;
+/// Stored window title, bytes. Longer titles are cut (at a UTF-8 boundary where possible).
+const MAX_TITLE: usize = 256;
+
+/// Where the parser is within the escape-sequence grammar.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum State {
+    /// Text; only ESC leaves it.
+    #[default]
+    Ground,
+    /// After ESC.
+    Escape,
+    /// `ESC` + intermediate bytes (charset designations and the like), awaiting a final byte.
+    EscIntermediate,
+    /// After `ESC [`.
+    CsiEntry,
+    /// Reading a CSI's parameters.
+    CsiParam,
+    /// Reading a CSI's intermediate bytes.
+    CsiIntermediate,
+    /// A malformed CSI: skipped up to its final byte.
+    CsiIgnore,
+    /// After `ESC ]`, reading the OSC's number.
+    OscId,
+    /// The payload of OSC 0 or 2: a window title.
+    OscTitle,
+    /// The payload of any other OSC.
+    OscIgnore,
+    /// DCS, SOS, PM or APC payload: nothing in it is interpreted.
+    StringIgnore,
+}
+
+/// The modes themselves. `Default` is a freshly reset terminal, so the flags are named for
+/// their non-default side.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Modes {
+    /// 0 on the main screen, else the DECSET (47, 1047 or 1049) that switched to the alternate
+    /// one, so that the restore uses the same one (1049 also saves the cursor and clears).
+    alt_screen: u16,
+    /// DECTCEM (25) reset.
+    cursor_hidden: bool,
+    /// DECAWM (7) reset.
+    no_autowrap: bool,
+    /// DECCKM (1).
+    app_cursor: bool,
+    /// DECKPAM (`ESC =`) or DECNKM (66).
+    app_keypad: bool,
+    /// 2004.
+    bracketed_paste: bool,
+    /// 1004.
+    focus: bool,
+    /// 0, or the mouse tracking mode in force (9, 1000, 1002 or 1003): they exclude each
+    /// other, the last one set wins and resetting any of them turns tracking off (xterm and
+    /// xterm.js agree).
+    mouse: u16,
+    /// 0, or the mouse coordinate encoding in force (1005, 1006, 1015 or 1016). Also
+    /// exclusive; as in xterm, a reset only undoes the encoding it names.
+    mouse_encoding: u16,
+}
+
+impl Modes {
+    fn set_private(&mut self, mode: u16, on: bool) {
+        match mode {
+            1 => self.app_cursor = on,
+            7 => self.no_autowrap = !on,
+            25 => self.cursor_hidden = !on,
+            66 => self.app_keypad = on,
+            1004 => self.focus = on,
+            2004 => self.bracketed_paste = on,
+            47 | 1047 | 1049 => {
+                if !on {
+                    self.alt_screen = 0;
+                } else if self.alt_screen == 0 {
+                    self.alt_screen = mode;
+                }
+            }
+            9 | 1000 | 1002 | 1003 => self.mouse = if on { mode } else { 0 },
+            1005 | 1006 | 1015 | 1016 => {
+                if on {
+                    self.mouse_encoding = mode;
+                } else if self.mouse_encoding == mode {
+                    self.mouse_encoding = 0;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// DECSTR, as xterm and xterm.js apply it to the modes tracked here.
+    fn soft_reset(&mut self) {
+        self.cursor_hidden = false;
+        self.no_autowrap = false;
+        self.app_cursor = false;
+        self.app_keypad = false;
+    }
+}
+
+/// Follows a session's output and knows which terminal modes are in force.
+#[derive(Debug, Clone, Default)]
+pub struct ModeTracker {
+    modes: Modes,
+    /// The last window title set, at most [`MAX_TITLE`] bytes, not necessarily UTF-8.
+    title: Vec<u8>,
+
+    state: State,
+    /// CSI private marker (`?`, `>`, ...), 0 if none.
+    prefix: u8,
+    /// CSI intermediate byte (`!`, `$`, ...), 0 if none, 0xff if more than one.
+    intermediate: u8,
+    params: [u16; MAX_PARAMS],
+    /// Parameters completed by a `;`, at most [`MAX_PARAMS`].
+    nparams: u8,
+    /// The parameter being read; saturates, so any digit count needs no buffer.
+    param: u16,
+    /// Inside a `:` sub-parameter, whose digits do not belong to `param`.
+    subparam: bool,
+    /// The OSC number being read.
+    osc_id: u16,
+    osc_has_digits: bool,
+    /// A title being read, committed only when its OSC ends properly.
+    pending_title: Vec<u8>,
+    pending_truncated: bool,
+}
+
+impl ModeTracker {
+    /// A tracker for a terminal in its initial state.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Reads more output. The stream may be cut anywhere: any split of it between calls gives
+    /// the same state.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        let mut i = 0;
+        while i < bytes.len() {
+            let rest = &bytes[i..];
+            match self.state {
+                State::Ground => match find_esc(rest) {
+                    Some(p) => {
+                        i += p + 1;
+                        i += self.after_esc(&bytes[i..]);
+                    }
+                    None => return,
+                },
+                // Skip payloads in bulk; the terminator itself goes through `step`.
+                State::StringIgnore => {
+                    match rest.iter().position(|&b| matches!(b, ESC | CAN | SUB)) {
+                        Some(p) => i += p,
+                        None => return,
+                    }
+                    self.step(bytes[i]);
+                    i += 1;
+                }
+                State::OscIgnore => {
+                    match rest
+                        .iter()
+                        .position(|&b| matches!(b, ESC | CAN | SUB | BEL))
+                    {
+                        Some(p) => i += p,
+                        None => return,
+                    }
+                    self.step(bytes[i]);
+                    i += 1;
+                }
+                _ => {
+                    self.step(rest[0]);
+                    i += 1;
+                }
+            }
+        }
+    }
+
+    /// Escape sequences that put a blank, freshly reset terminal into the tracked modes; ""
+    /// when every mode is at its default.
+    ///
+    /// The alternate screen comes first, so that the modes after it (and the replay) land on
+    /// the right screen; the window title comes last, as `OSC 2 ; title BEL`.
+    pub fn restore_sequence(&self) -> String {
+        let m = &self.modes;
+        let mut out = String::new();
+        let mut set = |mode: u16, on: bool| {
+            let _ = write!(out, "\x1b[?{mode}{}", if on { 'h' } else { 'l' });
+        };
+        if m.alt_screen != 0 {
+            set(m.alt_screen, true);
+        }
+        if m.cursor_hidden {
+            set(25, false);
+        }
+        if m.no_autowrap {
+            set(7, false);
+        }
+        if m.app_cursor {
+            set(1, true);
+        }
+        if m.bracketed_paste {
+            set(2004, true);
+        }
+        if m.mouse != 0 {
+            set(m.mouse, true);
+        }
+        if m.mouse_encoding != 0 {
+            set(m.mouse_encoding, true);
+        }
+        if m.focus {
+            set(1004, true);
+        }
+        if m.app_keypad {
+            out.push_str("\x1b=");
+        }
+        if !self.title.is_empty() {
+            out.push_str("\x1b]2;");
+            out.push_str(&String::from_utf8_lossy(&self.title));
+            out.push('\x07');
+        }
+        out
+    }
+
+    /// Reads what follows an ESC met in ground, returning how many bytes it took, and leaves
+    /// the parser exactly where byte-by-byte [`step`](Self::step)s would have.
+    ///
+    /// Most sequences in real output are whole CSIs (SGR colours, cursor moves) inside one
+    /// chunk. Reading those in one straight run, instead of one state dispatch per byte, saves
+    /// a mispredicted indirect jump per byte; anything else (another kind of sequence, a C0
+    /// control or intermediate inside the CSI, the end of the chunk) is left to `step`.
+    #[inline]
+    fn after_esc(&mut self, rest: &[u8]) -> usize {
+        self.state = State::Escape;
+        if rest.first() != Some(&b'[') {
+            return 0;
+        }
+        self.csi_start();
+        let mut state = State::CsiEntry;
+        let mut j = 1;
+        if let Some(&b @ 0x3c..=0x3f) = rest.get(j) {
+            self.prefix = b;
+            state = State::CsiParam;
+            j += 1;
+        }
+        while let Some(&b) = rest.get(j) {
+            match b {
+                b'0'..=b'9' => self.param_digit(b),
+                b';' => self.param_end(),
+                b':' => self.subparam = true,
+                0x40..=0x7e => {
+                    self.csi_dispatch(b);
+                    self.state = State::Ground;
+                    return j + 1;
+                }
+                _ => break,
+            }
+            state = State::CsiParam;
+            j += 1;
+        }
+        self.state = state;
+        j
+    }
+
+    fn csi_start(&mut self) {
+        self.prefix = 0;
+        self.intermediate = 0;
+        self.nparams = 0;
+        self.param = 0;
+        self.subparam = false;
+    }
+
+    /// One byte in any state but ground.
+    #[inline]
+    fn step(&mut self, b: u8) {
+        // Anywhere: CAN and SUB abandon the sequence (an unfinished title is dropped), and
+        // ESC starts a new one (finishing a title: xterm.js takes any ESC as its end).
+        match b {
+            CAN | SUB => {
+                self.state = State::Ground;
+                return;
+            }
+            ESC => {
+                if self.state == State::OscTitle {
+                    self.commit_title();
+                }
+                self.state = State::Escape;
+                return;
+            }
+            _ => {}
+        }
+        let c0 = b < 0x20 || b == DEL;
+        self.state = match self.state {
+            State::Ground => State::Ground,
+            State::Escape => match b {
+                _ if c0 => State::Escape,
+                b'[' => {
+                    self.csi_start();
+                    State::CsiEntry
+                }
+                b']' => {
+                    self.osc_id = 0;
+                    self.osc_has_digits = false;
+                    State::OscId
+                }
+                b'P' | b'X' | b'^' | b'_' => State::StringIgnore,
+                0x20..=0x2f => State::EscIntermediate,
+                0x30..=0x7e => {
+                    self.esc_dispatch(b);
+                    State::Ground
+                }
+                _ => State::Ground,
+            },
+            // No sequence with an intermediate (charset designations, DECALN, ...) is tracked.
+            State::EscIntermediate => match b {
+                _ if c0 => State::EscIntermediate,
+                0x20..=0x2f => State::EscIntermediate,
+                _ => State::Ground,
+            },
+            State::CsiEntry => match b {
+                _ if c0 => State::CsiEntry,
+                0x3c..=0x3f => {
+                    self.prefix = b;
+                    State::CsiParam
+                }
+                _ => self.csi_param_byte(b),
+            },
+            State::CsiParam => match b {
+                _ if c0 => State::CsiParam,
+                // A private marker anywhere but first makes the sequence meaningless.
+                0x3c..=0x3f => State::CsiIgnore,
+                _ => self.csi_param_byte(b),
+            },
+            State::CsiIntermediate => match b {
+                _ if c0 => State::CsiIntermediate,
+                0x20..=0x2f => {
+                    self.intermediate = 0xff;
+                    State::CsiIntermediate
+                }
+                0x30..=0x3f => State::CsiIgnore,
+                0x40..=0x7e => {
+                    self.csi_dispatch(b);
+                    State::Ground
+                }
+                _ => State::Ground,
+            },
+            State::CsiIgnore => match b {
+                0x40..=0x7e => State::Ground,
+                _ => State::CsiIgnore,
+            },
+            State::OscId => match b {
+                BEL => State::Ground,
+                _ if c0 && b != DEL => State::OscId,
+                b'0'..=b'9' => {
+                    self.osc_id = self
+                        .osc_id
+                        .saturating_mul(10)
+                        .saturating_add(u16::from(b - b'0'));
+                    self.osc_has_digits = true;
+                    State::OscId
+                }
+                b';' if self.osc_has_digits && matches!(self.osc_id, 0 | 2) => {
+                    self.pending_title.clear();
+                    self.pending_truncated = false;
+                    State::OscTitle
+                }
+                _ => State::OscIgnore,
+            },
+            State::OscTitle => match b {
+                BEL => {
+                    self.commit_title();
+                    State::Ground
+                }
+                // xterm.js drops C0 controls from an OSC payload but keeps DEL.
+                _ if b < 0x20 => State::OscTitle,
+                _ => {
+                    if self.pending_title.len() < MAX_TITLE {
+                        self.pending_title.push(b);
+                    } else {
+                        self.pending_truncated = true;
+                    }
+                    State::OscTitle
+                }
+            },
+            State::OscIgnore => match b {
+                BEL => State::Ground,
+                _ => State::OscIgnore,
+            },
+            State::StringIgnore => State::StringIgnore,
+        };
+    }
+
+    /// A parameter, intermediate or final byte of a CSI, after its first byte.
+    fn csi_param_byte(&mut self, b: u8) -> State {
+        match b {
+            b'0'..=b'9' => {
+                self.param_digit(b);
+                State::CsiParam
+            }
+            b';' => {
+                self.param_end();
+                State::CsiParam
+            }
+            b':' => {
+                self.subparam = true;
+                State::CsiParam
+            }
+            0x20..=0x2f => {
+                self.intermediate = b;
+                State::CsiIntermediate
+            }
+            0x40..=0x7e => {
+                self.csi_dispatch(b);
+                State::Ground
+            }
+            _ => State::Ground,
+        }
+    }
+
+    #[inline]
+    fn param_digit(&mut self, b: u8) {
+        if !self.subparam {
+            self.param = self
+                .param
+                .saturating_mul(10)
+                .saturating_add(u16::from(b - b'0'));
+        }
+    }
+
+    #[inline]
+    fn param_end(&mut self) {
+        if usize::from(self.nparams) < MAX_PARAMS {
+            self.params[usize::from(self.nparams)] = self.param;
+            self.nparams += 1;
+        }
+        self.param = 0;
+        self.subparam = false;
+    }
+
+    fn csi_dispatch(&mut self, fin: u8) {
+        match (self.prefix, self.intermediate, fin) {
+            (b'?', 0, b'h' | b'l') => {
+                // The parameter still open counts too, unless the list was already full.
+                let n = usize::from(self.nparams);
+                if n < MAX_PARAMS {
+                    self.params[n] = self.param;
+                }
+                let on = fin == b'h';
+                for &mode in &self.params[..(n + 1).min(MAX_PARAMS)] {
+                    self.modes.set_private(mode, on);
+                }
+            }
+            (0, b'!', b'p') => self.modes.soft_reset(),
+            _ => {}
+        }
+    }
+
+    fn esc_dispatch(&mut self, fin: u8) {
+        match fin {
+            b'=' => self.modes.app_keypad = true,
+            b'>' => self.modes.app_keypad = false,
+            // RIS resets every mode but not the window title: neither xterm nor xterm.js
+            // clears it, so an attached page keeps showing it and a fresh one should too.
+            b'c' => self.modes = Modes::default(),
+            _ => {}
+        }
+    }
+
+    fn commit_title(&mut self) {
+        if self.pending_truncated {
+            let keep = utf8_complete_len(&self.pending_title);
+            self.pending_title.truncate(keep);
+        }
+        std::mem::swap(&mut self.title, &mut self.pending_title);
+        self.pending_title.clear();
+    }
+}
+
+/// Position of the first ESC in `hay`.
+///
+/// Plain text is most of what a terminal prints and this is the only work done on it, so it
+/// looks at 16-byte blocks with a branch-free test the compiler turns into SIMD compares (SSE2,
+/// NEON) or a few word operations elsewhere, and only then finds the byte within the block.
+fn find_esc(hay: &[u8]) -> Option<usize> {
+    const BLOCK: usize = 16;
+    let mut blocks = hay.chunks_exact(BLOCK);
+    let mut base = 0;
+    for block in &mut blocks {
+        if block.iter().fold(false, |seen, &b| seen | (b == ESC)) {
+            return block.iter().position(|&b| b == ESC).map(|p| base + p);
+        }
+        base += BLOCK;
+    }
+    blocks
+        .remainder()
+        .iter()
+        .position(|&b| b == ESC)
+        .map(|p| base + p)
+}
+
+/// `bytes.len()`, less a UTF-8 sequence cut short at the end.
+fn utf8_complete_len(bytes: &[u8]) -> usize {
+    // A lead byte within the last three bytes whose sequence runs past the end.
+    for back in 1..=bytes.len().min(3) {
+        let b = bytes[bytes.len() - back];
+        if b & 0xc0 != 0x80 {
+            let need = match b {
+                0xc0..=0xdf => 2,
+                0xe0..=0xef => 3,
+                0xf0..=0xf7 => 4,
+                _ => 1,
+            };
+            return if need > back {
+                bytes.len() - back
+            } else {
+                bytes.len()
+            };
+        }
+    }
+    bytes.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn restore(stream: &[u8]) -> String {
+        let mut t = ModeTracker::new();
+        t.feed(stream);
+        t.restore_sequence()
+    }
+
+    #[test]
+    fn defaults_restore_nothing() {
+        assert_eq!(ModeTracker::new().restore_sequence(), "");
+        assert_eq!(
+            restore(b"hello \x1b[1;31mworld\x1b[0m\r\n\x1b[2J\x1b[H"),
+            ""
+        );
+    }
+
+    #[test]
+    fn each_mode() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"\x1b[?1049h", "\x1b[?1049h"),
+            (b"\x1b[?1047h", "\x1b[?1047h"),
+            (b"\x1b[?47h", "\x1b[?47h"),
+            (b"\x1b[?25l", "\x1b[?25l"),
+            (b"\x1b[?7l", "\x1b[?7l"),
+            (b"\x1b[?1h", "\x1b[?1h"),
+            (b"\x1b[?2004h", "\x1b[?2004h"),
+            (b"\x1b[?9h", "\x1b[?9h"),
+            (b"\x1b[?1000h", "\x1b[?1000h"),
+            (b"\x1b[?1002h", "\x1b[?1002h"),
+            (b"\x1b[?1003h", "\x1b[?1003h"),
+            (b"\x1b[?1005h", "\x1b[?1005h"),
+            (b"\x1b[?1006h", "\x1b[?1006h"),
+            (b"\x1b[?1015h", "\x1b[?1015h"),
+            (b"\x1b[?1004h", "\x1b[?1004h"),
+            (b"\x1b=", "\x1b="),
+            (b"\x1b[?66h", "\x1b="),
+            (b"\x1b]2;my title\x07", "\x1b]2;my title\x07"),
+            (b"\x1b]0;my title\x1b\\", "\x1b]2;my title\x07"),
+        ];
+        for &(input, want) in cases {
+            assert_eq!(
+                restore(input),
+                want,
+                "input {:?}",
+                input.escape_ascii().to_string()
+            );
+        }
+        // And each one undone.
+        let undone: &[&[u8]] = &[
+            b"\x1b[?1049h\x1b[?1049l",
+            b"\x1b[?47h\x1b[?47l",
+            b"\x1b[?25l\x1b[?25h",
+            b"\x1b[?7l\x1b[?7h",
+            b"\x1b[?1h\x1b[?1l",
+            b"\x1b[?2004h\x1b[?2004l",
+            b"\x1b[?1003h\x1b[?1000l",
+            b"\x1b[?1006h\x1b[?1006l",
+            b"\x1b[?1004h\x1b[?1004l",
+            b"\x1b=\x1b>",
+            b"\x1b[?66h\x1b[?66l",
+            b"\x1b]2;x\x07\x1b]2;\x07",
+        ];
+        for &input in undone {
+            assert_eq!(
+                restore(input),
+                "",
+                "input {:?}",
+                input.escape_ascii().to_string()
+            );
+        }
+    }
+
+    #[test]
+    fn several_params_and_order() {
+        assert_eq!(
+            restore(b"\x1b]0;t\x07\x1b=\x1b[?1000;1006;2004h\x1b[?25;7l\x1b[?1049h"),
+            "\x1b[?1049h\x1b[?25l\x1b[?7l\x1b[?2004h\x1b[?1000h\x1b[?1006h\x1b=\x1b]2;t\x07"
+        );
+    }
+
+    #[test]
+    fn mouse_modes_exclude_each_other() {
+        assert_eq!(restore(b"\x1b[?1000h\x1b[?1003h"), "\x1b[?1003h");
+        assert_eq!(restore(b"\x1b[?1003h\x1b[?9l"), "");
+        assert_eq!(restore(b"\x1b[?1006h\x1b[?1015h"), "\x1b[?1015h");
+        // A reset of another encoding leaves the one in force.
+        assert_eq!(restore(b"\x1b[?1006h\x1b[?1005l"), "\x1b[?1006h");
+    }
+
+    #[test]
+    fn alt_screen_keeps_the_mode_that_entered_it() {
+        assert_eq!(restore(b"\x1b[?47h\x1b[?1049h"), "\x1b[?47h");
+        assert_eq!(restore(b"\x1b[?1049h\x1b[?47l"), "");
+        assert_eq!(restore(b"\x1b[?1049h\x1b[?1047l\x1b[?1047h"), "\x1b[?1047h");
+    }
+
+    #[test]
+    fn other_sequences_are_not_modes() {
+        let inert: &[&[u8]] = &[
+            b"\x1b[1049h",                // ANSI SM, not DEC private
+            b"\x1b[>1049h",               // other private marker
+            b"\x1b[?1049$h",              // intermediate
+            b"\x1b[?1049$p",              // DECRQM query
+            b"\x1b[1?049h",               // marker not first
+            b"\x1b[?10 49h",              // parameter after intermediate
+            b"\x1b(B\x1b)0",              // charset designations
+            b"\x1b[?1049\x80h",           // non-ASCII aborts the CSI
+            b"\x1b[?65535h\x1b[?104900h", // saturated numbers match nothing
+            b"\x1b]1;icon\x07",           // icon name only
+            b"\x1b]22;x\x07",
+            b"\x1b];x\x07",
+            b"\x1b]2x;y\x07",
+        ];
+        for &input in inert {
+            assert_eq!(
+                restore(input),
+                "",
+                "input {:?}",
+                input.escape_ascii().to_string()
+            );
+        }
+        assert_eq!(
+            restore(b"\x1b[?1049:3h"),
+            "\x1b[?1049h",
+            "sub-parameters are skipped"
+        );
+    }
+
+    #[test]
+    fn strings_hide_their_contents() {
+        let inert: &[&[u8]] = &[
+            b"\x1bP1$r?1049h?25l\x1b\\",
+            b"\x1bPq#0;2;0;0;0?1049h\x07?25l\x1b\\", // BEL does not end a DCS
+            b"\x1b_?1049h\x1b\\",
+            b"\x1b^?1049h\x1b\\",
+            b"\x1bX?1049h\x1b\\",
+            b"\x1b]8;;http://x/?1049h\x07",
+            b"\x1b]52;c;P1s/MTA0OWg=\x07",
+        ];
+        for &input in inert {
+            assert_eq!(
+                restore(input),
+                "",
+                "input {:?}",
+                input.escape_ascii().to_string()
+            );
+        }
+        // A title that looks like a mode change is only a title.
+        assert_eq!(restore(b"\x1b]2;\x1b[?1049h"), "\x1b[?1049h");
+        assert_eq!(restore(b"\x1b]2;[?1049h\x07"), "\x1b]2;[?1049h\x07");
+        // Parsing resumes right after the string.
+        assert_eq!(restore(b"\x1bPxyz\x1b\\\x1b[?25l"), "\x1b[?25l");
+        assert_eq!(restore(b"\x1b_abc\x1b[?25l"), "\x1b[?25l");
+    }
+
+    #[test]
+    fn cancel_and_restart() {
+        assert_eq!(restore(b"\x1b[?10\x1849h"), "");
+        assert_eq!(restore(b"\x1b[?10\x1a49h"), "");
+        assert_eq!(restore(b"\x1b]2;old\x07\x1b]2;new\x18"), "\x1b]2;old\x07");
+        assert_eq!(restore(b"\x1bP?1049h\x18[?1049h"), "");
+        // ESC inside a CSI starts over.
+        assert_eq!(restore(b"\x1b[?10\x1b[?1049h"), "\x1b[?1049h");
+        // C0 controls inside a CSI are executed without ending it.
+        assert_eq!(restore(b"\x1b[?10\r\n49h"), "\x1b[?1049h");
+        // C0 controls in a title are dropped.
+        assert_eq!(restore(b"\x1b]2;a\tb\x07"), "\x1b]2;ab\x07");
+    }
+
+    #[test]
+    fn full_reset_and_soft_reset() {
+        let all = b"\x1b[?1049h\x1b[?25l\x1b[?7l\x1b[?1h\x1b=\x1b[?2004;1002;1006;1004h";
+        let mut stream = all.to_vec();
+        stream.extend_from_slice(b"\x1b]2;kept\x07\x1bc");
+        assert_eq!(restore(&stream), "\x1b]2;kept\x07");
+
+        let mut stream = all.to_vec();
+        stream.extend_from_slice(b"\x1b[!p");
+        assert_eq!(
+            restore(&stream),
+            "\x1b[?1049h\x1b[?2004h\x1b[?1002h\x1b[?1006h\x1b[?1004h"
+        );
+    }
+
+    #[test]
+    fn caps_hold() {
+        // A parameter of a thousand digits.
+        let mut s = b"\x1b[?".to_vec();
+        s.extend(std::iter::repeat_n(b'9', 1000));
+        s.extend_from_slice(b"h\x1b[?25l");
+        assert_eq!(restore(&s), "\x1b[?25l");
+
+        // Parameters past the 32nd are dropped, earlier ones still apply.
+        let mut s = b"\x1b[?25".to_vec();
+        for _ in 0..40 {
+            s.extend_from_slice(b";0");
+        }
+        s.extend_from_slice(b";1049l");
+        assert_eq!(restore(&s), "\x1b[?25l");
+
+        // Exactly 32 parameters: the last one counts.
+        let mut s = b"\x1b[?".to_vec();
+        for _ in 0..31 {
+            s.extend_from_slice(b"0;");
+        }
+        s.extend_from_slice(b"1049h");
+        assert_eq!(restore(&s), "\x1b[?1049h");
+
+        // A long title is cut at 256 bytes without splitting a character.
+        let mut s = b"\x1b]2;".to_vec();
+        s.push(b'a');
+        for _ in 0..1000 {
+            s.extend_from_slice("é".as_bytes());
+        }
+        s.push(BEL);
+        let mut t = ModeTracker::new();
+        t.feed(&s);
+        assert_eq!(t.title.len(), 255);
+        let r = t.restore_sequence();
+        assert!(r.starts_with("\x1b]2;aé"));
+        assert!(!r.contains('\u{fffd}'));
+
+        // Megabytes inside a DCS cost no memory and parsing carries on.
+        let mut t = ModeTracker::new();
+        t.feed(b"\x1bPq");
+        for _ in 0..64 {
+            t.feed(&[b'#'; 65536]);
+        }
+        t.feed(b"\x1b\\\x1b[?25l");
+        assert_eq!(t.restore_sequence(), "\x1b[?25l");
+        assert!(t.pending_title.capacity() <= MAX_TITLE);
+    }
+
+    #[test]
+    fn non_utf8_title_is_lossy() {
+        assert_eq!(restore(b"\x1b]2;a\xffb\x07"), "\x1b]2;a\u{fffd}b\x07");
+    }
+
+    #[test]
+    fn vim_like_session() {
+        let start = b"\x1b[?1049h\x1b[22;0;0t\x1b[>4;2m\x1b[?1h\x1b=\x1b[H\x1b[2J\x1b]2;file.rs - VIM\x07\x1b[?2004h\x1b[?1002h\x1b[?1006h\x1b[?25l\x1b[1;1H\x1b[38;5;130m  1 \x1b[m fn main() {}\x1b[?25h\x1b[?25l";
+        let during = restore(start);
+        assert_eq!(
+            during,
+            "\x1b[?1049h\x1b[?25l\x1b[?1h\x1b[?2004h\x1b[?1002h\x1b[?1006h\x1b=\x1b]2;file.rs - VIM\x07"
+        );
+        let mut t = ModeTracker::new();
+        t.feed(start);
+        t.feed(b"\x1b[?2004l\x1b[?1002l\x1b[?1006l\x1b[?1l\x1b>\x1b[?25h\x1b[?1049l\x1b[23;0;0t\x1b]2;bash\x07");
+        assert_eq!(t.restore_sequence(), "\x1b]2;bash\x07");
+    }
+
+    #[test]
+    fn less_and_htop_like() {
+        assert_eq!(
+            restore(b"\x1b[?1049h\x1b[22;0;0t\x1b[?1h\x1b=\rfoo\r\n"),
+            "\x1b[?1049h\x1b[?1h\x1b="
+        );
+        assert_eq!(
+            restore(b"\x1b[?1049h\x1b[22;0;0t\x1b[1;24r\x1b(B\x1b[m\x1b[4l\x1b[?7h\x1b[?1h\x1b=\x1b[?25l\x1b[39;49m\x1b[?1000h"),
+            "\x1b[?1049h\x1b[?25l\x1b[?1h\x1b[?1000h\x1b="
+        );
+    }
+
+    const SAMPLE: &[u8] = b"plain\x1b[?1049h\x1b[1;31mred\x1b[0m\x1b]0;ti\xc3\xa9tle\x1b\\\x1bP1$r?25l\x07x\x1b\\\x1b[?25;1l\x1b[?1002;1006h\x1b(B\x1b=\x1b[!p\x1b[?2004h\x1b]2;ab\x18\x1b[?10\x1b[?1004h\x1b_apc\x1b\\\x1bc\x1b[?7l\x1b[?99999999h\x1b]2;end\x07tail";
+
+    #[test]
+    fn every_split_point_gives_the_same_state() {
+        let mut whole = ModeTracker::new();
+        whole.feed(SAMPLE);
+        let want = format!("{whole:?}");
+        for cut in 0..=SAMPLE.len() {
+            let mut t = ModeTracker::new();
+            t.feed(&SAMPLE[..cut]);
+            t.feed(&SAMPLE[cut..]);
+            assert_eq!(format!("{t:?}"), want, "cut at {cut}");
+        }
+        let mut t = ModeTracker::new();
+        for b in SAMPLE {
+            t.feed(std::slice::from_ref(b));
+        }
+        assert_eq!(format!("{t:?}"), want);
+    }
+
+    const PIECES: &[&[u8]] = &[
+        b"\x1b[?1049h",
+        b"\x1b[?1049l",
+        b"\x1b[?47h",
+        b"\x1b[?25l",
+        b"\x1b[?25h",
+        b"\x1b[?7l",
+        b"\x1b[?1;2004h",
+        b"\x1b[?1000h",
+        b"\x1b[?1003l",
+        b"\x1b[?1006h",
+        b"\x1b=",
+        b"\x1b>",
+        b"\x1bc",
+        b"\x1b[!p",
+        b"\x1b]2;",
+        b"\x1b]0;x",
+        b"\x07",
+        b"\x1b\\",
+        b"\x1bP",
+        b"\x1b_",
+        b"\x1b]",
+        b"\x1b[",
+        b"\x1b[?",
+        b"\x18",
+        b"\x1a",
+        b"\x1b",
+        b"1049",
+        b";",
+        b"h",
+        b"l",
+        b"?",
+        b":",
+        b"$",
+        b"!",
+        b"\xc3\xa9",
+        b"\xff",
+        b"text ",
+        b"\r\n",
+    ];
+
+    fn fragment() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            3 => proptest::sample::select(PIECES).prop_map(|p| p.to_vec()),
+            1 => proptest::collection::vec(any::<u8>(), 0..8),
+            1 => (0usize..600).prop_map(|n| vec![b'z'; n]),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn any_split_gives_the_same_state(
+            frags in proptest::collection::vec(fragment(), 0..60),
+            cuts in proptest::collection::vec(any::<proptest::sample::Index>(), 0..8),
+        ) {
+            let stream: Vec<u8> = frags.concat();
+            let mut whole = ModeTracker::new();
+            whole.feed(&stream);
+
+            let mut points: Vec<usize> = cuts.iter().map(|c| c.index(stream.len() + 1)).collect();
+            points.sort_unstable();
+            let mut t = ModeTracker::new();
+            let mut from = 0;
+            for p in points {
+                t.feed(&stream[from..p]);
+                from = p;
+            }
+            t.feed(&stream[from..]);
+            prop_assert_eq!(format!("{t:?}"), format!("{whole:?}"));
+            prop_assert!(whole.title.len() <= MAX_TITLE);
+            prop_assert!(usize::from(whole.nparams) <= MAX_PARAMS);
+        }
+    }
+
+    #[test]
+    fn find_esc_finds_the_first() {
+        for len in 0..80 {
+            for at in 0..len {
+                let mut v = vec![b'a'; len];
+                v[at] = ESC;
+                if at + 3 < len {
+                    v[at + 3] = ESC;
+                }
+                assert_eq!(find_esc(&v), Some(at));
+            }
+            assert_eq!(find_esc(&vec![b'a'; len]), None);
+        }
+    }
+}
