@@ -93,7 +93,8 @@ struct HttpConn {
 
 enum ConnKind {
     Http(HttpConn),
-    Ws(WsConn),
+    // Boxed: a WebSocket is the big variant, and most slots hold one.
+    Ws(Box<WsConn>),
     /// Being converted or removed.
     Gone,
 }
@@ -657,7 +658,7 @@ impl Server {
         let ConnKind::Http(h) = std::mem::replace(&mut conn.kind, ConnKind::Gone) else {
             return;
         };
-        let mut w = WsConn::new(h.stream, h.buf, h.peer);
+        let mut w = Box::new(WsConn::new(h.stream, h.buf, h.peer));
         let result = params.and_then(|p| self.attach(k, &mut w, &p, now));
         if let Err(e) = result {
             eprintln!(
@@ -728,8 +729,7 @@ impl Server {
             pty,
             self.cfg.scrollback,
             (cols, rows),
-            now,
-            unix_now(),
+            (now, unix_now()),
         );
         eprintln!(
             "keepty: session {id} created (pid {}, {cols}x{rows})",
@@ -887,14 +887,12 @@ impl Server {
                     let s = &mut self.sessions[skey];
                     s.touch(now);
                     match msg {
-                        Message::Binary(data) => {
-                            if is_writer && s.state() == State::Running {
-                                if let Err(e) = s.send_input(&data) {
-                                    eprintln!("keepty: session {} input failed: {e}", s.id);
-                                }
-                                if !s.can_take_input() && s.exit.is_none() {
-                                    w.read_paused = true;
-                                }
+                        Message::Binary(data) if is_writer && s.state() == State::Running => {
+                            if let Err(e) = s.send_input(&data) {
+                                eprintln!("keepty: session {} input failed: {e}", s.id);
+                            }
+                            if !s.can_take_input() && s.exit.is_none() {
+                                w.read_paused = true;
                             }
                         }
                         Message::Text(text) => match protocol::parse_client_msg(&text) {
@@ -1018,18 +1016,17 @@ impl Server {
             let mut progress = false;
             if s.pty_writable && s.has_input() {
                 let _ = s.flush_input();
-                if s.can_take_input() {
-                    // The writer was paused on a full input queue: let it go on.
-                    if let Some(Conn {
+                // The writer was paused on a full input queue: let it go on.
+                if s.can_take_input()
+                    && let Some(k) = s.writer
+                    && let Some(Conn {
                         kind: ConnKind::Ws(w),
                         ..
-                    }) = s.writer.and_then(|w| self.conns.get_mut(w))
-                    {
-                        if w.read_paused {
-                            w.read_paused = false;
-                            self.touched_conns.push(s.writer.unwrap_or_default());
-                        }
-                    }
+                    }) = self.conns.get_mut(k)
+                    && w.read_paused
+                {
+                    w.read_paused = false;
+                    self.touched_conns.push(k);
                 }
             }
             let s = &self.sessions[skey];
@@ -1088,11 +1085,12 @@ impl Server {
     /// Once output has ended and the child is reaped, the session is `exited`.
     fn finish_output(&mut self, skey: usize) {
         let s = &mut self.sessions[skey];
-        if s.output_done && s.pty.is_some() {
-            if let Some(pty) = s.close_pty() {
-                let fd = pty.raw_fd();
-                let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
-            }
+        if s.output_done
+            && let Some(pty) = s.close_pty()
+        {
+            // SourceFd does not own the fd: deregister before the Pty closes it.
+            let fd = pty.raw_fd();
+            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
         }
         if s.output_done && s.exit.is_some() && s.state() == State::Running {
             s.set_state(State::Exited);

@@ -264,21 +264,28 @@ impl Response {
 
     /// An embedded asset, gzip-compressed when the client takes it, 304 when its ETag matches.
     pub fn asset(req: &Request, a: &'static assets::Asset) -> Self {
+        let gzip = req.accepts_gzip();
+        // The gzip bytes are a different representation, so they get their own strong tag.
+        let etag: Cow<'static, str> = if gzip {
+            Cow::Owned(format!("{}-gz\"", a.etag.trim_end_matches('"')))
+        } else {
+            Cow::Borrowed(a.etag)
+        };
         let mut r = if req
             .header("if-none-match")
-            .is_some_and(|v| v.split(',').any(|t| t.trim() == a.etag))
+            .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
         {
             let mut r = Response::new(304, a.content_type, &[][..]);
             r.omit_body = true;
             r
-        } else if req.accepts_gzip() {
+        } else if gzip {
             let mut r = Response::new(200, a.content_type, a.gzip);
             r.headers.push(("Content-Encoding", Cow::Borrowed("gzip")));
             r
         } else {
             Response::new(200, a.content_type, a.body)
         };
-        r.headers.push(("ETag", Cow::Borrowed(a.etag)));
+        r.headers.push(("ETag", etag));
         r.headers.push(("Vary", Cow::Borrowed("Accept-Encoding")));
         // Revalidate every time: asset names are not content-hashed, and a 304 is cheap.
         r.headers.push(("Cache-Control", Cow::Borrowed("no-cache")));
@@ -401,6 +408,30 @@ mod tests {
             route(&req("DELETE / HTTP/1.1\r\n\r\n")),
             Route::MethodNotAllowed(_)
         ));
+    }
+
+    #[test]
+    fn etags_differ_per_encoding_and_revalidate() {
+        let a = assets::get("/").unwrap();
+        let plain = Response::asset(&req("GET / HTTP/1.1\r\n\r\n"), a);
+        let gz = Response::asset(&req("GET / HTTP/1.1\r\nAccept-Encoding: gzip\r\n\r\n"), a);
+        let tag = |r: &Response| {
+            r.headers
+                .iter()
+                .find(|h| h.0 == "ETag")
+                .unwrap()
+                .1
+                .to_string()
+        };
+        assert_ne!(tag(&plain), tag(&gz));
+        assert!(tag(&gz).starts_with('"') && tag(&gz).ends_with("-gz\""));
+        let again = format!(
+            "GET / HTTP/1.1\r\nAccept-Encoding: gzip\r\nIf-None-Match: {}\r\n\r\n",
+            tag(&gz)
+        );
+        assert_eq!(Response::asset(&req(&again), a).status, 304);
+        let cross = format!("GET / HTTP/1.1\r\nIf-None-Match: {}\r\n\r\n", tag(&gz));
+        assert_eq!(Response::asset(&req(&cross), a).status, 200);
     }
 
     #[test]

@@ -15,7 +15,8 @@
 //! calls byte by byte, so any split of the stream gives the same result.
 //!
 //! It runs on every output byte of every session, so the ground state (plain text, nearly all
-//! output) only searches for the next ESC, a chunk at a time. The 8-bit C1 forms (0x9B CSI,
+//! output) only searches for the next ESC, a block at a time, and a whole CSI found within one
+//! chunk is read in a single straight run (see `after_esc`). The 8-bit C1 forms (0x9B CSI,
 //! 0x9D OSC, ...) are not recognised: in a UTF-8 stream those bytes are continuation bytes.
 
 use std::fmt::Write as _;
@@ -239,7 +240,10 @@ impl ModeTracker {
         }
         if !self.title.is_empty() {
             out.push_str("\x1b]2;");
-            out.push_str(&String::from_utf8_lossy(&self.title));
+            // xterm.js treats U+0080..U+009F as C1 controls (U+009C ends the OSC, U+009B opens
+            // a CSI), so they could turn the rest of the title into output; drop them.
+            let title = String::from_utf8_lossy(&self.title);
+            out.extend(title.chars().filter(|c| !matches!(c, '\u{80}'..='\u{9f}')));
             out.push('\x07');
         }
         out
@@ -783,6 +787,11 @@ mod tests {
     #[test]
     fn non_utf8_title_is_lossy() {
         assert_eq!(restore(b"\x1b]2;a\xffb\x07"), "\x1b]2;a\u{fffd}b\x07");
+        // C1 controls written as UTF-8 are not carried into the restore.
+        assert_eq!(
+            restore(b"\x1b]2;a\xc2\x9c\xc2\x9b?25lb\x07"),
+            "\x1b]2;a?25lb\x07"
+        );
     }
 
     #[test]
@@ -900,6 +909,13 @@ mod tests {
             }
             t.feed(&stream[from..]);
             prop_assert_eq!(format!("{t:?}"), format!("{whole:?}"));
+
+            // One byte at a time never takes the whole-CSI fast path.
+            let mut bytewise = ModeTracker::new();
+            for b in &stream {
+                bytewise.feed(std::slice::from_ref(b));
+            }
+            prop_assert_eq!(format!("{bytewise:?}"), format!("{whole:?}"));
             prop_assert!(whole.title.len() <= MAX_TITLE);
             prop_assert!(usize::from(whole.nparams) <= MAX_PARAMS);
         }

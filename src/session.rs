@@ -96,8 +96,7 @@ impl Session {
         pty: Pty,
         scrollback: usize,
         (cols, rows): (u16, u16),
-        now: Instant,
-        now_unix: u64,
+        (now, now_unix): (Instant, u64),
     ) -> Session {
         Session {
             id,

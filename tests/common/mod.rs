@@ -2,10 +2,14 @@
 //! port from its first stdout line, and kill it (and its sessions) when the test ends.
 #![allow(dead_code)]
 
+pub mod http;
+pub mod ws;
+
 use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::sync::{Mutex, mpsc};
+use std::time::{Duration, Instant};
 
 /// A running keepty server; killed (with its process group) on drop.
 pub struct Server {
@@ -15,6 +19,9 @@ pub struct Server {
     pub port: u16,
     /// stderr lines, collected by a background thread.
     pub stderr: mpsc::Receiver<String>,
+    /// Session pids seen in admin lists, so that drop can clean up after a server that died
+    /// without taking its sessions along.
+    pub session_pids: Mutex<Vec<i32>>,
 }
 
 impl Server {
@@ -53,12 +60,106 @@ impl Server {
 unsafe extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
+    #[link_name = "getsid"]
+    fn libc_getsid(pid: i32) -> i32;
+    #[link_name = "prctl"]
+    fn libc_prctl(option: i32, arg2: u64, arg3: u64, arg4: u64, arg5: u64) -> i32;
+}
+
+const PR_SET_PDEATHSIG: i32 = 1;
+
+impl Server {
+    /// `GET /admin/sessions` as JSON (the test runs on loopback, so no token is needed).
+    /// Remembers the session pids for cleanup.
+    pub fn admin_sessions(&self) -> serde_json::Value {
+        let resp = http::get(&self.addr(), "/admin/sessions");
+        assert_eq!(resp.status, 200, "/admin/sessions: {}", resp.text());
+        let v = resp.json();
+        if let Some(list) = v["sessions"].as_array() {
+            let mut pids = self.session_pids.lock().unwrap();
+            for s in list {
+                if let Some(pid) = s["pid"].as_i64()
+                    && pid > 1
+                    && !pids.contains(&(pid as i32))
+                {
+                    pids.push(pid as i32);
+                }
+            }
+        }
+        v
+    }
+
+    /// The admin record of session `id`, if listed.
+    pub fn session_record(&self, id: &str) -> Option<serde_json::Value> {
+        let v = self.admin_sessions();
+        v["sessions"]
+            .as_array()?
+            .iter()
+            .find(|s| s["id"] == id)
+            .cloned()
+    }
+
+    /// Polls the admin list until `pred` holds for session `id`'s record; panics after
+    /// `timeout` with the last record seen.
+    pub fn wait_session(
+        &self,
+        id: &str,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let rec = self.session_record(id);
+            if let Some(r) = &rec
+                && pred(r)
+            {
+                return r.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; last record: {rec:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Whether process `pid` still exists and is not a zombie.
+pub fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state letter follows the parenthesised command name, which may contain spaces.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+            .unwrap_or(true),
+        Err(_) => false,
+    }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // A graceful stop lets the server hang up its sessions; a bare SIGKILL would orphan
+        // them if the server did not put them in their own sessions.
+        if let Ok(None) = self.child.try_wait() {
+            self.signal(15);
+            if self.wait_exit(Duration::from_secs(5)).is_none() {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+        let pids =
+            std::mem::take(&mut *self.session_pids.lock().unwrap_or_else(|e| e.into_inner()));
+        for pid in pids {
+            // SAFETY: getsid/kill take plain integers. A session process is its own session
+            // leader, so the sid check keeps us off a pid the kernel has since reused for an
+            // unrelated process.
+            unsafe {
+                if process_alive(pid) && libc_getsid(pid) == pid {
+                    libc_kill(-pid, 9);
+                }
+            }
+        }
     }
 }
 
@@ -76,8 +177,22 @@ pub fn spawn_server(args: &[&str]) -> Server {
 }
 
 /// Starts a prepared command (the binary and its args) and waits for its startup line.
+/// The server gets SIGTERM when the calling thread ends, so keep the `Server` on that thread.
 pub fn spawn_cmd(mut cmd: Command) -> Server {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    // A process group of its own: a server that wrongly signals its own group (kill(0, ..))
+    // must not take the test runner down with it. And since Ctrl-C on the runner then no
+    // longer reaches the server, it is told to stop when the thread that started it dies.
+    cmd.process_group(0);
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc_prctl(PR_SET_PDEATHSIG, 15, 0, 0, 0);
+            Ok(())
+        });
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn keepty");
     let stdout = child.stdout.take().expect("stdout");
     let stderr = child.stderr.take().expect("stderr");
@@ -102,12 +217,19 @@ pub fn spawn_cmd(mut cmd: Command) -> Server {
         let mut sink = Vec::new();
         let _ = r.read_to_end(&mut sink);
     });
-    let line = prx.recv_timeout(Duration::from_secs(10)).expect("startup line within 10 s");
+    let line = prx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("startup line within 10 s");
     let port = line
         .trim()
         .strip_prefix("keepty listening on http://")
         .and_then(|rest| rest.trim_end_matches('/').rsplit(':').next())
         .and_then(|p| p.parse::<u16>().ok())
         .unwrap_or_else(|| panic!("unexpected startup line: {line:?}"));
-    Server { child, port, stderr: rx }
+    Server {
+        child,
+        port,
+        stderr: rx,
+        session_pids: Mutex::new(Vec::new()),
+    }
 }

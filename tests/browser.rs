@@ -1,0 +1,103 @@
+//! The real page in a real browser: tests/browser/page.mjs drives headless Chromium (Debian's
+//! `/usr/bin/chromium`, through `playwright-core` from `npm ci`) against a real keepty.
+//!
+//! Missing prerequisites fail the test rather than skip it, so CI cannot go green without
+//! the browser side having run.
+
+mod common;
+
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+/// page.mjs gives up by itself after 90 s; this only catches a wedged node or browser.
+const BOUND: Duration = Duration::from_secs(150);
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+#[test]
+fn page_in_headless_chromium() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut missing = Vec::new();
+    if !Path::new(CHROMIUM).is_file() {
+        missing.push(format!("{CHROMIUM} (`apt-get install -y chromium`)"));
+    }
+    if !root
+        .join("node_modules/playwright-core/package.json")
+        .is_file()
+    {
+        missing.push("node_modules/playwright-core (`npm ci` in the repo root)".to_string());
+    }
+    if Command::new("node").arg("--version").output().is_err() {
+        missing.push("node (`apt-get install -y nodejs`)".to_string());
+    }
+    assert!(
+        missing.is_empty(),
+        "the browser test needs {}; `tests/all.sh` (the test command) installs them before \
+         running `cargo test`",
+        missing.join(", ")
+    );
+
+    let server = common::spawn_server(&[]);
+    let mut cmd = Command::new("node");
+    cmd.arg(root.join("tests/browser/page.mjs"))
+        .arg(server.url())
+        .current_dir(root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group, so a timeout can take Chromium down along with node.
+        .process_group(0);
+    let mut child = cmd.spawn().expect("spawn node");
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+
+    let deadline = Instant::now() + BOUND;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait for node") {
+            break Some(st);
+        }
+        if Instant::now() >= deadline {
+            // SAFETY: kill(2) on the process group of a child we spawned; no memory involved.
+            unsafe {
+                libc_kill(-(child.id() as i32), 9);
+            }
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let stdout = out_reader.join().unwrap_or_default();
+    let stderr = err_reader.join().unwrap_or_default();
+    print!("{stdout}");
+    match status {
+        Some(st) if st.success() => {}
+        _ => {
+            let server_log = server.stderr_lines().join("\n");
+            panic!(
+                "tests/browser/page.mjs {}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}\n\
+                 --- keepty stderr ---\n{server_log}",
+                match status {
+                    Some(st) => format!("failed ({st})"),
+                    None => format!("did not finish within {} s", BOUND.as_secs()),
+                }
+            );
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! A minimal blocking HTTP/1.1 client, enough to check status lines, headers and bodies byte
+//! for byte (a real client library would hide exactly the details the tests look at).
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// Every socket read or write in the tests gives up after this long.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One parsed response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// The status code.
+    pub status: u16,
+    /// Headers in arrival order, names as sent.
+    pub headers: Vec<(String, String)>,
+    /// The body, de-chunked but not decompressed.
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The first header called `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as (lossy) text, for messages.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body as JSON; panics with the body when it is not.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.text()))
+    }
+}
+
+/// A loopback connection with read and write timeouts set.
+pub fn connect(addr: &str) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    s
+}
+
+/// Reads one response. The body is delimited by Content-Length, chunked encoding, or (neither
+/// given) the end of the connection.
+pub fn read_response<R: BufRead>(r: &mut R) -> io::Result<Response> {
+    let mut head = Vec::new();
+    loop {
+        let mut line = Vec::new();
+        let n = r.take(64 * 1024).read_until(b'\n', &mut line)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "connection closed inside the response head ({} bytes read)",
+                    head.len()
+                ),
+            ));
+        }
+        if line == b"\r\n" || line == b"\n" {
+            break;
+        }
+        head.extend_from_slice(&line);
+        if head.len() > 64 * 1024 {
+            return Err(io::Error::other("response head over 64 KiB"));
+        }
+    }
+    let head =
+        String::from_utf8(head).map_err(|_| io::Error::other("response head is not UTF-8"))?;
+    let mut lines = head.lines();
+    let status_line = lines.next().unwrap_or_default();
+    let mut parts = status_line.splitn(3, ' ');
+    let version = parts.next().unwrap_or_default();
+    if !version.starts_with("HTTP/1.") {
+        return Err(io::Error::other(format!("bad status line {status_line:?}")));
+    }
+    let status: u16 = parts
+        .next()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| io::Error::other(format!("bad status line {status_line:?}")))?;
+    let mut headers = Vec::new();
+    for l in lines {
+        let (k, v) = l
+            .split_once(':')
+            .ok_or_else(|| io::Error::other(format!("bad header line {l:?}")))?;
+        headers.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    let mut resp = Response {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    if status / 100 == 1 || status == 204 || status == 304 {
+        return Ok(resp);
+    }
+    if let Some(cl) = resp.header("content-length") {
+        let n: usize = cl
+            .parse()
+            .map_err(|_| io::Error::other(format!("bad Content-Length {cl:?}")))?;
+        resp.body.resize(n, 0);
+        r.read_exact(&mut resp.body)?;
+    } else if resp
+        .header("transfer-encoding")
+        .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
+    {
+        loop {
+            let mut size_line = String::new();
+            r.read_line(&mut size_line)?;
+            let size = usize::from_str_radix(size_line.trim().split(';').next().unwrap_or(""), 16)
+                .map_err(|_| io::Error::other(format!("bad chunk size {size_line:?}")))?;
+            let mut chunk = vec![0; size + 2];
+            r.read_exact(&mut chunk)?;
+            if size == 0 {
+                break;
+            }
+            resp.body.extend_from_slice(&chunk[..size]);
+        }
+    } else {
+        r.take(64 << 20).read_to_end(&mut resp.body)?;
+    }
+    Ok(resp)
+}
+
+/// Sends `raw` as is on a new connection and reads one response.
+pub fn raw_request(addr: &str, raw: &[u8]) -> io::Result<Response> {
+    let mut s = connect(addr);
+    s.write_all(raw)?;
+    read_response(&mut BufReader::new(s))
+}
+
+/// `GET path` with `Connection: close` and extra header lines (each `Name: value`).
+pub fn get_with(addr: &str, path: &str, extra: &[&str]) -> Response {
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for h in extra {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    raw_request(addr, req.as_bytes()).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+}
+
+/// `GET path` with `Connection: close`.
+pub fn get(addr: &str, path: &str) -> Response {
+    get_with(addr, path, &[])
+}
+
+/// Whether the peer has closed `s`: a read sees EOF (or a reset) within `timeout`.
+pub fn closed_within(s: &mut TcpStream, timeout: Duration) -> bool {
+    s.set_read_timeout(Some(timeout)).unwrap();
+    let mut buf = [0u8; 4096];
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+    false
+}

@@ -1,0 +1,208 @@
+//! One session over the WebSocket: echo, resize, unknown ids, handoff, exit codes and
+//! malformed `/ws` queries.
+
+mod common;
+
+use common::spawn_server;
+use common::ws::{self, WAIT};
+
+#[test]
+fn echo_through_a_session() {
+    let srv = spawn_server(&["--", "/bin/sh"]);
+    let mut c = ws::connect(srv.port, "new=1&cols=80&rows=24");
+    let att = c.expect_attached();
+    assert_eq!(att["created"], true, "{att}");
+    assert_eq!(att["offset"], 0, "{att}");
+    assert_eq!(att["lost"], 0, "{att}");
+    assert_eq!(att["role"], "writer", "{att}");
+    assert_eq!(att["policy"], "handoff", "{att}");
+    assert_eq!(
+        (att["cols"].as_u64(), att["rows"].as_u64()),
+        (Some(80), Some(24)),
+        "{att}"
+    );
+    let id = ws::session_id(&att);
+    assert_eq!(id.len(), 22, "server-picked ids are 22 characters: {id:?}");
+    assert!(
+        id.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
+        "{id:?}"
+    );
+
+    // The arithmetic happens in the shell, so the echoed command line cannot match.
+    c.send_input(b"echo mark-$((40+2))\n");
+    c.read_output_until(b"mark-42", WAIT);
+
+    let rec = srv.session_record(&id).expect("session listed");
+    assert_eq!(rec["state"], "running", "{rec}");
+    assert_eq!(rec["clients"], 1, "{rec}");
+    assert_eq!(rec["owner"], "local", "{rec}");
+    assert!(rec["pid"].as_i64().unwrap_or(0) > 1, "{rec}");
+    assert!(
+        rec["bytes_total"].as_u64().unwrap() >= c.offset,
+        "{rec} vs offset {}",
+        c.offset
+    );
+    c.close();
+}
+
+#[test]
+fn resize_reaches_the_pty() {
+    let srv = spawn_server(&["--", "/bin/sh"]);
+    let mut c = ws::connect(srv.port, "new=1&cols=100&rows=30");
+    let att = c.expect_attached();
+    assert_eq!(
+        (att["cols"].as_u64(), att["rows"].as_u64()),
+        (Some(100), Some(30)),
+        "{att}"
+    );
+    c.send_input(b"stty size\n");
+    c.read_output_until(b"30 100", WAIT);
+
+    c.resize(120, 40);
+    // Messages are handled in order, so the resize is in place when the command runs.
+    c.send_input(b"stty size\n");
+    c.read_output_until(b"40 120", WAIT);
+    let rec = srv.session_record(&ws::session_id(&att)).unwrap();
+    assert_eq!(
+        (rec["cols"].as_u64(), rec["rows"].as_u64()),
+        (Some(120), Some(40)),
+        "{rec}"
+    );
+    c.close();
+}
+
+#[test]
+fn unknown_id_without_new_is_not_found() {
+    let srv = spawn_server(&["--", "/bin/sh"]);
+    let mut c = ws::connect(srv.port, "session=nosuchsession");
+    c.expect_error("not_found", 4404);
+    let list = srv.admin_sessions();
+    assert_eq!(
+        list["sessions"].as_array().map(Vec::len),
+        Some(0),
+        "a session was started: {list}"
+    );
+}
+
+#[test]
+fn second_attach_takes_over() {
+    let srv = spawn_server(&["--", "/bin/sh"]);
+    let mut a = ws::connect(srv.port, "session=handoff-1&new=1");
+    let att = a.expect_attached();
+    assert_eq!(att["session"], "handoff-1");
+    a.send_input(b"echo a-$((1+1))\n");
+    a.read_output_until(b"a-2", WAIT);
+
+    let mut b = ws::connect(srv.port, "session=handoff-1");
+    let att_b = b.expect_attached();
+    assert_eq!(att_b["created"], false, "{att_b}");
+    assert_eq!(att_b["role"], "writer", "{att_b}");
+
+    let texts = a.expect_close(4410);
+    assert!(
+        texts.iter().any(|v| v["type"] == "taken_over"),
+        "no taken_over before 4410: {texts:?}"
+    );
+
+    b.send_input(b"echo b-$((2+2))\n");
+    b.read_output_until(b"b-4", WAIT);
+    let rec = srv.session_record("handoff-1").unwrap();
+    assert_eq!(rec["clients"], 1, "{rec}");
+    b.close();
+}
+
+#[test]
+fn exit_code_is_reported() {
+    let srv = spawn_server(&["--", "/bin/sh", "-c", "echo bye; exit 7"]);
+    let mut c = ws::connect(srv.port, "session=exit-7&new=1");
+    c.expect_attached();
+    let (out, texts, code) = c.read_to_close(WAIT);
+    assert!(
+        ws::find(&out, b"bye").is_some(),
+        "output {}",
+        ws::tail(&out)
+    );
+    let exited = texts
+        .iter()
+        .find(|v| v["type"] == "exited")
+        .unwrap_or_else(|| panic!("no exited message: {texts:?}"));
+    assert_eq!(exited["code"], 7, "{exited}");
+    assert!(exited["signal"].is_null(), "{exited}");
+    assert_eq!(code, Some(1000), "close code after exited");
+    // All output comes before `exited`: the last text is `exited`.
+    assert_eq!(texts.last().unwrap()["type"], "exited", "{texts:?}");
+}
+
+#[test]
+fn killed_by_signal_is_reported() {
+    let srv = spawn_server(&["--", "/bin/sh", "-c", "echo up; kill -TERM $$"]);
+    let mut c = ws::connect(srv.port, "session=sig-1&new=1");
+    c.expect_attached();
+    let (_, texts, code) = c.read_to_close(WAIT);
+    let exited = texts
+        .iter()
+        .find(|v| v["type"] == "exited")
+        .unwrap_or_else(|| panic!("no exited message: {texts:?}"));
+    // SPEC leaves the signal's form open: a number or a name.
+    let sig = &exited["signal"];
+    assert!(
+        *sig == 15 || *sig == "SIGTERM" || *sig == "TERM",
+        "signal should be SIGTERM: {exited}"
+    );
+    assert_eq!(code, Some(1000));
+}
+
+#[test]
+fn bad_queries_are_bad_request() {
+    let srv = spawn_server(&["--", "/bin/sh"]);
+    let mut c = ws::connect(srv.port, "session=bq&new=1");
+    c.expect_attached();
+    c.send_input(b"echo x-$((3+4))\n");
+    c.read_output_until(b"x-7", WAIT);
+    let end = c.offset;
+    c.close();
+
+    let past = format!("session=bq&since={}", end + 100_000);
+    let long_id = "a".repeat(65);
+    let long_q = format!("session={long_id}&new=1");
+    let cases: &[&str] = &[
+        &past,
+        "session=bq&session=bq",
+        "session=bq&since=0&since=0",
+        "session=new-one&new=1&new=1",
+        "session=bq&cols=80&cols=90",
+        "session=bad.id&new=1",
+        "session=bad%20id&new=1",
+        &long_q,
+        "session=bq&since=-1",
+        "session=bq&since=abc",
+        "session=c0&new=1&cols=0&rows=24",
+        "session=c1&new=1&cols=80&rows=1001",
+    ];
+    for q in cases {
+        let mut c = ws::connect(srv.port, q);
+        let texts = c.expect_close(4400);
+        let err = texts.iter().find(|v| v["type"] == "error");
+        assert!(
+            err.is_some_and(|e| e["code"] == "bad_request"),
+            "?{q}: expected a bad_request error, got {texts:?}"
+        );
+    }
+    // None of those created a session, and the good one is untouched.
+    let list = srv.admin_sessions();
+    let ids: Vec<&str> = list["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["bq"], "{list}");
+
+    // Unknown parameters are ignored.
+    let mut c = ws::connect(srv.port, &format!("session=bq&since={end}&whatever=1"));
+    let att = c.expect_attached();
+    assert_eq!(att["offset"].as_u64(), Some(end), "{att}");
+    assert_eq!(att["lost"], 0, "{att}");
+    c.close();
+}
