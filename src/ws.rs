@@ -215,6 +215,9 @@ impl WsConn {
                     return true; // wait for the peer's close frame
                 }
             }
+            if let Some(r) = ring {
+                self.skip_lost(r);
+            }
             let msg = if let Some(text) = self.outbox.pop_front() {
                 Message::text(text)
             } else if let Some(data) = ring.and_then(|r| self.next_chunk(r)) {
@@ -252,6 +255,21 @@ impl WsConn {
                 self.phase = Phase::Done;
                 false
             }
+        }
+    }
+
+    /// A client the ring has overtaken (a viewer: the writer is never overtaken) jumps to the
+    /// oldest byte held and is told how much it missed, instead of stalling.
+    fn skip_lost(&mut self, ring: &Ring) {
+        let start = ring.start();
+        if self.phase == Phase::Open && self.session.is_some() && self.cursor < start {
+            let lost = start - self.cursor;
+            self.cursor = start;
+            self.acked = self.acked.max(start);
+            self.send(&ServerMsg::Gap {
+                offset: start,
+                lost,
+            });
         }
     }
 

@@ -206,3 +206,68 @@ fn bad_queries_are_bad_request() {
     assert_eq!(att["lost"], 0, "{att}");
     c.close();
 }
+
+/// In `multi`, a viewer that takes nothing while the writer reads on must not stall the
+/// session, nor stall itself: once the ring has moved past it, it jumps ahead with `gap`
+/// (offset and lost exact) and then gets the true bytes from there on.
+#[test]
+fn lagging_viewer_gets_gap_and_true_tail() {
+    let n = 200_000;
+    let cmd = format!("stty -opost; printf start; sleep 1; seq 1 {n}; exec sleep 60");
+    let srv = spawn_server(&[
+        "--attach-policy",
+        "multi",
+        "--scrollback",
+        "64K",
+        "--",
+        "/bin/sh",
+        "-c",
+        &cmd,
+    ]);
+    let mut stream = b"start".to_vec();
+    for i in 1..=n {
+        stream.extend_from_slice(format!("{i}\n").as_bytes());
+    }
+    let mut writer = ws::connect(srv.port, "session=lag&new=1&flow=1");
+    writer.expect_attached();
+    writer.read_output_until(b"start", WAIT);
+    let mut viewer = ws::connect(srv.port, "session=lag&since=0&flow=1");
+    viewer.auto_ack = false; // takes nothing past the flow window
+    let att = viewer.expect_attached();
+    assert_eq!(att["role"], "viewer", "{att}");
+
+    // The writer reads everything: a stuck viewer does not hold the PTY back.
+    let all = writer.read_output_until(format!("\n{n}\n").as_bytes(), WAIT * 3);
+    assert!(all.ends_with(format!("\n{n}\n").as_bytes()));
+
+    viewer.auto_ack = true;
+    let mut pos = 0u64;
+    let mut gaps = Vec::new();
+    let deadline = std::time::Instant::now() + WAIT;
+    while pos < stream.len() as u64 && std::time::Instant::now() < deadline {
+        match viewer.next_msg(std::time::Duration::from_millis(500)) {
+            Some(ws::Msg::Binary(b)) => {
+                let end = pos as usize + b.len();
+                assert!(end <= stream.len(), "more output than produced");
+                assert!(
+                    b == stream[pos as usize..end],
+                    "viewer bytes at {pos} differ"
+                );
+                pos = end as u64;
+            }
+            Some(ws::Msg::Text(v)) if v["type"] == "gap" => {
+                let offset = v["offset"].as_u64().unwrap();
+                assert_eq!(offset - pos, v["lost"].as_u64().unwrap(), "{v}");
+                pos = offset;
+                gaps.push(v);
+            }
+            Some(other) => panic!("unexpected {other:?}"),
+            None => {}
+        }
+    }
+    assert_eq!(pos, stream.len() as u64, "viewer reached the end");
+    assert!(
+        !gaps.is_empty(),
+        "the ring overtook the viewer, so it must be told"
+    );
+}
