@@ -105,6 +105,42 @@ struct Conn {
     dead: bool,
 }
 
+/// The live WebSocket in slot `k`, if that is what it holds. Takes the slab, not the server,
+/// so callers can hold it while touching the session table.
+fn live_ws(conns: &mut Slab<Conn>, k: usize) -> Option<&mut WsConn> {
+    match conns.get_mut(k) {
+        Some(Conn {
+            kind: ConnKind::Ws(w),
+            dead: false,
+            ..
+        }) => Some(w),
+        _ => None,
+    }
+}
+
+/// The WebSocket in slot `k`, live or closing, read-only.
+fn any_ws(conns: &Slab<Conn>, k: usize) -> Option<&WsConn> {
+    match conns.get(k) {
+        Some(Conn {
+            kind: ConnKind::Ws(w),
+            ..
+        }) => Some(w),
+        _ => None,
+    }
+}
+
+/// The live HTTP connection in slot `k`.
+fn live_http(conns: &mut Slab<Conn>, k: usize) -> Option<&mut HttpConn> {
+    match conns.get_mut(k) {
+        Some(Conn {
+            kind: ConnKind::Http(h),
+            dead: false,
+            ..
+        }) => Some(h),
+        _ => None,
+    }
+}
+
 /// The running server.
 pub struct Server {
     cfg: Config,
@@ -312,11 +348,7 @@ impl Server {
     // ---- connections -----------------------------------------------------------------
 
     fn on_conn_writable(&mut self, k: usize) {
-        if let Some(Conn {
-            kind: ConnKind::Ws(w),
-            ..
-        }) = self.conns.get_mut(k)
-        {
+        if let Some(w) = live_ws(&mut self.conns, k) {
             w.on_writable();
         }
     }
@@ -357,11 +389,7 @@ impl Server {
     fn detach(&mut self, skey: usize, k: usize) {
         if let Some(s) = self.sessions.get_mut(skey) {
             s.detach(k);
-            if let Some(Conn {
-                kind: ConnKind::Ws(w),
-                ..
-            }) = self.conns.get(k)
-            {
+            if let Some(w) = any_ws(&self.conns, k) {
                 eprintln!("keepty: session {} detached by {}", s.id, w.peer);
             }
             self.touched_sessions.push(skey);
@@ -371,12 +399,7 @@ impl Server {
     /// Advances an HTTP connection as far as it can go without blocking.
     fn drive_http(&mut self, k: usize, now: Instant) {
         loop {
-            let Some(Conn {
-                kind: ConnKind::Http(h),
-                dead: false,
-                ..
-            }) = self.conns.get_mut(k)
-            else {
+            let Some(h) = live_http(&mut self.conns, k) else {
                 return;
             };
             match &mut h.phase {
@@ -468,11 +491,7 @@ impl Server {
     }
 
     fn start_response(&mut self, k: usize, req: &Request, mut resp: Response, after: After) {
-        let Some(Conn {
-            kind: ConnKind::Http(h),
-            ..
-        }) = self.conns.get_mut(k)
-        else {
+        let Some(h) = live_http(&mut self.conns, k) else {
             return;
         };
         // A request body is never expected; rather than parse one, end the connection after
@@ -783,11 +802,7 @@ impl Server {
                 AttachPolicy::Multi => Role::Viewer,
                 AttachPolicy::Handoff => {
                     for old in std::mem::take(&mut s.clients) {
-                        if let Some(Conn {
-                            kind: ConnKind::Ws(ow),
-                            ..
-                        }) = self.conns.get_mut(old)
-                        {
+                        if let Some(ow) = live_ws(&mut self.conns, old) {
                             eprintln!("keepty: session {} taken over from {}", s.id, ow.peer);
                             ow.send(&ServerMsg::TakenOver);
                             ow.close_with(protocol::CLOSE_TAKEN_OVER, "taken_over");
@@ -852,12 +867,7 @@ impl Server {
     /// Reads a WebSocket until `WouldBlock`, or until input must wait for the PTY.
     fn read_ws(&mut self, k: usize, now: Instant) {
         loop {
-            let Some(Conn {
-                kind: ConnKind::Ws(w),
-                dead: false,
-                ..
-            }) = self.conns.get_mut(k)
-            else {
+            let Some(w) = live_ws(&mut self.conns, k) else {
                 return;
             };
             if w.read_paused {
@@ -993,11 +1003,8 @@ impl Server {
     /// nobody attached, anything at all.
     fn read_budget(&self, skey: usize) -> u64 {
         let s = &self.sessions[skey];
-        let protect = match s.writer.and_then(|w| self.conns.get(w)) {
-            Some(Conn {
-                kind: ConnKind::Ws(w),
-                ..
-            }) => Some(w.needs_from()),
+        let protect = match s.writer.and_then(|w| any_ws(&self.conns, w)) {
+            Some(w) => Some(w.needs_from()),
             _ if self.cfg.detached_output == DetachedOutput::Block => Some(s.ring.start()),
             _ => None,
         };
@@ -1019,10 +1026,7 @@ impl Server {
                 // The writer was paused on a full input queue: let it go on.
                 if s.can_take_input()
                     && let Some(k) = s.writer
-                    && let Some(Conn {
-                        kind: ConnKind::Ws(w),
-                        ..
-                    }) = self.conns.get_mut(k)
+                    && let Some(w) = live_ws(&mut self.conns, k)
                     && w.read_paused
                 {
                     w.read_paused = false;
@@ -1051,12 +1055,7 @@ impl Server {
                 i -= 1;
                 let s = &self.sessions[skey];
                 let Some(&c) = s.clients.get(i) else { continue };
-                let Some(Conn {
-                    kind: ConnKind::Ws(w),
-                    dead: false,
-                    ..
-                }) = self.conns.get_mut(c)
-                else {
+                let Some(w) = live_ws(&mut self.conns, c) else {
                     continue;
                 };
                 let before = w.cursor;
@@ -1265,12 +1264,7 @@ impl Server {
                 if !w.read_paused {
                     self.read_ws(k, now);
                 }
-                let Some(Conn {
-                    kind: ConnKind::Ws(w),
-                    dead: false,
-                    ..
-                }) = self.conns.get_mut(k)
-                else {
+                let Some(w) = live_ws(&mut self.conns, k) else {
                     return;
                 };
                 let ring = w
@@ -1311,13 +1305,10 @@ impl Server {
                     bytes_buffered: s.ring.len() as u64,
                     bytes_total: s.ring.end(),
                     clients: s.clients.len(),
-                    active_client: s.writer.and_then(|w| match self.conns.get(w) {
-                        Some(Conn {
-                            kind: ConnKind::Ws(w),
-                            ..
-                        }) => Some(w.peer.to_string()),
-                        _ => None,
-                    }),
+                    active_client: s
+                        .writer
+                        .and_then(|w| any_ws(&self.conns, w))
+                        .map(|w| w.peer.to_string()),
                     cols: s.cols,
                     rows: s.rows,
                 }
