@@ -287,12 +287,4 @@ fn main() {
     throughput(&bin, true);
     throughput(&bin, false);
     echo_latency(&bin);
-    let ttyd = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join("ttyd").is_file()))
-        .unwrap_or(false);
-    if ttyd {
-        println!("ttyd found, but no comparison is implemented yet: skipped");
-    } else {
-        println!("ttyd not installed: comparison skipped");
-    }
 }
