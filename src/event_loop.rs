@@ -39,6 +39,9 @@ use crate::ws::{self, Incoming, Phase, WsConn};
 const TICK: Duration = Duration::from_millis(100);
 /// How long a closing connection may take to answer our close or finish its request.
 const LINGER: Duration = Duration::from_secs(2);
+/// How long a peer may take none of a response before it is dropped. A slow phone link still
+/// makes progress and keeps extending this; a peer that stopped reading does not.
+const WRITE_STALL: Duration = Duration::from_secs(60);
 /// From SIGHUP to SIGKILL when a session is torn down.
 const KILL_AFTER: Duration = Duration::from_secs(3);
 /// How long after SIGKILL the server waits for the last children before it exits anyway.
@@ -88,12 +91,27 @@ struct HttpConn {
     peer: SocketAddr,
     buf: Vec<u8>,
     phase: HttpPhase,
+    /// When this connection is dropped unless it progresses (head, write stall or linger).
     deadline: Instant,
+    /// The earliest wheel entry pending for this connection.
+    timer_at: Instant,
 }
 
+impl HttpConn {
+    /// Makes sure a wheel entry fires at or before `deadline`. Deadlines move often (every
+    /// write extends the stall deadline) but an entry is added only when none pending covers
+    /// the new one, so a connection has at most a couple of entries however long it lives.
+    fn arm(&mut self, wheel: &mut Wheel<Timer>, timer: Timer, now: Instant) {
+        if !(self.timer_at > now && self.timer_at <= self.deadline) {
+            wheel.insert(self.deadline, timer);
+            self.timer_at = self.deadline;
+        }
+    }
+}
+
+// Both boxed: the slab stays a dense array of small slots whichever kind a slot holds.
 enum ConnKind {
-    Http(HttpConn),
-    // Boxed: a WebSocket is the big variant, and most slots hold one.
+    Http(Box<HttpConn>),
     Ws(Box<WsConn>),
     /// Being converted or removed.
     Gone,
@@ -332,13 +350,14 @@ impl Server {
         let deadline = now + self.cfg.header_timeout;
         entry.insert(Conn {
             generation,
-            kind: ConnKind::Http(HttpConn {
+            kind: ConnKind::Http(Box::new(HttpConn {
                 stream,
                 peer,
                 buf: Vec::new(),
                 phase: HttpPhase::Reading,
                 deadline,
-            }),
+                timer_at: deadline,
+            })),
             dead: false,
         });
         self.wheel.insert(deadline, Timer::Conn(key, generation));
@@ -398,6 +417,9 @@ impl Server {
 
     /// Advances an HTTP connection as far as it can go without blocking.
     fn drive_http(&mut self, k: usize, now: Instant) {
+        let Some(generation) = self.conns.get(k).map(|c| c.generation) else {
+            return;
+        };
         loop {
             let Some(h) = live_http(&mut self.conns, k) else {
                 return;
@@ -408,7 +430,7 @@ impl Server {
                         h.buf.drain(..n);
                         let peer = h.peer;
                         let (resp, after) = self.handle_request(&req, peer, now);
-                        self.start_response(k, &req, resp, after);
+                        self.start_response(k, &req, resp, after, now);
                     }
                     Ok(None) => {
                         let mut chunk = [0u8; 2048];
@@ -425,7 +447,7 @@ impl Server {
                         let peer = h.peer;
                         eprintln!("keepty: bad request from {peer}: {e:?}");
                         let req = Request::default();
-                        self.start_response(k, &req, e.response(), After::Close);
+                        self.start_response(k, &req, e.response(), After::Close, now);
                     }
                 },
                 HttpPhase::Writing {
@@ -447,7 +469,10 @@ impl Server {
                         };
                         match r {
                             Ok(0) => return self.kill_conn(k),
-                            Ok(n) => *pos += n,
+                            Ok(n) => {
+                                *pos += n;
+                                h.deadline = now + WRITE_STALL;
+                            }
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                             Err(_) => return self.kill_conn(k),
@@ -462,16 +487,13 @@ impl Server {
                         After::KeepAlive => {
                             // A new request gets a fresh head deadline.
                             h.deadline = now + self.cfg.header_timeout;
-                            let generation = self.conns[k].generation;
-                            self.wheel
-                                .insert(now + self.cfg.header_timeout, Timer::Conn(k, generation));
+                            h.arm(&mut self.wheel, Timer::Conn(k, generation), now);
                         }
                         After::Close => {
                             let _ = h.stream.shutdown(std::net::Shutdown::Write);
                             h.phase = HttpPhase::Lingering;
                             h.deadline = now + LINGER;
-                            let generation = self.conns[k].generation;
-                            self.wheel.insert(now + LINGER, Timer::Conn(k, generation));
+                            h.arm(&mut self.wheel, Timer::Conn(k, generation), now);
                         }
                         After::Upgrade(params) => return self.upgrade(k, params, now),
                     }
@@ -490,7 +512,14 @@ impl Server {
         }
     }
 
-    fn start_response(&mut self, k: usize, req: &Request, mut resp: Response, after: After) {
+    fn start_response(
+        &mut self,
+        k: usize,
+        req: &Request,
+        mut resp: Response,
+        after: After,
+        now: Instant,
+    ) {
         let Some(h) = live_http(&mut self.conns, k) else {
             return;
         };
@@ -526,6 +555,8 @@ impl Server {
             pos: 0,
             after,
         };
+        // The head deadline is met; from here the peer only has to keep taking the response.
+        h.deadline = now + WRITE_STALL;
     }
 
     /// Answers one request. Returns the response and what happens after it is written.
@@ -1122,7 +1153,9 @@ impl Server {
                 match &mut conn.kind {
                     ConnKind::Http(h) => {
                         if h.deadline > now {
-                            return; // a later deadline has its own entry
+                            // The deadline moved on (a new request, or response progress).
+                            h.arm(&mut self.wheel, t, now);
+                            return;
                         }
                         match h.phase {
                             HttpPhase::Reading if h.buf.is_empty() => self.kill_conn(k),

@@ -273,3 +273,55 @@ fn oversized_heads_are_refused() {
     }
     assert_healthy(&addr);
 }
+
+/// `--header-timeout` is a total deadline for a request head: trickling bytes does not extend
+/// it, other clients are served meanwhile, and each keep-alive request gets a fresh one.
+#[test]
+fn request_head_timeout_is_total_and_per_request() {
+    let srv = spawn_server(&["--header-timeout", "1s"]);
+    let addr = srv.addr();
+    let start = std::time::Instant::now();
+
+    // A slowloris: one header byte every 150 ms, never finishing.
+    let mut slow = http::connect(&addr);
+    slow.write_all(format!("GET / HTTP/1.1\r\nHost: {addr}\r\nX-Slow: ").as_bytes())
+        .unwrap();
+    let mut closed = false;
+    for _ in 0..40 {
+        std::thread::sleep(Duration::from_millis(150));
+        assert_eq!(
+            http::get(&addr, "/healthz").status,
+            200,
+            "others are served"
+        );
+        if slow.write_all(b"a").is_err() || http::closed_within(&mut slow, Duration::from_millis(1))
+        {
+            closed = true;
+            break;
+        }
+    }
+    let took = start.elapsed();
+    assert!(closed, "a trickled head was never cut off");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "cut off after {took:?}, expected about 1 s"
+    );
+
+    // Keep-alive: three requests 600 ms apart on one connection, each within its own 1 s.
+    let mut s = http::connect(&addr);
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    for i in 0..3 {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(600));
+        }
+        s.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .unwrap();
+        let resp = http::read_response(&mut r).expect("keep-alive response");
+        assert_eq!(resp.status, 200, "request {i}");
+    }
+    // ...and an idle keep-alive connection is closed once its next head is overdue.
+    assert!(
+        http::closed_within(&mut s, Duration::from_secs(3)),
+        "idle keep-alive connection kept open"
+    );
+}
