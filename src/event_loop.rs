@@ -632,12 +632,15 @@ impl Server {
                 "Host does not name this server",
             ));
         }
-        let listen_ip = match self.local_addr.ip() {
-            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
-            ip => ip.to_string(),
-        };
-        let ok = matches!(name.as_str(), "localhost" | "127.0.0.1" | "[::1]")
-            || (!self.local_addr.ip().is_unspecified() && name == listen_ip)
+        // An IP literal cannot be a rebinding attack (that needs a name the attacker's DNS
+        // answers), and it is how an operator reaches a box listening on 0.0.0.0.
+        let ip_literal = name.parse::<std::net::Ipv4Addr>().is_ok()
+            || name
+                .strip_prefix('[')
+                .and_then(|n| n.strip_suffix(']'))
+                .is_some_and(|n| n.parse::<std::net::Ipv6Addr>().is_ok());
+        let ok = ip_literal
+            || name == "localhost"
             || self
                 .cfg
                 .allow_hosts

@@ -325,3 +325,60 @@ fn request_head_timeout_is_total_and_per_request() {
         "idle keep-alive connection kept open"
     );
 }
+
+/// The Host allowlist (against DNS rebinding) and the Origin check on the upgrade path.
+#[test]
+fn host_allowlist_and_cross_site_upgrade() {
+    let srv = spawn_server(&["--allow-host", "box.lan"]);
+    let addr = srv.addr();
+    let port = srv.port;
+    let with_host = |host: &str, path: &str, extra: &str| {
+        let raw =
+            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{extra}\r\n");
+        http::raw_request(&addr, raw.as_bytes()).expect("response")
+    };
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        "localhost".to_string(),
+        format!("[::1]:{port}"),
+        // IP literals cannot be rebound, and are how a LAN reaches a box on 0.0.0.0.
+        format!("192.168.1.5:{port}"),
+        format!("box.lan:{port}"),
+        "BOX.LAN".to_string(),
+    ] {
+        assert_eq!(with_host(&host, "/healthz", "").status, 200, "Host {host}");
+    }
+    for host in [
+        format!("evil.example:{port}"),
+        "evil.example".to_string(),
+        format!("127.0.0.1:{}", port.wrapping_add(1)),
+        format!("box.lan.evil.example:{port}"),
+    ] {
+        let r = with_host(&host, "/", "");
+        assert_eq!(r.status, 403, "Host {host}");
+        assert_eq!(r.json()["error"], "forbidden", "Host {host}");
+    }
+    let missing = http::raw_request(&addr, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").unwrap();
+    assert_eq!(missing.status, 400);
+
+    let upgrade = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    let cross = with_host(
+        &addr,
+        "/ws?new=1",
+        &format!("{upgrade}Origin: http://evil.example\r\n"),
+    );
+    assert_eq!(
+        cross.status, 403,
+        "cross-site WebSocket hijacking must fail"
+    );
+    let null = with_host(&addr, "/ws?new=1", &format!("{upgrade}Origin: null\r\n"));
+    assert_eq!(null.status, 403);
+    assert!(
+        srv.admin_sessions()["sessions"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "a refused upgrade started a session"
+    );
+}
