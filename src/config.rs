@@ -65,6 +65,10 @@ pub struct Config {
     pub header_timeout: Duration,
     /// Connections without a complete request yet. Default 32.
     pub max_pending: usize,
+    /// How often clients are pinged. A client silent for 3 intervals, or one that takes none
+    /// of its output for 3 intervals, is closed. Default 20 s (extension: behind a proxy with
+    /// a shorter idle timeout, ping more often).
+    pub ping_interval: Duration,
     /// Default `drop-oldest`.
     pub detached_output: DetachedOutput,
     /// Allows a non-loopback listen address without tokens.
@@ -89,6 +93,7 @@ impl Default for Config {
             allow_hosts: Vec::new(),
             header_timeout: Duration::from_secs(10),
             max_pending: 32,
+            ping_interval: Duration::from_secs(20),
             detached_output: DetachedOutput::DropOldest,
             insecure_no_auth: false,
             command: Vec::new(),
@@ -138,6 +143,7 @@ Options:
   --header-timeout DURATION     time to send a request head (default 10s)
   --max-pending N               connections still sending a request head (default 32)
   --detached-output MODE        drop-oldest | block (default drop-oldest)
+  --ping-interval DURATION      ping clients this often; 3 silent intervals close one (default 20s)
   --insecure-no-auth            allow a non-loopback --listen without tokens
   --help, --version
 
@@ -238,6 +244,12 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, CliErr
             }
             "--ttl" => cfg.ttl = parse_duration(&value).map_err(bad)?,
             "--header-timeout" => cfg.header_timeout = parse_duration(&value).map_err(bad)?,
+            "--ping-interval" => {
+                cfg.ping_interval = parse_duration(&value).map_err(bad)?;
+                if cfg.ping_interval < Duration::from_millis(100) {
+                    return Err(bad("must be at least 100ms".into()));
+                }
+            }
             "--attach-policy" => {
                 cfg.attach_policy = match value.as_str() {
                     "reject" => AttachPolicy::Reject,

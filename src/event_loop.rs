@@ -10,7 +10,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -32,6 +32,7 @@ use crate::session::{Session, State};
 use crate::signals;
 use crate::timer::Wheel;
 use crate::token::{self, Source};
+use crate::tombstones::{self, Cause, Tombstones};
 use crate::ws::{self, Incoming, Phase, WsConn};
 
 /// Timer granularity. Deadlines here are seconds long (head timeout, close linger, the 3 s
@@ -46,6 +47,8 @@ const WRITE_STALL: Duration = Duration::from_secs(60);
 const KILL_AFTER: Duration = Duration::from_secs(3);
 /// How long after SIGKILL the server waits for the last children before it exits anyway.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
+/// Unfinished requests allowed from one peer address.
+const PENDING_PER_PEER: usize = 8;
 /// How long to wait before retrying `accept` after running out of file descriptors.
 const ACCEPT_RETRY: Duration = Duration::from_millis(500);
 /// Memory charged per connection against `--max-memory`: tungstenite's read buffer and its
@@ -58,7 +61,15 @@ pub const CONN_RESERVE: usize =
 enum Timer {
     /// A connection's head deadline or close linger: (slot, generation).
     Conn(usize, u64),
-    /// SIGKILL what is left of the sessions being torn down.
+    /// A WebSocket's ping tick: ping, and close it if silent or stalled.
+    Ping(usize, u64),
+    /// A session's TTL check: (slot, generation).
+    Ttl(usize, u64),
+    /// SIGKILL what is left of a torn-down session (by its session id = leader pid).
+    Kill(i32),
+    /// Forget tombstones that are due.
+    Tombstones,
+    /// Shutdown: SIGKILL what is left of every session.
     KillOrphans,
     /// Shutdown: stop waiting for children.
     ExitNow,
@@ -121,6 +132,9 @@ struct Conn {
     generation: u64,
     kind: ConnKind,
     dead: bool,
+    /// Has not finished its first request head: counted against `--max-pending`, not
+    /// `--max-clients`, so a slowloris cannot take the client slots.
+    pending: Option<IpAddr>,
 }
 
 /// The live WebSocket in slot `k`, if that is what it holds. Takes the slab, not the server,
@@ -172,6 +186,12 @@ pub struct Server {
     pids: HashMap<i32, usize>,
     /// Children of sessions already torn down, awaiting SIGKILL/reap.
     orphans: Vec<i32>,
+    tombstones: Tombstones,
+    /// Connections still sending their first request head, in all and per peer address.
+    pending: usize,
+    pending_by_ip: HashMap<IpAddr, usize>,
+    /// The time of the current turn, for code deep in a call chain that needs it.
+    now: Instant,
     wheel: Wheel<Timer>,
     generation: u64,
     dead: Vec<usize>,
@@ -222,6 +242,10 @@ impl Server {
             ids: HashMap::new(),
             pids: HashMap::new(),
             orphans: Vec::new(),
+            tombstones: Tombstones::default(),
+            pending: 0,
+            pending_by_ip: HashMap::new(),
+            now: Instant::now(),
             generation: 0,
             dead: Vec::new(),
             touched_sessions: Vec::new(),
@@ -263,6 +287,7 @@ impl Server {
                 Err(e) => return Err(e),
             }
             let now = Instant::now();
+            self.now = now;
             self.busy = false;
             for ev in events.iter() {
                 match token::decode(ev.token()) {
@@ -320,19 +345,30 @@ impl Server {
         }
     }
 
+    /// Memory reserved against `--max-memory`: every ring in full, every connection at its
+    /// buffers' caps, every tombstone. Checked before anything is created, so the cap holds.
     fn memory_reserved(&self) -> usize {
-        self.sessions.len() * self.cfg.scrollback + self.conns.len() * CONN_RESERVE
+        self.sessions.len() * self.cfg.scrollback
+            + self.conns.len() * CONN_RESERVE
+            + self.tombstones.len() * tombstones::RESERVE
+    }
+
+    /// Connections past their first request head: the ones `--max-clients` counts.
+    fn active_conns(&self) -> usize {
+        self.conns.len() - self.pending
     }
 
     fn add_conn(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
-        if self.conns.len() >= self.cfg.max_clients {
-            eprintln!("keepty: refused connection from {peer}: --max-clients reached");
-            listener::refuse(stream);
+        let ip = peer.ip();
+        let from_peer = self.pending_by_ip.get(&ip).copied().unwrap_or(0);
+        if self.pending >= self.cfg.max_pending || from_peer >= PENDING_PER_PEER {
+            eprintln!("keepty: refused connection from {peer}: too many unfinished requests");
+            listener::refuse(stream, 429, "limit", "too many unfinished requests");
             return;
         }
         if self.memory_reserved() + CONN_RESERVE > self.cfg.max_memory {
             eprintln!("keepty: refused connection from {peer}: --max-memory reached");
-            listener::refuse(stream);
+            listener::refuse(stream, 503, "memory", "memory cap reached");
             return;
         }
         let _ = stream.set_nodelay(true);
@@ -359,7 +395,10 @@ impl Server {
                 timer_at: deadline,
             })),
             dead: false,
+            pending: Some(ip),
         });
+        self.pending += 1;
+        *self.pending_by_ip.entry(ip).or_insert(0) += 1;
         self.wheel.insert(deadline, Timer::Conn(key, generation));
         self.touched_conns.push(key);
     }
@@ -397,6 +436,8 @@ impl Server {
         }
         conn.dead = true;
         self.dead.push(k);
+        self.end_pending(k);
+        let conn = &mut self.conns[k];
         if let ConnKind::Ws(w) = &mut conn.kind {
             w.finish();
             if let Some((s, _)) = w.session.take() {
@@ -405,14 +446,69 @@ impl Server {
         }
     }
 
-    fn detach(&mut self, skey: usize, k: usize) {
-        if let Some(s) = self.sessions.get_mut(skey) {
-            s.detach(k);
-            if let Some(w) = any_ws(&self.conns, k) {
-                eprintln!("keepty: session {} detached by {}", s.id, w.peer);
+    /// A connection's first request head is complete (or it is gone): it no longer counts
+    /// as pending.
+    fn end_pending(&mut self, k: usize) {
+        let Some(ip) = self.conns.get_mut(k).and_then(|c| c.pending.take()) else {
+            return;
+        };
+        self.pending -= 1;
+        if let Some(n) = self.pending_by_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.pending_by_ip.remove(&ip);
             }
-            self.touched_sessions.push(skey);
         }
+    }
+
+    fn detach(&mut self, skey: usize, k: usize) {
+        let Some(s) = self.sessions.get_mut(skey) else {
+            return;
+        };
+        let was_writer = s.detach(k);
+        // It was attached until now, so it was seen until now.
+        s.touch(self.now);
+        if let Some(w) = any_ws(&self.conns, k) {
+            eprintln!("keepty: session {} detached by {}", s.id, w.peer);
+        }
+        self.touched_sessions.push(skey);
+        // multi: the oldest viewer takes over the keyboard.
+        if was_writer
+            && self.cfg.attach_policy == AttachPolicy::Multi
+            && let Some(&next) = s.clients.first()
+        {
+            self.make_writer(skey, next);
+        }
+    }
+
+    /// Gives session `skey`'s keyboard to client `k`; the old writer becomes a viewer. Both
+    /// are told with `role`, and the program repaints for the new writer.
+    fn make_writer(&mut self, skey: usize, k: usize) {
+        let Some(s) = self.sessions.get_mut(skey) else {
+            return;
+        };
+        if s.writer == Some(k) {
+            return;
+        }
+        if let Some(old) = s.writer.replace(k)
+            && let Some(w) = live_ws(&mut self.conns, old)
+        {
+            w.role = Role::Viewer;
+            w.send(&ServerMsg::Role { role: Role::Viewer });
+            self.touched_conns.push(old);
+        }
+        if let Some(w) = live_ws(&mut self.conns, k) {
+            w.role = Role::Writer;
+            // A writer is protected from being overwritten from here on: what it still needs
+            // is what it has been sent (or acked), which the ring holds right now.
+            w.send(&ServerMsg::Role { role: Role::Writer });
+            eprintln!("keepty: session {} writer is now {}", s.id, w.peer);
+            self.touched_conns.push(k);
+        }
+        if let Some(pty) = &s.pty {
+            pty.nudge_redraw();
+        }
+        self.touched_sessions.push(skey);
     }
 
     /// Advances an HTTP connection as far as it can go without blocking.
@@ -429,7 +525,19 @@ impl Server {
                     Ok(Some((req, n))) => {
                         h.buf.drain(..n);
                         let peer = h.peer;
-                        let (resp, after) = self.handle_request(&req, peer, now);
+                        let was_pending = self.conns[k].pending.is_some();
+                        self.end_pending(k);
+                        let (resp, after) = if was_pending
+                            && self.active_conns() > self.cfg.max_clients
+                        {
+                            eprintln!("keepty: refused request from {peer}: --max-clients reached");
+                            (
+                                Response::error(429, "limit", "too many connections"),
+                                After::Close,
+                            )
+                        } else {
+                            self.handle_request(&req, peer, now)
+                        };
                         self.start_response(k, &req, resp, after, now);
                     }
                     Ok(None) => {
@@ -725,6 +833,9 @@ impl Server {
             self.wheel.insert(now + LINGER, Timer::Conn(k, generation));
         }
         self.conns[k].kind = ConnKind::Ws(w);
+        let generation = self.conns[k].generation;
+        self.wheel
+            .insert(now + self.cfg.ping_interval, Timer::Ping(k, generation));
         self.touched_conns.push(k);
         // Frames that came with the request head are already buffered in tungstenite.
         self.read_ws(k, now);
@@ -790,7 +901,10 @@ impl Server {
         );
         self.pids.insert(s.pid, key);
         entry.insert(s);
+        self.tombstones.remove(&id);
         self.ids.insert(id, key);
+        self.wheel
+            .insert(now + self.cfg.ttl, Timer::Ttl(key, generation));
         self.touched_sessions.push(key);
         Ok(key)
     }
@@ -811,7 +925,18 @@ impl Server {
             Some(s) => (s, false),
             None if p.new => (self.create_session(p.session.as_deref(), p, now)?, true),
             None => {
-                return Err(ProtoError::new(ErrorCode::NotFound, "no such session"));
+                return Err(
+                    match p.session.as_deref().and_then(|id| self.tombstones.get(id)) {
+                        Some(Cause::Expired) => ProtoError::new(
+                            ErrorCode::Expired,
+                            "the session was idle past its TTL and has ended",
+                        ),
+                        Some(Cause::Dropped) => {
+                            ProtoError::new(ErrorCode::Dropped, "the session was dropped")
+                        }
+                        None => ProtoError::new(ErrorCode::NotFound, "no such session"),
+                    },
+                );
             }
         };
         let s = &mut self.sessions[skey];
@@ -955,6 +1080,13 @@ impl Server {
                                     self.detach_ws(k, now);
                                     return;
                                 }
+                            }
+                            Ok(ClientMsg::TakeControl)
+                                if self.cfg.attach_policy == AttachPolicy::Multi
+                                    && w.is_open()
+                                    && w.role == Role::Viewer =>
+                            {
+                                self.make_writer(skey, k);
                             }
                             Ok(ClientMsg::TakeControl) | Ok(ClientMsg::Unknown) => {}
                             Err(e) => {
@@ -1142,6 +1274,54 @@ impl Server {
         }
     }
 
+    /// Ends session `skey` for good (TTL or drop): clients are told and closed, the process
+    /// group gets SIGHUP now and SIGKILL in 3 s, the ring is freed, and the id is remembered.
+    fn teardown(&mut self, skey: usize, cause: Cause, now: Instant) {
+        let Some(s) = self.sessions.get(skey) else {
+            return;
+        };
+        let (msg, code) = match cause {
+            Cause::Expired => (ServerMsg::Expired, protocol::CLOSE_EXPIRED),
+            Cause::Dropped => (ServerMsg::Dropped, protocol::CLOSE_DROPPED),
+        };
+        for c in s.clients.clone() {
+            if let Some(w) = live_ws(&mut self.conns, c) {
+                w.send(&msg);
+                w.close_with(code, "");
+                w.session = None;
+                self.wheel
+                    .insert(now + LINGER, Timer::Conn(c, self.conns[c].generation));
+                self.touched_conns.push(c);
+            }
+        }
+        let mut s = self.sessions.remove(skey);
+        if let Some(pty) = s.close_pty() {
+            let fd = pty.raw_fd();
+            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+            pty.signal_group(Signal::SIGHUP);
+        }
+        // Jobs of their own process groups, and whatever is left if the leader is gone.
+        pty::signal_session(s.pid, Signal::SIGHUP);
+        if self.pids.remove(&s.pid).is_some() {
+            self.orphans.push(s.pid);
+        }
+        self.wheel.insert(now + KILL_AFTER, Timer::Kill(s.pid));
+        self.ids.remove(&s.id);
+        if self.tombstones.is_empty() {
+            self.wheel.insert(now + tombstones::KEEP, Timer::Tombstones);
+        }
+        self.tombstones.add(&s.id, cause, now);
+        eprintln!(
+            "keepty: session {} {} (pid {})",
+            s.id,
+            match cause {
+                Cause::Expired => "expired",
+                Cause::Dropped => "dropped",
+            },
+            s.pid
+        );
+    }
+
     // ---- time ------------------------------------------------------------------------
 
     fn on_timer(&mut self, t: Timer, now: Instant) {
@@ -1175,6 +1355,70 @@ impl Server {
                         }
                     }
                     ConnKind::Gone => {}
+                }
+            }
+            Timer::Ping(k, generation) => {
+                let Some(conn) = self.conns.get_mut(k) else {
+                    return;
+                };
+                if conn.generation != generation || conn.dead {
+                    return;
+                }
+                let ConnKind::Ws(w) = &mut conn.kind else {
+                    return;
+                };
+                if w.phase() != Phase::Open {
+                    return; // closing: the linger timer ends it
+                }
+                let ring = w
+                    .session
+                    .and_then(|(s, g)| self.sessions.get(s).filter(|s| s.generation == g))
+                    .map(|s| &s.ring);
+                if w.on_ping_tick(ring) {
+                    self.wheel
+                        .insert(now + self.cfg.ping_interval, Timer::Ping(k, generation));
+                } else {
+                    eprintln!(
+                        "keepty: closing WebSocket from {}: {} for {} pings",
+                        w.peer,
+                        w.timeout_reason(),
+                        ws::TIMEOUT_TICKS
+                    );
+                    w.close_with(protocol::CLOSE_GOING_AWAY, "timeout");
+                    self.detach_ws(k, now);
+                }
+                self.touched_conns.push(k);
+            }
+            Timer::Ttl(skey, generation) => {
+                let Some(s) = self.sessions.get(skey) else {
+                    return;
+                };
+                if s.generation != generation {
+                    return;
+                }
+                // An attached session is in use whatever its clients send; otherwise the TTL
+                // counts from the last activity. Either way the check follows the deadline.
+                let due = if s.clients.is_empty() {
+                    s.last_seen + self.cfg.ttl
+                } else {
+                    now + self.cfg.ttl
+                };
+                if due > now {
+                    self.wheel.insert(due, t);
+                } else {
+                    self.teardown(skey, Cause::Expired, now);
+                }
+            }
+            Timer::Kill(sid) => {
+                // The pid may have been reused by a new session in the meantime: leave it be.
+                if !self.pids.contains_key(&sid) {
+                    pty::signal_session(sid, Signal::SIGKILL);
+                }
+            }
+            Timer::Tombstones => {
+                self.tombstones.expire(now);
+                if let Some(next) = self.tombstones.next_expiry() {
+                    self.wheel.insert(next, Timer::Tombstones);
                 }
             }
             Timer::KillOrphans => {
@@ -1327,7 +1571,12 @@ impl Server {
             .sessions
             .iter()
             .map(|(_, s)| {
-                let idle = now.saturating_duration_since(s.last_seen).as_secs();
+                // Attached means in use: seen now.
+                let idle = if s.clients.is_empty() {
+                    now.saturating_duration_since(s.last_seen).as_secs()
+                } else {
+                    0
+                };
                 admin::SessionRecord {
                     id: s.id.clone(),
                     owner: s.owner.clone(),

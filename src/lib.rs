@@ -20,4 +20,5 @@ pub mod session;
 pub mod signals;
 pub mod timer;
 pub mod token;
+pub mod tombstones;
 pub mod ws;

@@ -46,17 +46,12 @@ pub fn accept(listener: &TcpListener) -> io::Result<Accepted> {
     }
 }
 
-/// Turns away a connection over `--max-clients` with a 429 it can read, without keeping any
-/// state for it: one best-effort non-blocking write, then close.
-pub fn refuse(mut stream: TcpStream) {
-    let body = br#"{"error":"limit","message":"too many connections"}"#;
-    let head = format!(
-        "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len() + 1
-    );
-    let mut msg = head.into_bytes();
-    msg.extend_from_slice(body);
-    msg.push(b'\n');
+/// Turns away a connection past a cap with an answer it can read, without keeping any state
+/// for it: one best-effort non-blocking write, then close.
+pub fn refuse(mut stream: TcpStream, status: u16, code: &str, message: &str) {
+    let resp = crate::http::Response::error(status, code, message);
+    let mut msg = resp.encode_head(false);
+    msg.extend_from_slice(&resp.body);
     let _ = stream.write(&msg);
     let _ = stream.shutdown(std::net::Shutdown::Write);
 }

@@ -91,7 +91,21 @@ pub struct WsConn {
     /// The socket said WouldBlock; wait for a writable event.
     write_blocked: bool,
     frame: BytesMut,
+    /// A ping is to be sent.
+    ping_due: bool,
+    /// Some frame arrived since the last ping tick.
+    heard: bool,
+    /// Ping ticks in a row without a frame from the peer.
+    silent_ticks: u8,
+    /// Ping ticks in a row with output pending and none of it taken.
+    stalled_ticks: u8,
+    /// Counts writes that reached the socket; compared across ticks to see a stall.
+    progress: u64,
+    progress_at_tick: u64,
 }
+
+/// Ping ticks without a frame, or without output taken, after which a client is closed.
+pub const TIMEOUT_TICKS: u8 = 3;
 
 impl WsConn {
     /// Wraps a stream whose upgrade response has been sent; `leftover` is whatever the client
@@ -113,6 +127,12 @@ impl WsConn {
             unflushed: false,
             write_blocked: false,
             frame: BytesMut::new(),
+            ping_due: false,
+            heard: true,
+            silent_ticks: 0,
+            stalled_ticks: 0,
+            progress: 0,
+            progress_at_tick: 0,
         }
     }
 
@@ -171,13 +191,47 @@ impl WsConn {
         !self.unflushed && !self.write_blocked
     }
 
+    /// The periodic liveness check, once per ping interval: queues a ping and reports
+    /// whether the client is still worth keeping. A client that sent no frame (pongs count)
+    /// for [`TIMEOUT_TICKS`] ticks, or took none of its pending output for as long, is not.
+    pub fn on_ping_tick(&mut self, ring: Option<&Ring>) -> bool {
+        self.silent_ticks = if self.heard { 0 } else { self.silent_ticks + 1 };
+        self.heard = false;
+        let pending = self.unflushed
+            || !self.outbox.is_empty()
+            || ring.is_some_and(|r| self.phase == Phase::Open && self.cursor < r.end());
+        self.stalled_ticks = if pending && self.progress == self.progress_at_tick {
+            self.stalled_ticks + 1
+        } else {
+            0
+        };
+        self.progress_at_tick = self.progress;
+        if self.silent_ticks >= TIMEOUT_TICKS || self.stalled_ticks >= TIMEOUT_TICKS {
+            return false;
+        }
+        self.ping_due = true;
+        true
+    }
+
+    /// Why [`WsConn::on_ping_tick`] gave up, for the log.
+    pub fn timeout_reason(&self) -> &'static str {
+        if self.silent_ticks >= TIMEOUT_TICKS {
+            "silent"
+        } else {
+            "took none of its output"
+        }
+    }
+
     /// Reads one message.
     pub fn read(&mut self) -> Incoming {
         if self.phase == Phase::Done {
             return Incoming::Closed;
         }
         match self.ws.read() {
-            Ok(m) => Incoming::Message(m),
+            Ok(m) => {
+                self.heard = true;
+                Incoming::Message(m)
+            }
             Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                 // tungstenite may have queued a pong it could not send yet.
                 Incoming::Idle
@@ -208,7 +262,12 @@ impl WsConn {
             }
             if self.unflushed || self.phase == Phase::Closing {
                 match self.ws.flush() {
-                    Ok(()) => self.unflushed = false,
+                    Ok(()) => {
+                        if self.unflushed {
+                            self.progress += 1;
+                        }
+                        self.unflushed = false;
+                    }
                     Err(e) => return self.on_write_error(e),
                 }
                 if self.phase == Phase::Closing {
@@ -218,7 +277,10 @@ impl WsConn {
             if let Some(r) = ring {
                 self.skip_lost(r);
             }
-            let msg = if let Some(text) = self.outbox.pop_front() {
+            let msg = if self.ping_due && self.phase != Phase::Done {
+                self.ping_due = false;
+                Message::Ping(bytes::Bytes::new())
+            } else if let Some(text) = self.outbox.pop_front() {
                 Message::text(text)
             } else if let Some(data) = ring.and_then(|r| self.next_chunk(r)) {
                 Message::Binary(data)
@@ -237,8 +299,9 @@ impl WsConn {
             } else {
                 return true;
             };
-            if let Err(e) = self.ws.write(msg) {
-                return self.on_write_error(e);
+            match self.ws.write(msg) {
+                Ok(()) => self.progress += 1,
+                Err(e) => return self.on_write_error(e),
             }
         }
     }

@@ -1,0 +1,136 @@
+//! Ids of sessions that were reaped or dropped, remembered for a day so a reconnect hears
+//! `expired` or `dropped` instead of silently getting a fresh shell.
+//!
+//! Every tombstone lives the same time, so insertion order is expiry order: a queue gives
+//! O(1) insert and expiry, and the list is capped so it cannot grow without bound.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// How long an id is remembered.
+pub const KEEP: Duration = Duration::from_secs(24 * 3600);
+/// Most ids remembered; past it the oldest is forgotten first.
+pub const MAX: usize = 4096;
+/// Bytes charged per tombstone against `--max-memory`: the id twice (map and queue) and the
+/// entries around it.
+pub const RESERVE: usize = 2 * crate::protocol::MAX_ID_LEN + 96;
+
+/// Why a session is gone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    /// Reaped on its TTL.
+    Expired,
+    /// Dropped by an admin.
+    Dropped,
+}
+
+/// The remembered ids.
+#[derive(Default)]
+pub struct Tombstones {
+    by_id: HashMap<String, (Cause, Instant)>,
+    order: VecDeque<(String, Instant)>,
+}
+
+impl Tombstones {
+    /// Remembers `id` until `now + KEEP`, replacing an older tombstone for it.
+    pub fn add(&mut self, id: &str, cause: Cause, now: Instant) {
+        if self.order.len() >= MAX
+            && let Some((old, until)) = self.order.pop_front()
+        {
+            self.forget(&old, until);
+        }
+        let until = now + KEEP;
+        self.by_id.insert(id.to_string(), (cause, until));
+        self.order.push_back((id.to_string(), until));
+    }
+
+    /// Why `id` is gone, if it is remembered.
+    pub fn get(&self, id: &str) -> Option<Cause> {
+        self.by_id.get(id).map(|(c, _)| *c)
+    }
+
+    /// Forgets `id` (it is being created again with `new=1`).
+    pub fn remove(&mut self, id: &str) {
+        // Its queue entry stays and is skipped at expiry, since the map no longer matches it.
+        self.by_id.remove(id);
+    }
+
+    fn forget(&mut self, id: &str, until: Instant) {
+        // Only if the map still holds this very tombstone, not a newer one for the same id.
+        if self.by_id.get(id).is_some_and(|(_, u)| *u == until) {
+            self.by_id.remove(id);
+        }
+    }
+
+    /// Forgets every tombstone due by `now`.
+    pub fn expire(&mut self, now: Instant) {
+        while let Some((_, until)) = self.order.front() {
+            if *until > now {
+                break;
+            }
+            if let Some((id, until)) = self.order.pop_front() {
+                self.forget(&id, until);
+            }
+        }
+    }
+
+    /// When the oldest tombstone is due.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.order.front().map(|(_, u)| *u)
+    }
+
+    /// Entries held (for the memory account: queue entries, which bound the map too).
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// True when nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remembers_then_forgets() {
+        let t0 = Instant::now();
+        let mut t = Tombstones::default();
+        t.add("a", Cause::Expired, t0);
+        t.add("b", Cause::Dropped, t0 + Duration::from_secs(1));
+        assert_eq!(t.get("a"), Some(Cause::Expired));
+        assert_eq!(t.get("b"), Some(Cause::Dropped));
+        assert_eq!(t.next_expiry(), Some(t0 + KEEP));
+        t.expire(t0 + KEEP);
+        assert_eq!(t.get("a"), None);
+        assert_eq!(t.get("b"), Some(Cause::Dropped));
+        t.expire(t0 + KEEP + Duration::from_secs(1));
+        assert!(t.is_empty());
+        assert_eq!(t.next_expiry(), None);
+    }
+
+    #[test]
+    fn newer_tombstone_survives_older_expiry() {
+        let t0 = Instant::now();
+        let mut t = Tombstones::default();
+        t.add("a", Cause::Expired, t0);
+        t.remove("a");
+        t.add("a", Cause::Dropped, t0 + Duration::from_secs(10));
+        t.expire(t0 + KEEP);
+        assert_eq!(t.get("a"), Some(Cause::Dropped));
+    }
+
+    #[test]
+    fn capped() {
+        let t0 = Instant::now();
+        let mut t = Tombstones::default();
+        for i in 0..MAX + 10 {
+            t.add(&format!("id{i}"), Cause::Expired, t0);
+        }
+        assert_eq!(t.len(), MAX);
+        assert_eq!(t.get("id0"), None);
+        assert_eq!(t.get(&format!("id{}", MAX + 9)), Some(Cause::Expired));
+    }
+}
