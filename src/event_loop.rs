@@ -28,15 +28,18 @@ use crate::http::{self, Request, Response, Route};
 use crate::listener::{self, Accepted};
 use crate::protocol::{self, ClientMsg, ErrorCode, ProtoError, Role, ServerMsg, WsParams};
 use crate::pty::{self, ExitStatus, Pty};
-use crate::session::{Session, State};
+use crate::session::{self, Session, State};
 use crate::signals;
 use crate::timer::Wheel;
 use crate::token::{self, Source};
 use crate::tombstones::{self, Cause, Tombstones};
 use crate::ws::{self, Incoming, Phase, WsConn};
 
-/// Timer granularity. Deadlines here are seconds long (head timeout, close linger, the 3 s
-/// kill escalation), so 100 ms is precise enough and lets an idle server sleep.
+/// Timer wheel slot width. It sets only how timers are filed, not how often the server wakes:
+/// the poll timeout is the exact next deadline, so an idle server sleeps until its next real
+/// timer (a ping 20 s away per attached client, a TTL hours away) and a Pi's CPU stays in its
+/// idle state. Every deadline here is seconds long, so 100 ms slots lose no precision that
+/// matters while keeping one lap (1024 slots) at 102 s, past every short timer.
 const TICK: Duration = Duration::from_millis(100);
 /// How long a closing connection may take to answer our close or finish its request.
 const LINGER: Duration = Duration::from_secs(2);
@@ -51,10 +54,15 @@ const EXIT_GRACE: Duration = Duration::from_secs(2);
 const PENDING_PER_PEER: usize = 8;
 /// How long to wait before retrying `accept` after running out of file descriptors.
 const ACCEPT_RETRY: Duration = Duration::from_millis(500);
-/// Memory charged per connection against `--max-memory`: tungstenite's read buffer and its
-/// largest message, one output frame in our buffer and one in tungstenite's, or a request head.
-pub const CONN_RESERVE: usize =
-    ws::READ_BUFFER + protocol::MAX_MESSAGE + 2 * ws::CHUNK + 4096 + http::MAX_HEAD;
+/// Memory charged per connection against `--max-memory`, the most its buffers can hold:
+/// tungstenite's read buffer, a partial frame and an assembled message (64 KiB each), its
+/// write buffer cap, our output frame, a request head, and the connection's own structs.
+pub const CONN_RESERVE: usize = ws::READ_BUFFER
+    + 2 * protocol::MAX_MESSAGE
+    + ws::MAX_WRITE_BUFFER
+    + ws::CHUNK
+    + http::MAX_HEAD
+    + 2048;
 
 /// Time-based work, keyed so a stale entry (its object gone or reused) is recognised.
 #[derive(Clone, Copy, Debug)]
@@ -348,9 +356,14 @@ impl Server {
     /// Memory reserved against `--max-memory`: every ring in full, every connection at its
     /// buffers' caps, every tombstone. Checked before anything is created, so the cap holds.
     fn memory_reserved(&self) -> usize {
-        self.sessions.len() * self.cfg.scrollback
+        self.sessions.len() * self.session_reserve()
             + self.conns.len() * CONN_RESERVE
             + self.tombstones.len() * tombstones::RESERVE
+    }
+
+    /// Memory charged per session: its ring, and its input queue at the most it can hold.
+    fn session_reserve(&self) -> usize {
+        self.cfg.scrollback + session::INPUT_RESERVE
     }
 
     /// Connections past their first request head: the ones `--max-clients` counts.
@@ -856,7 +869,7 @@ impl Server {
         if self.sessions.len() >= self.cfg.max_sessions {
             return Err(ProtoError::new(ErrorCode::Limit, "--max-sessions reached"));
         }
-        if self.memory_reserved() + self.cfg.scrollback > self.cfg.max_memory {
+        if self.memory_reserved() + self.session_reserve() > self.cfg.max_memory {
             return Err(ProtoError::new(ErrorCode::Memory, "--max-memory reached"));
         }
         let id = match id {
@@ -1035,6 +1048,17 @@ impl Server {
             let attached = w
                 .session
                 .filter(|(s, g)| self.sessions.get(*s).is_some_and(|s| s.generation == *g));
+            // The writer waits while the terminal has not taken its earlier input, so the
+            // queue never holds more than INPUT_RESERVE (the next message could be input).
+            if let Some((skey, _)) = attached
+                && w.role == Role::Writer
+                && self.sessions[skey].has_input()
+                && !self.sessions[skey].can_take_input()
+                && self.sessions[skey].exit.is_none()
+            {
+                w.read_paused = true;
+                return;
+            }
             match w.read() {
                 Incoming::Idle => return,
                 Incoming::Closed => return self.kill_conn(k),

@@ -14,6 +14,10 @@ use crate::ring::Ring;
 /// program that stops reading its terminal pushes back on the client instead of growing memory.
 pub const INPUT_CAP: usize = 64 << 10;
 
+/// Memory the input queue can hold at most: the cap, plus the one message (64 KiB) that may
+/// arrive while the queue is just under it.
+pub const INPUT_RESERVE: usize = INPUT_CAP + crate::protocol::MAX_MESSAGE;
+
 /// Most output taken from one PTY in one pass, so a flood from one session cannot starve
 /// the others; the session stays marked readable and the loop comes back at once.
 pub const READ_PASS: usize = 1 << 20;

@@ -25,6 +25,9 @@ use crate::ring::Ring;
 pub const CHUNK: usize = 16 << 10;
 /// tungstenite's read buffer (it allocates it eagerly, per connection).
 pub const READ_BUFFER: usize = 4 << 10;
+/// tungstenite's write buffer cap: one output frame plus a control frame or text message,
+/// with room to spare (we hand it a new frame only once the last is on the socket).
+pub const MAX_WRITE_BUFFER: usize = 2 * CHUNK + 4096;
 /// Text messages a client may have queued (they are few: attached, role, exited, close).
 const OUTBOX_CAP: usize = 16;
 
@@ -34,7 +37,7 @@ pub fn config() -> WebSocketConfig {
         .read_buffer_size(READ_BUFFER)
         // 0: a frame goes to the socket as soon as it is written, rather than being batched.
         .write_buffer_size(0)
-        .max_write_buffer_size(2 * CHUNK + 4096)
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
         .max_message_size(Some(protocol::MAX_MESSAGE))
         .max_frame_size(Some(protocol::MAX_MESSAGE))
 }
