@@ -271,3 +271,51 @@ fn lagging_viewer_gets_gap_and_true_tail() {
         "the ring overtook the viewer, so it must be told"
     );
 }
+
+fn vm_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A program that never reads its terminal pushes back on the client: the server stops
+/// reading the socket instead of queueing input, so flooding it does not grow the server.
+/// (Raw mode: in canonical mode the kernel discards input past a full line instead.)
+#[test]
+fn input_to_a_program_that_does_not_read_is_bounded() {
+    let srv = spawn_server(&["--", "/bin/sh", "-c", "stty raw -echo; exec sleep 1000"]);
+    let rss_before = vm_rss_kib(srv.child.id());
+    let mut c = ws::connect(srv.port, "session=deaf&new=1");
+    c.expect_attached();
+    c.sock
+        .get_mut()
+        .set_write_timeout(Some(std::time::Duration::from_millis(300)))
+        .unwrap();
+    let chunk = vec![b'x'; 60 << 10];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut sent = 0usize;
+    while sent < (32 << 20) && std::time::Instant::now() < deadline {
+        // A write timeout means the server stopped taking input: the point of the test.
+        if c.sock
+            .send(tungstenite::Message::Binary(chunk.clone().into()))
+            .is_err()
+        {
+            break;
+        }
+        sent += chunk.len();
+    }
+    assert!(
+        sent < (32 << 20),
+        "the server took 32 MiB of input for a program that reads none"
+    );
+    let rss_after = vm_rss_kib(srv.child.id());
+    assert!(
+        rss_after < rss_before + 4096,
+        "server RSS grew from {rss_before} KiB to {rss_after} KiB after {sent} bytes of input"
+    );
+    // Everyone else is still served.
+    assert_eq!(common::http::get(&srv.addr(), "/healthz").status, 200);
+}
