@@ -1324,12 +1324,15 @@ impl Server {
             let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
             pty.signal_group(Signal::SIGHUP);
         }
-        // Jobs of their own process groups, and whatever is left if the leader is gone.
-        pty::signal_session(s.pid, Signal::SIGHUP);
+        // Only while the leader lives is its pid surely ours to address by session: once it
+        // is reaped (an exited session), the terminal's hangup has already reached the rest,
+        // and the number may belong to somebody else by now.
         if self.pids.remove(&s.pid).is_some() {
+            // Jobs in process groups of their own get the hangup too.
+            pty::signal_session(s.pid, Signal::SIGHUP);
             self.orphans.push(s.pid);
+            self.wheel.insert(now + KILL_AFTER, Timer::Kill(s.pid));
         }
-        self.wheel.insert(now + KILL_AFTER, Timer::Kill(s.pid));
         self.ids.remove(&s.id);
         if self.tombstones.is_empty() {
             self.wheel.insert(now + tombstones::KEEP, Timer::Tombstones);
