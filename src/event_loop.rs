@@ -210,6 +210,8 @@ pub struct Server {
     shutting_down: bool,
     exit_now: bool,
     accept_paused: bool,
+    /// Accept last failed for lack of file descriptors (for logging the transitions).
+    out_of_fds: bool,
 }
 
 fn unix_now() -> u64 {
@@ -262,6 +264,7 @@ impl Server {
             shutting_down: false,
             exit_now: false,
             accept_paused: false,
+            out_of_fds: false,
         })
     }
 
@@ -337,10 +340,18 @@ impl Server {
         loop {
             let Some(l) = &self.listener else { return };
             match listener::accept(l) {
-                Ok(Accepted::Conn(stream, peer)) => self.add_conn(stream, peer, now),
+                Ok(Accepted::Conn(stream, peer)) => {
+                    if std::mem::take(&mut self.out_of_fds) {
+                        eprintln!("keepty: file descriptors available again; accepting");
+                    }
+                    self.add_conn(stream, peer, now)
+                }
                 Ok(Accepted::Drained) => return,
                 Ok(Accepted::OutOfFds) => {
-                    eprintln!("keepty: out of file descriptors; pausing accept");
+                    // One line when it starts, not one per retry.
+                    if !std::mem::replace(&mut self.out_of_fds, true) {
+                        eprintln!("keepty: out of file descriptors; retrying accept every 500 ms");
+                    }
                     self.accept_paused = true;
                     self.wheel.insert(now + ACCEPT_RETRY, Timer::Accept);
                     return;

@@ -151,7 +151,10 @@ fn reject_policy_refuses_newcomer_and_keeps_first_client() {
     srv.wait_session("rj", WAIT, "the detach", |r| r["clients"] == 0);
     let mut c = ws::connect(srv.port, "session=rj");
     let att = c.expect_attached();
-    assert_eq!((&att["created"], &att["role"]), (&json!(false), &json!("writer")));
+    assert_eq!(
+        (&att["created"], &att["role"]),
+        (&json!(false), &json!("writer"))
+    );
     echo_roundtrip(&mut c, "c1");
     c.close();
 }
@@ -166,7 +169,10 @@ fn handoff_policy_moves_the_session_to_the_newcomer() {
 
     let mut b = ws::connect(srv.port, "session=ho");
     let att = b.expect_attached();
-    assert_eq!((&att["created"], &att["role"]), (&json!(false), &json!("writer")));
+    assert_eq!(
+        (&att["created"], &att["role"]),
+        (&json!(false), &json!("writer"))
+    );
     let texts = a.expect_close(4410);
     assert!(
         texts.iter().any(|v| v["type"] == "taken_over"),
@@ -190,7 +196,10 @@ fn multi_policy_viewer_is_read_only_until_it_takes_control() {
     let srv = spawn_server(&["--attach-policy", "multi", "--", "/bin/sh"]);
     let mut a = ws::connect(srv.port, "session=mv&new=1&cols=80&rows=24");
     let att = a.expect_attached();
-    assert_eq!((&att["role"], &att["policy"]), (&json!("writer"), &json!("multi")));
+    assert_eq!(
+        (&att["role"], &att["policy"]),
+        (&json!("writer"), &json!("multi"))
+    );
     echo_roundtrip(&mut a, "w0");
 
     // A viewer's requested size must not reach the PTY either.
@@ -484,7 +493,9 @@ fn exited_session_is_kept_until_a_client_sees_the_end() {
         "replay lacks the last output: {}",
         ws::tail(&out)
     );
-    let last = texts.last().unwrap_or_else(|| panic!("no exited: {texts:?}"));
+    let last = texts
+        .last()
+        .unwrap_or_else(|| panic!("no exited: {texts:?}"));
     assert_eq!(last["type"], "exited", "{texts:?}");
     assert_eq!(last["code"], 5, "{last}");
     assert_eq!(code, Some(1000), "close code after exited");
@@ -567,16 +578,21 @@ fn a_silent_client_is_closed() {
     c.expect_attached();
     let start = Instant::now();
     // No reads from here on, so not even pongs go out.
-    srv.wait_session("quiet", Duration::from_secs(8), "the silent client to be dropped", |r| {
-        r["clients"] == 0
-    });
+    srv.wait_session(
+        "quiet",
+        Duration::from_secs(8),
+        "the silent client to be dropped",
+        |r| r["clients"] == 0,
+    );
     let took = start.elapsed();
     assert!(
         took >= Duration::from_millis(2500) && took <= Duration::from_secs(6),
         "closed after {took:?}; expected 3 ping intervals (3 s) plus slack"
     );
     expect_timeout_close(&mut c, Duration::from_secs(3));
-    let rec = srv.session_record("quiet").expect("the session outlives its client");
+    let rec = srv
+        .session_record("quiet")
+        .expect("the session outlives its client");
     assert_eq!(rec["state"], "running", "{rec}");
 }
 
@@ -627,7 +643,9 @@ fn a_client_that_takes_no_output_is_closed() {
     );
 
     // The session is fine; a client that acknowledges can carry on.
-    let rec = srv.session_record("stall").expect("the session outlives its client");
+    let rec = srv
+        .session_record("stall")
+        .expect("the session outlives its client");
     assert_eq!(rec["state"], "running", "{rec}");
     let mut d = ws::connect(srv.port, "session=stall&flow=1");
     d.expect_attached();
