@@ -200,8 +200,10 @@ impl WsConn {
     pub fn on_ping_tick(&mut self, ring: Option<&Ring>) -> bool {
         self.silent_ticks = if self.heard { 0 } else { self.silent_ticks + 1 };
         self.heard = false;
+        // With flow, output is taken when it is acknowledged, not when it is sent.
         let pending = self.unflushed
             || !self.outbox.is_empty()
+            || (self.flow && self.acked < self.cursor)
             || ring.is_some_and(|r| self.phase == Phase::Open && self.cursor < r.end());
         self.stalled_ticks = if pending && self.progress == self.progress_at_tick {
             self.stalled_ticks + 1
@@ -302,8 +304,11 @@ impl WsConn {
             } else {
                 return true;
             };
+            // Our own pings are not output the client took.
+            let counts = !matches!(msg, Message::Ping(_));
             match self.ws.write(msg) {
-                Ok(()) => self.progress += 1,
+                Ok(()) if counts => self.progress += 1,
+                Ok(()) => {}
                 Err(e) => return self.on_write_error(e),
             }
         }
@@ -389,7 +394,10 @@ impl WsConn {
                 "ack beyond the output sent",
             ));
         }
-        self.acked = self.acked.max(offset);
+        if offset > self.acked {
+            self.acked = offset;
+            self.progress += 1;
+        }
         Ok(())
     }
 
