@@ -77,3 +77,699 @@ pub struct SessionList {
     /// Memory against the cap.
     pub memory: Memory,
 }
+
+/// Operator-facing counters that outlive the sessions they count; the event loop owns them.
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    /// Sessions removed by the idle TTL.
+    pub sessions_reaped: u64,
+    /// Sessions removed by `/admin/drop` or `/admin/drop-all`.
+    pub sessions_dropped: u64,
+    /// New sessions refused by a limit (sessions, per-token or memory).
+    pub sessions_refused: u64,
+    /// Connections refused by `--max-clients`, `--max-pending` or the memory cap.
+    pub connections_refused: u64,
+    /// Requests with a missing or wrong token.
+    pub auth_failures: u64,
+    /// Seconds since the server started.
+    pub uptime_secs: u64,
+}
+
+/// Makes `s` safe to print on a terminal: C0 controls and DEL become `\xNN`, C1 controls
+/// become `\u{00NN}`. Anything that reaches a log, an error message or the text table may
+/// come from a client, and ESC or CSI (U+009B, which some terminals honour) in it could
+/// otherwise move the cursor, rewrite the title or forge log lines.
+pub fn escape_control(s: &str) -> std::borrow::Cow<'_, str> {
+    use std::fmt::Write as _;
+
+    let is_control = |c: char| matches!(c, '\0'..='\x1f' | '\x7f' | '\u{80}'..='\u{9f}');
+    let Some(first) = s.find(is_control) else {
+        return std::borrow::Cow::Borrowed(s);
+    };
+    let mut out = String::with_capacity(s.len() + 8);
+    out.push_str(&s[..first]);
+    for c in s[first..].chars() {
+        if !is_control(c) {
+            out.push(c);
+        } else if c <= '\x7f' {
+            let _ = write!(out, "\\x{:02x}", c as u32);
+        } else {
+            let _ = write!(out, "\\u{{{:04x}}}", c as u32);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Seconds as one unit, rounded down (`59s`, `3m`, `2h`, `4d`): the table must stay narrow
+/// enough for a phone, and a minute more or less does not change what an operator does.
+fn human_secs(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3_600 => format!("{}m", secs / 60),
+        3_600..86_400 => format!("{}h", secs / 3_600),
+        _ => format!("{}d", secs / 86_400),
+    }
+}
+
+/// Bytes in powers of 1024 like `ls -h` and our own `--scrollback` (`512`, `1.5M`, `12K`):
+/// one decimal below 10 units, whole units above.
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["K", "M", "G", "T", "P", "E"];
+    if n < 1024 {
+        return n.to_string();
+    }
+    let n = u128::from(n);
+    for (i, unit) in UNITS.iter().enumerate() {
+        let size = 1u128 << (10 * (i + 1));
+        let tenths = (n * 10 + size / 2) / size;
+        if tenths < 100 {
+            return if tenths.is_multiple_of(10) {
+                format!("{}{unit}", tenths / 10)
+            } else {
+                format!("{}.{}{unit}", tenths / 10, tenths % 10)
+            };
+        }
+        let whole = (n + size / 2) / size;
+        // 1023.6K rounds to 1024K, which reads better as 1.0M: let the next unit take it.
+        if whole < 1024 || i == UNITS.len() - 1 {
+            return format!("{whole}{unit}");
+        }
+    }
+    unreachable!("the last unit always answers")
+}
+
+/// Unix seconds as UTC `YYYY-MM-DD HH:MM`, via the days-to-civil algorithm of
+/// <http://howardhinnant.github.io/date_algorithms.html>, to need no date crate.
+fn utc_minute(unix: u64) -> String {
+    let days = unix / 86_400;
+    let rem = unix % 86_400;
+    let (hour, minute) = (rem / 3_600, rem % 3_600 / 60);
+    // Shift the epoch to 0000-03-01 so leap days fall at the end of a 400-year era.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}")
+}
+
+/// The `format=text` session table: one header row, one row per session, then a summary.
+///
+/// Numeric columns are right-aligned; the id comes last so that on a narrow screen the
+/// columns that matter for a decision line up, and only the (up to 64 character) id wraps.
+/// Every cell is passed through [`escape_control`], because owners come from token files
+/// and the table is meant to be `curl`ed straight onto a terminal.
+pub fn render_text(list: &SessionList) -> String {
+    const HEADER: [&str; 10] = [
+        "OWNER", "STATE", "CLIENTS", "IDLE", "EXPIRES", "BUFFERED", "TOTAL", "SIZE", "CREATED",
+        "ID",
+    ];
+    const RIGHT: [bool; 10] = [
+        false, false, true, true, true, true, true, false, false, false,
+    ];
+
+    let mut rows: Vec<[String; 10]> = Vec::with_capacity(list.sessions.len() + 1);
+    rows.push(HEADER.map(String::from));
+    for s in &list.sessions {
+        let state = match (s.state.as_str(), s.exit_code) {
+            ("exited", Some(code)) => format!("exited {code}"),
+            (other, _) => other.to_string(),
+        };
+        rows.push(
+            [
+                s.owner.clone(),
+                state,
+                s.clients.to_string(),
+                human_secs(s.idle_secs),
+                human_secs(s.expires_in_secs),
+                human_bytes(s.bytes_buffered),
+                human_bytes(s.bytes_total),
+                format!("{}x{}", s.cols, s.rows),
+                utc_minute(s.created_at),
+                s.id.clone(),
+            ]
+            .map(|cell| escape_control(&cell).into_owned()),
+        );
+    }
+
+    let mut widths = [0usize; 10];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+
+    let mut out = String::new();
+    for row in &rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            let pad = widths[i] - cell.chars().count();
+            if RIGHT[i] {
+                line.extend(std::iter::repeat_n(' ', pad));
+                line.push_str(cell);
+            } else {
+                line.push_str(cell);
+                line.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    let n = list.sessions.len();
+    out.push_str(&format!(
+        "{n} session{}, memory {} of {}\n",
+        if n == 1 { "" } else { "s" },
+        human_bytes(list.memory.reserved as u64),
+        human_bytes(list.memory.cap as u64),
+    ));
+    out
+}
+
+/// Appends one metric family in text format 0.0.4: `# HELP`, `# TYPE`, then its samples,
+/// each `(labels, value)` with labels already in `{k="v"}` form (or empty).
+fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str, u64)]) {
+    use std::fmt::Write as _;
+
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{name}{labels} {value}");
+    }
+}
+
+/// `/admin/metrics`: Prometheus text exposition format 0.0.4, ending with a newline.
+///
+/// Sums over sessions (clients, bytes) are gauges because they fall when a session goes;
+/// only the `_total` families never decrease, so only they are counters.
+pub fn render_metrics(list: &SessionList, c: &Counters) -> String {
+    let exited = list.sessions.iter().filter(|s| s.state == "exited").count() as u64;
+    let running = list.sessions.len() as u64 - exited;
+    let clients: u64 = list.sessions.iter().map(|s| s.clients as u64).sum();
+    let buffered: u64 = list.sessions.iter().map(|s| s.bytes_buffered).sum();
+    let output: u64 = list.sessions.iter().map(|s| s.bytes_total).sum();
+
+    let mut out = String::with_capacity(2048);
+    let m = &mut out;
+    metric(
+        m,
+        "keepty_sessions",
+        "gauge",
+        "Sessions alive, by state.",
+        &[
+            ("{state=\"running\"}", running),
+            ("{state=\"exited\"}", exited),
+        ],
+    );
+    metric(
+        m,
+        "keepty_clients",
+        "gauge",
+        "WebSocket clients attached to sessions.",
+        &[("", clients)],
+    );
+    metric(
+        m,
+        "keepty_bytes_buffered",
+        "gauge",
+        "Output bytes held in session ring buffers.",
+        &[("", buffered)],
+    );
+    metric(
+        m,
+        "keepty_session_output_bytes",
+        "gauge",
+        "Output bytes ever produced by the sessions alive now.",
+        &[("", output)],
+    );
+    metric(
+        m,
+        "keepty_memory_reserved_bytes",
+        "gauge",
+        "Memory reserved by ring and connection buffers.",
+        &[("", list.memory.reserved as u64)],
+    );
+    metric(
+        m,
+        "keepty_memory_cap_bytes",
+        "gauge",
+        "The --max-memory cap.",
+        &[("", list.memory.cap as u64)],
+    );
+    metric(
+        m,
+        "keepty_sessions_reaped_total",
+        "counter",
+        "Sessions reaped by the idle TTL.",
+        &[("", c.sessions_reaped)],
+    );
+    metric(
+        m,
+        "keepty_sessions_dropped_total",
+        "counter",
+        "Sessions dropped by an admin.",
+        &[("", c.sessions_dropped)],
+    );
+    metric(
+        m,
+        "keepty_sessions_refused_total",
+        "counter",
+        "New sessions refused by a limit.",
+        &[("", c.sessions_refused)],
+    );
+    metric(
+        m,
+        "keepty_connections_refused_total",
+        "counter",
+        "Connections refused by a limit.",
+        &[("", c.connections_refused)],
+    );
+    metric(
+        m,
+        "keepty_auth_failures_total",
+        "counter",
+        "Requests with a missing or wrong token.",
+        &[("", c.auth_failures)],
+    );
+    metric(
+        m,
+        "keepty_uptime_seconds",
+        "gauge",
+        "Seconds since the server started.",
+        &[("", c.uptime_secs)],
+    );
+    metric(
+        m,
+        "keepty_limit_max_sessions",
+        "gauge",
+        "The --max-sessions limit.",
+        &[("", list.limits.max_sessions as u64)],
+    );
+    metric(
+        m,
+        "keepty_limit_max_clients",
+        "gauge",
+        "The --max-clients limit.",
+        &[("", list.limits.max_clients as u64)],
+    );
+    metric(
+        m,
+        "keepty_limit_scrollback_bytes",
+        "gauge",
+        "The --scrollback ring size per session.",
+        &[("", list.limits.scrollback as u64)],
+    );
+    metric(
+        m,
+        "keepty_limit_ttl_seconds",
+        "gauge",
+        "The --ttl idle timeout.",
+        &[("", list.limits.ttl_secs)],
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::borrow::Cow;
+    use std::collections::HashMap;
+
+    fn record(id: &str, owner: &str) -> SessionRecord {
+        SessionRecord {
+            id: id.to_string(),
+            owner: owner.to_string(),
+            pid: 4242,
+            state: "running".to_string(),
+            exit_code: None,
+            created_at: 1_700_000_000,
+            last_seen: 1_700_000_100,
+            idle_secs: 5,
+            expires_in_secs: 43_195,
+            bytes_buffered: 12 * 1024,
+            bytes_total: 3 * 1024 * 1024 / 2,
+            clients: 1,
+            active_client: Some("127.0.0.1:5555".to_string()),
+            cols: 80,
+            rows: 24,
+        }
+    }
+
+    fn list(sessions: Vec<SessionRecord>) -> SessionList {
+        SessionList {
+            now: 1_700_000_105,
+            sessions,
+            limits: Limits {
+                max_sessions: 32,
+                max_clients: 128,
+                max_memory: 64 << 20,
+                scrollback: 256 << 10,
+                ttl_secs: 43_200,
+                attach_policy: "handoff",
+                detached_output: "drop-oldest",
+            },
+            memory: Memory {
+                reserved: 3 << 19,
+                cap: 64 << 20,
+            },
+        }
+    }
+
+    #[test]
+    fn plain_text_is_borrowed() {
+        for s in [
+            "",
+            "abc",
+            "héllo wörld ✓",
+            "tab-free \\x1b literal",
+            "\u{a0}\u{ff}",
+        ] {
+            assert!(
+                matches!(escape_control(s), Cow::Borrowed(b) if b == s),
+                "{s:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn controls_are_escaped() {
+        assert_eq!(escape_control("a\x1b[2Jb"), "a\\x1b[2Jb");
+        assert_eq!(escape_control("\0\t\n\r\x7f"), "\\x00\\x09\\x0a\\x0d\\x7f");
+        assert_eq!(escape_control("x\u{9b}31m\u{80}"), "x\\u{009b}31m\\u{0080}");
+        assert_eq!(escape_control("é\x07ü"), "é\\x07ü");
+        assert!(matches!(escape_control("\x1b"), Cow::Owned(_)));
+    }
+
+    #[test]
+    fn nothing_escaped_contains_a_control() {
+        let all: String = (0u32..0x200).filter_map(char::from_u32).collect();
+        let out = escape_control(&all);
+        assert!(
+            !out.chars()
+                .any(|c| c.is_control() || ('\u{80}'..='\u{9f}').contains(&c)),
+            "{out:?}"
+        );
+        // Everything that is not a control survives unchanged and in order.
+        let kept: String = all.chars().filter(|c| !c.is_control()).collect();
+        let out_kept: String = out.chars().filter(|c| !c.is_ascii()).collect();
+        assert_eq!(
+            out_kept,
+            kept.chars().filter(|c| !c.is_ascii()).collect::<String>()
+        );
+    }
+
+    #[test]
+    fn human_units() {
+        assert_eq!(human_secs(0), "0s");
+        assert_eq!(human_secs(59), "59s");
+        assert_eq!(human_secs(60), "1m");
+        assert_eq!(human_secs(3_599), "59m");
+        assert_eq!(human_secs(7_200), "2h");
+        assert_eq!(human_secs(86_399), "23h");
+        assert_eq!(human_secs(3 * 86_400 + 5), "3d");
+        assert_eq!(human_bytes(0), "0");
+        assert_eq!(human_bytes(1023), "1023");
+        assert_eq!(human_bytes(1024), "1K");
+        assert_eq!(human_bytes(1536), "1.5K");
+        assert_eq!(human_bytes(12 * 1024), "12K");
+        assert_eq!(human_bytes(12 * 1024 + 600), "13K");
+        assert_eq!(human_bytes(1023 * 1024 + 1000), "1M");
+        assert_eq!(human_bytes(3 << 19), "1.5M");
+        assert_eq!(human_bytes(64 << 20), "64M");
+        assert_eq!(human_bytes(5 << 30), "5G");
+        assert_eq!(human_bytes(u64::MAX), "16E");
+    }
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc_minute(0), "1970-01-01 00:00");
+        assert_eq!(utc_minute(1_700_000_000), "2023-11-14 22:13");
+        assert_eq!(utc_minute(951_782_400), "2000-02-29 00:00");
+        assert_eq!(utc_minute(951_868_799), "2000-02-29 23:59");
+        assert_eq!(utc_minute(4_107_542_400), "2100-03-01 00:00");
+        assert_eq!(utc_minute(1_767_225_599), "2025-12-31 23:59");
+    }
+
+    #[test]
+    fn table_is_aligned_and_summed_up() {
+        let mut b = record("b-very-long-session-id-0123456789", "alice");
+        b.state = "exited".to_string();
+        b.exit_code = Some(130);
+        b.clients = 0;
+        b.idle_secs = 3 * 3_600 + 5;
+        b.cols = 200;
+        b.rows = 50;
+        let text = render_text(&list(vec![record("a", "local"), b]));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(text.ends_with('\n'));
+        assert_eq!(
+            lines[0],
+            "OWNER  STATE       CLIENTS  IDLE  EXPIRES  BUFFERED  TOTAL  SIZE    CREATED           ID"
+        );
+        assert_eq!(
+            lines[1],
+            "local  running           1    5s      11h       12K   1.5M  80x24   2023-11-14 22:13  a"
+        );
+        assert_eq!(
+            lines[2],
+            "alice  exited 130        0    3h      11h       12K   1.5M  200x50  2023-11-14 22:13  \
+             b-very-long-session-id-0123456789"
+        );
+        assert_eq!(lines[3], "2 sessions, memory 1.5M of 64M");
+        assert!(lines.iter().all(|l| !l.ends_with(' ')));
+    }
+
+    #[test]
+    fn table_with_no_sessions() {
+        let text = render_text(&list(vec![]));
+        assert!(text.starts_with("OWNER  STATE  CLIENTS"), "{text}");
+        assert!(
+            text.ends_with("\n0 sessions, memory 1.5M of 64M\n"),
+            "{text}"
+        );
+        let one = render_text(&list(vec![record("x", "local")]));
+        assert!(one.ends_with("\n1 session, memory 1.5M of 64M\n"), "{one}");
+    }
+
+    #[test]
+    fn table_cells_cannot_drive_a_terminal() {
+        let mut r = record("id", "ev\x1b]0;pwned\x07il\u{9b}2J");
+        r.state = "run\rning".to_string();
+        let text = render_text(&list(vec![r]));
+        assert!(
+            !text
+                .chars()
+                .any(|c| (c.is_control() && c != '\n') || ('\u{80}'..='\u{9f}').contains(&c)),
+            "{text:?}"
+        );
+        assert!(text.contains("ev\\x1b]0;pwned\\x07il\\u{009b}2J"), "{text}");
+        assert_eq!(text.lines().count(), 3);
+        // Alignment counts characters, not bytes: the header's STATE column matches the row.
+        let lines: Vec<&str> = text.lines().collect();
+        let col = |l: &str, needle: &str| {
+            l.chars().count() - l[l.find(needle).unwrap()..].chars().count()
+        };
+        assert_eq!(col(lines[0], "STATE"), col(lines[1], "run\\x0dning"));
+    }
+
+    /// A small validator for text format 0.0.4: every sample belongs to a family declared by
+    /// `# TYPE` before it, families are contiguous and declared once, label syntax holds and
+    /// every value is a float. Returns each family's type and samples.
+    fn parse_prometheus(text: &str) -> HashMap<String, (String, Vec<(String, f64)>)> {
+        fn is_name(s: &str, colon: bool) -> bool {
+            let mut cs = s.chars();
+            cs.next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || (colon && c == ':'))
+                && cs.all(|c| c.is_ascii_alphanumeric() || c == '_' || (colon && c == ':'))
+        }
+        /// Consumes `{k="v",...}` and returns what follows.
+        fn labels(mut s: &str) -> &str {
+            s = s.strip_prefix('{').unwrap();
+            loop {
+                if let Some(rest) = s.strip_prefix('}') {
+                    return rest;
+                }
+                let eq = s.find('=').expect("label without =");
+                assert!(is_name(&s[..eq], false), "label name {:?}", &s[..eq]);
+                s = s[eq + 1..].strip_prefix('"').expect("label value quoted");
+                let mut chars = s.char_indices();
+                let end = loop {
+                    match chars.next().expect("unterminated label value") {
+                        (_, '\\') => {
+                            let (_, e) = chars.next().expect("dangling escape");
+                            assert!(matches!(e, '\\' | '"' | 'n'), "bad escape \\{e}");
+                        }
+                        (_, '\n') => panic!("raw newline in label value"),
+                        (i, '"') => break i,
+                        _ => {}
+                    }
+                };
+                s = &s[end + 1..];
+                s = s.strip_prefix(',').unwrap_or(s);
+            }
+        }
+
+        assert!(text.ends_with('\n'), "must end with a newline");
+        let mut families: HashMap<String, (String, Vec<(String, f64)>)> = HashMap::new();
+        let mut helped: Vec<String> = Vec::new();
+        let mut current: Option<String> = None;
+        for line in text.lines() {
+            if line.is_empty() {
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let (name, help) = rest.split_once(' ').expect("HELP has text");
+                assert!(is_name(name, true) && !help.is_empty(), "{line}");
+                assert!(!helped.contains(&name.to_string()), "HELP twice: {line}");
+                helped.push(name.to_string());
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').expect("TYPE has a kind");
+                assert!(is_name(name, true), "{line}");
+                assert!(
+                    matches!(
+                        kind,
+                        "counter" | "gauge" | "histogram" | "summary" | "untyped"
+                    ),
+                    "{line}"
+                );
+                assert!(!families.contains_key(name), "TYPE twice: {line}");
+                families.insert(name.to_string(), (kind.to_string(), Vec::new()));
+                current = Some(name.to_string());
+            } else if line.starts_with('#') {
+                continue;
+            } else {
+                let end = line.find(['{', ' ']).expect("sample has a value");
+                let name = &line[..end];
+                assert!(is_name(name, true), "{line}");
+                assert_eq!(
+                    current.as_deref(),
+                    Some(name),
+                    "sample outside its family: {line}"
+                );
+                let mut rest = &line[end..];
+                let label_text = if rest.starts_with('{') {
+                    let after = labels(rest);
+                    let l = &rest[..rest.len() - after.len()];
+                    rest = after;
+                    l.to_string()
+                } else {
+                    String::new()
+                };
+                let mut parts = rest
+                    .strip_prefix(' ')
+                    .expect("space before value")
+                    .split(' ');
+                let value: f64 = parts.next().unwrap().parse().expect("value is a float");
+                if let Some(ts) = parts.next() {
+                    ts.parse::<i64>().expect("timestamp is an integer");
+                }
+                assert!(parts.next().is_none(), "{line}");
+                families.get_mut(name).unwrap().1.push((label_text, value));
+            }
+        }
+        for name in families.keys() {
+            assert!(helped.contains(name), "{name} has no HELP");
+        }
+        families
+    }
+
+    #[test]
+    fn metrics_parse_and_add_up() {
+        let mut b = record("b", "alice");
+        b.state = "exited".to_string();
+        b.clients = 2;
+        let counters = Counters {
+            sessions_reaped: 3,
+            sessions_dropped: 4,
+            sessions_refused: 5,
+            connections_refused: 6,
+            auth_failures: 7,
+            uptime_secs: 99,
+        };
+        let text = render_metrics(&list(vec![record("a", "local"), b]), &counters);
+        let fams = parse_prometheus(&text);
+        let one = |name: &str| -> (String, f64) {
+            let (kind, samples) = fams.get(name).unwrap_or_else(|| panic!("{name} missing"));
+            assert_eq!(samples.len(), 1, "{name}");
+            assert_eq!(samples[0].0, "", "{name}");
+            (kind.clone(), samples[0].1)
+        };
+        let (kind, sessions) = &fams["keepty_sessions"];
+        assert_eq!(kind, "gauge");
+        assert_eq!(
+            sessions,
+            &vec![
+                ("{state=\"running\"}".to_string(), 1.0),
+                ("{state=\"exited\"}".to_string(), 1.0)
+            ]
+        );
+        for (name, kind, value) in [
+            ("keepty_clients", "gauge", 3.0),
+            ("keepty_bytes_buffered", "gauge", 24.0 * 1024.0),
+            (
+                "keepty_session_output_bytes",
+                "gauge",
+                3.0 * 1024.0 * 1024.0,
+            ),
+            (
+                "keepty_memory_reserved_bytes",
+                "gauge",
+                1.5 * 1024.0 * 1024.0,
+            ),
+            ("keepty_memory_cap_bytes", "gauge", 64.0 * 1024.0 * 1024.0),
+            ("keepty_sessions_reaped_total", "counter", 3.0),
+            ("keepty_sessions_dropped_total", "counter", 4.0),
+            ("keepty_sessions_refused_total", "counter", 5.0),
+            ("keepty_connections_refused_total", "counter", 6.0),
+            ("keepty_auth_failures_total", "counter", 7.0),
+            ("keepty_uptime_seconds", "gauge", 99.0),
+            ("keepty_limit_max_sessions", "gauge", 32.0),
+            ("keepty_limit_max_clients", "gauge", 128.0),
+            ("keepty_limit_scrollback_bytes", "gauge", 262_144.0),
+            ("keepty_limit_ttl_seconds", "gauge", 43_200.0),
+        ] {
+            assert_eq!(one(name), (kind.to_string(), value), "{name}");
+        }
+        assert_eq!(fams.len(), 16);
+        for (name, (kind, _)) in &fams {
+            assert!(name.starts_with("keepty_"), "{name}");
+            assert_eq!(kind == "counter", name.ends_with("_total"), "{name}");
+        }
+    }
+
+    #[test]
+    fn metrics_with_no_sessions_still_list_both_states() {
+        let text = render_metrics(&list(vec![]), &Counters::default());
+        let fams = parse_prometheus(&text);
+        assert_eq!(
+            fams["keepty_sessions"].1,
+            vec![
+                ("{state=\"running\"}".to_string(), 0.0),
+                ("{state=\"exited\"}".to_string(), 0.0)
+            ]
+        );
+        assert_eq!(fams["keepty_clients"].1, vec![(String::new(), 0.0)]);
+    }
+
+    #[test]
+    fn the_validator_rejects_broken_text() {
+        for bad in [
+            "keepty_x 1\n",
+            "# HELP keepty_x h\n# TYPE keepty_x gauge\nkeepty_x one\n",
+            "# HELP keepty_x h\n# TYPE keepty_x gauge\nkeepty_x{a=\"b} 1\n",
+            "# HELP keepty_x h\n# TYPE keepty_x gauge\nkeepty_x{1a=\"b\"} 1\n",
+            "# HELP keepty_x h\n# TYPE keepty_x gauge\nkeepty_x 1",
+            "# TYPE keepty_x gauge\nkeepty_x 1\n",
+        ] {
+            let r = std::panic::catch_unwind(|| parse_prometheus(bad));
+            assert!(r.is_err(), "accepted {bad:?}");
+        }
+    }
+}

@@ -23,6 +23,8 @@ use slab::Slab;
 use tungstenite::Message;
 
 use crate::admin;
+use crate::assets;
+use crate::auth::{self, FailureLimiter, Tokens};
 use crate::config::{AttachPolicy, Config, DetachedOutput};
 use crate::http::{self, Request, Response, Route};
 use crate::listener::{self, Accepted};
@@ -89,7 +91,23 @@ enum Timer {
 enum After {
     KeepAlive,
     Close,
-    Upgrade(Result<WsParams, ProtoError>),
+    Upgrade(Result<WsParams, ProtoError>, Caller),
+}
+
+/// The authenticated user behind a request.
+struct Caller {
+    name: String,
+    max_sessions: Option<usize>,
+}
+
+/// Events counted for the metrics.
+#[derive(Default)]
+struct Stats {
+    sessions_reaped: u64,
+    sessions_dropped: u64,
+    sessions_refused: u64,
+    connections_refused: u64,
+    auth_failures: u64,
 }
 
 enum HttpPhase {
@@ -212,6 +230,10 @@ pub struct Server {
     accept_paused: bool,
     /// Accept last failed for lack of file descriptors (for logging the transitions).
     out_of_fds: bool,
+    tokens: Tokens,
+    failures: FailureLimiter,
+    stats: Stats,
+    started: Instant,
 }
 
 fn unix_now() -> u64 {
@@ -219,6 +241,68 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// Reads the token files and logs what was loaded (counts and warnings, never a token).
+fn load_tokens(cfg: &Config) -> Result<Tokens, String> {
+    let loaded = Tokens::load(cfg.token_file.as_deref(), cfg.admin_token_file.as_deref())?;
+    for w in &loaded.warnings {
+        eprintln!("keepty: warning: {w}");
+    }
+    let (users, admins) = loaded.tokens.counts();
+    eprintln!(
+        "keepty: auth: {}; admin: {}",
+        users.map_or(
+            "no token file, every request is user local".to_string(),
+            |n| format!("{n} user tokens")
+        ),
+        admins.map_or("loopback peers only".to_string(), |n| format!(
+            "{n} admin tokens"
+        ))
+    );
+    Ok(loaded.tokens)
+}
+
+/// The token in `Authorization: Bearer TOKEN`.
+fn bearer(req: &Request) -> Option<&[u8]> {
+    let v = req.header("authorization")?.trim();
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().as_bytes())
+}
+
+/// The token a browser sends as the subprotocol `keepty.token.BASE64URL(TOKEN)`.
+fn subprotocol_token(req: &Request) -> Option<Vec<u8>> {
+    req.headers
+        .iter()
+        .filter(|(n, _)| n == "sec-websocket-protocol")
+        .flat_map(|(_, v)| v.split(','))
+        .find_map(|p| p.trim().strip_prefix("keepty.token."))
+        .and_then(auth::base64url_decode)
+}
+
+fn too_many_failures() -> Response {
+    Response::error(
+        429,
+        "limit",
+        "too many failed attempts from this address; try again in a minute",
+    )
+}
+
+/// A request with a side effect must not come from another site: a link or an image
+/// elsewhere would otherwise be enough to drop sessions.
+fn check_fetch_site(req: &Request, route: &Route) -> Result<(), Response> {
+    match req.header("sec-fetch-site") {
+        Some(site) if route.has_side_effect() && !matches!(site.trim(), "same-origin" | "none") => {
+            Err(Response::error(
+                403,
+                "forbidden",
+                "a request from another site cannot change sessions",
+            ))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn random_id() -> io::Result<String> {
@@ -232,6 +316,8 @@ impl Server {
     ///
     /// [`run`]: Server::run
     pub fn bind(cfg: Config) -> io::Result<Server> {
+        let tokens =
+            load_tokens(&cfg).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let poll = Poll::new()?;
         let mut listener = TcpListener::bind(cfg.listen)?;
         let local_addr = listener.local_addr()?;
@@ -265,6 +351,10 @@ impl Server {
             exit_now: false,
             accept_paused: false,
             out_of_fds: false,
+            tokens,
+            failures: FailureLimiter::default(),
+            stats: Stats::default(),
+            started: Instant::now(),
         })
     }
 
@@ -387,11 +477,13 @@ impl Server {
         let from_peer = self.pending_by_ip.get(&ip).copied().unwrap_or(0);
         if self.pending >= self.cfg.max_pending || from_peer >= PENDING_PER_PEER {
             eprintln!("keepty: refused connection from {peer}: too many unfinished requests");
+            self.stats.connections_refused += 1;
             listener::refuse(stream, 429, "limit", "too many unfinished requests");
             return;
         }
         if self.memory_reserved() + CONN_RESERVE > self.cfg.max_memory {
             eprintln!("keepty: refused connection from {peer}: --max-memory reached");
+            self.stats.connections_refused += 1;
             listener::refuse(stream, 503, "memory", "memory cap reached");
             return;
         }
@@ -555,6 +647,7 @@ impl Server {
                             && self.active_conns() > self.cfg.max_clients
                         {
                             eprintln!("keepty: refused request from {peer}: --max-clients reached");
+                            self.stats.connections_refused += 1;
                             (
                                 Response::error(429, "limit", "too many connections"),
                                 After::Close,
@@ -627,7 +720,9 @@ impl Server {
                             h.deadline = now + LINGER;
                             h.arm(&mut self.wheel, Timer::Conn(k, generation), now);
                         }
-                        After::Upgrade(params) => return self.upgrade(k, params, now),
+                        After::Upgrade(params, caller) => {
+                            return self.upgrade(k, params, caller, now);
+                        }
                     }
                 }
                 HttpPhase::Lingering => {
@@ -667,7 +762,7 @@ impl Server {
             resp.omit_body = true;
         }
         let (head, body) = match &after {
-            After::Upgrade(_) => (
+            After::Upgrade(..) => (
                 std::mem::take(&mut resp.body).into_owned(),
                 Cow::Borrowed(&[][..]),
             ),
@@ -717,26 +812,199 @@ impl Server {
                 r.headers.push(("Allow", Cow::Borrowed(allow)));
                 (r, After::KeepAlive)
             }
-            Route::AdminSessions => {
-                if !peer.ip().is_loopback() {
-                    return (
-                        Response::error(
-                            403,
-                            "forbidden",
-                            "the admin surface answers loopback peers only",
-                        ),
-                        After::KeepAlive,
-                    );
+            Route::WebSocket => match self.authenticate_user(req, peer, now) {
+                Ok(caller) => self.handshake(req, caller),
+                Err(resp) => (resp, After::Close),
+            },
+            Route::ApiSessions => match self.authenticate_user(req, peer, now) {
+                Ok(caller) => {
+                    // A user sees its own sessions, not the operator's limits and memory.
+                    let list = self.session_list(now, Some(&caller.name));
+                    let body = serde_json::json!({ "now": list.now, "sessions": list.sessions });
+                    (Response::json(200, &body), After::KeepAlive)
                 }
-                if let Err(resp) = self.check_origin(req) {
+                Err(resp) => (resp, After::KeepAlive),
+            },
+            route => {
+                if let Err(resp) = self
+                    .check_origin(req)
+                    .and_then(|()| self.authenticate_admin(req, peer, now))
+                    .and_then(|()| check_fetch_site(req, &route))
+                {
                     return (resp, After::KeepAlive);
                 }
-                (
-                    Response::json(200, &self.session_list(now)),
-                    After::KeepAlive,
+                (self.admin(req, &route, now), After::KeepAlive)
+            }
+        }
+    }
+
+    /// The user a request acts as: `local` without a token file, else the owner of the
+    /// token it carries (Bearer, or the `keepty.token.` subprotocol for browsers).
+    fn authenticate_user(
+        &mut self,
+        req: &Request,
+        peer: SocketAddr,
+        now: Instant,
+    ) -> Result<Caller, Response> {
+        if self.failures.blocked(peer.ip(), now) {
+            return Err(too_many_failures());
+        }
+        if !self.tokens.users_required() {
+            return Ok(Caller {
+                name: auth::LOCAL_USER.to_string(),
+                max_sessions: None,
+            });
+        }
+        let token = bearer(req)
+            .map(<[u8]>::to_vec)
+            .or_else(|| subprotocol_token(req));
+        let Some(token) = token else {
+            return Err(Response::error(
+                401,
+                "unauthorized",
+                "a user token is required",
+            ));
+        };
+        match self.tokens.user(&token) {
+            Some(u) => Ok(Caller {
+                name: u.name.clone(),
+                max_sessions: u.max_sessions,
+            }),
+            None => Err(self.auth_failed(peer, now, "user")),
+        }
+    }
+
+    /// Admin access: an admin token when an admin token file is configured, else a loopback
+    /// peer.
+    fn authenticate_admin(
+        &mut self,
+        req: &Request,
+        peer: SocketAddr,
+        now: Instant,
+    ) -> Result<(), Response> {
+        if self.failures.blocked(peer.ip(), now) {
+            return Err(too_many_failures());
+        }
+        if !self.tokens.admins_required() {
+            return if peer.ip().is_loopback() {
+                Ok(())
+            } else {
+                Err(Response::error(
+                    403,
+                    "forbidden",
+                    "without --admin-token-file the admin surface answers loopback peers only",
+                ))
+            };
+        }
+        let token = bearer(req)
+            .map(<[u8]>::to_vec)
+            .or_else(|| http::query_param(&req.query, "token").map(String::into_bytes));
+        match token {
+            None => Err(Response::error(
+                401,
+                "unauthorized",
+                "an admin token is required",
+            )),
+            Some(t) if self.tokens.is_admin(&t) => Ok(()),
+            Some(_) => Err(self.auth_failed(peer, now, "admin")),
+        }
+    }
+
+    /// Counts a wrong token from `peer` (never logging it) and answers 401, or 429 once the
+    /// address has used up its attempts.
+    fn auth_failed(&mut self, peer: SocketAddr, now: Instant, kind: &str) -> Response {
+        self.stats.auth_failures += 1;
+        let blocked = self.failures.fail(peer.ip(), now);
+        eprintln!(
+            "keepty: wrong {kind} token from {}{}",
+            peer.ip(),
+            if blocked {
+                "; refusing that address for a minute"
+            } else {
+                ""
+            }
+        );
+        if blocked {
+            too_many_failures()
+        } else {
+            Response::error(401, "unauthorized", "wrong token")
+        }
+    }
+
+    /// The admin surface, once the caller is known to be an admin.
+    fn admin(&mut self, req: &Request, route: &Route, now: Instant) -> Response {
+        match route {
+            Route::AdminSessions => {
+                let list = self.session_list(now, None);
+                if http::query_param(&req.query, "format").as_deref() == Some("text") {
+                    Response::new(
+                        200,
+                        "text/plain; charset=utf-8",
+                        admin::render_text(&list).into_bytes(),
+                    )
+                } else {
+                    Response::json(200, &list)
+                }
+            }
+            Route::AdminMetrics => {
+                let list = self.session_list(now, None);
+                let counters = admin::Counters {
+                    sessions_reaped: self.stats.sessions_reaped,
+                    sessions_dropped: self.stats.sessions_dropped,
+                    sessions_refused: self.stats.sessions_refused,
+                    connections_refused: self.stats.connections_refused,
+                    auth_failures: self.stats.auth_failures,
+                    uptime_secs: now.saturating_duration_since(self.started).as_secs(),
+                };
+                Response::new(
+                    200,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    admin::render_metrics(&list, &counters).into_bytes(),
                 )
             }
-            Route::WebSocket => self.handshake(req),
+            Route::AdminPage => match assets::get("/assets/admin.html") {
+                Some(a) => Response::new(200, a.content_type, a.body),
+                None => Response::error(404, "not_found", "the admin page is not built in"),
+            },
+            Route::AdminDrop => {
+                let Some(id) =
+                    http::query_param(&req.query, "id").filter(|i| protocol::valid_id(i))
+                else {
+                    return Response::error(400, "bad_request", "id must be a valid session id");
+                };
+                let Some(&skey) = self.ids.get(&id) else {
+                    return Response::error(404, "not_found", "no such session");
+                };
+                self.teardown(skey, Cause::Dropped, now);
+                Response::json(200, &serde_json::json!({ "dropped": id }))
+            }
+            Route::AdminDropAll => {
+                let count = self.sessions.len();
+                let Some(confirm) =
+                    http::query_param(&req.query, "confirm").and_then(|c| c.parse::<usize>().ok())
+                else {
+                    return Response::error(
+                        400,
+                        "bad_request",
+                        "confirm=N is required, N being the current session count",
+                    );
+                };
+                if confirm != count {
+                    return Response::error(
+                        409,
+                        "confirm_mismatch",
+                        &format!(
+                            "confirm={confirm} but the session count is {count}; nothing dropped"
+                        ),
+                    );
+                }
+                let keys: Vec<usize> = self.sessions.iter().map(|(k, _)| k).collect();
+                for k in keys {
+                    self.teardown(k, Cause::Dropped, now);
+                }
+                Response::json(200, &serde_json::json!({ "dropped": count }))
+            }
+            _ => Response::error(404, "not_found", "no such page"),
         }
     }
 
@@ -806,7 +1074,7 @@ impl Server {
         }
     }
 
-    fn handshake(&mut self, req: &Request) -> (Response, After) {
+    fn handshake(&mut self, req: &Request, caller: Caller) -> (Response, After) {
         if !req.is_upgrade() {
             return (
                 Response::error(400, "bad_request", "expected a WebSocket upgrade"),
@@ -834,17 +1102,26 @@ impl Server {
         let accept = tungstenite::handshake::derive_accept_key(key.trim().as_bytes());
         let mut resp = Response::new(101, "", Vec::new());
         resp.body = Cow::Owned(http::upgrade_response(&accept, protocol));
-        (resp, After::Upgrade(protocol::parse_ws_query(&req.query)))
+        (
+            resp,
+            After::Upgrade(protocol::parse_ws_query(&req.query), caller),
+        )
     }
 
     /// Turns an HTTP connection whose 101 is sent into a WebSocket client.
-    fn upgrade(&mut self, k: usize, params: Result<WsParams, ProtoError>, now: Instant) {
+    fn upgrade(
+        &mut self,
+        k: usize,
+        params: Result<WsParams, ProtoError>,
+        caller: Caller,
+        now: Instant,
+    ) {
         let conn = &mut self.conns[k];
         let ConnKind::Http(h) = std::mem::replace(&mut conn.kind, ConnKind::Gone) else {
             return;
         };
         let mut w = Box::new(WsConn::new(h.stream, h.buf, h.peer));
-        let result = params.and_then(|p| self.attach(k, &mut w, &p, now));
+        let result = params.and_then(|p| self.attach(k, &mut w, &p, &caller, now));
         if let Err(e) = result {
             eprintln!(
                 "keepty: refused WebSocket from {}: {} ({})",
@@ -865,12 +1142,9 @@ impl Server {
         self.read_ws(k, now);
     }
 
-    fn create_session(
-        &mut self,
-        id: Option<&str>,
-        p: &WsParams,
-        now: Instant,
-    ) -> Result<usize, ProtoError> {
+    /// Whether `caller` may have one more session: the global and per-token caps and the
+    /// memory cap, all checked before anything is allocated.
+    fn may_create_session(&self, caller: &Caller) -> Result<(), ProtoError> {
         if self.shutting_down {
             return Err(ProtoError::new(
                 ErrorCode::Limit,
@@ -880,9 +1154,37 @@ impl Server {
         if self.sessions.len() >= self.cfg.max_sessions {
             return Err(ProtoError::new(ErrorCode::Limit, "--max-sessions reached"));
         }
+        if let Some(max) = caller.max_sessions
+            && self
+                .sessions
+                .iter()
+                .filter(|(_, s)| s.owner == caller.name)
+                .count()
+                >= max
+        {
+            return Err(ProtoError::new(
+                ErrorCode::Limit,
+                format!("your token's session limit ({max}) is reached"),
+            ));
+        }
         if self.memory_reserved() + self.session_reserve() > self.cfg.max_memory {
             return Err(ProtoError::new(ErrorCode::Memory, "--max-memory reached"));
         }
+        Ok(())
+    }
+
+    fn create_session(
+        &mut self,
+        id: Option<&str>,
+        p: &WsParams,
+        caller: &Caller,
+        now: Instant,
+    ) -> Result<usize, ProtoError> {
+        let refused = self.may_create_session(caller);
+        if refused.is_err() {
+            self.stats.sessions_refused += 1;
+        }
+        refused?;
         let id = match id {
             Some(id) => id.to_string(),
             None => random_id()
@@ -912,7 +1214,7 @@ impl Server {
         }
         let s = Session::new(
             id.clone(),
-            "local".into(),
+            caller.name.clone(),
             generation,
             pty,
             self.cfg.scrollback,
@@ -939,6 +1241,7 @@ impl Server {
         k: usize,
         w: &mut WsConn,
         p: &WsParams,
+        caller: &Caller,
         now: Instant,
     ) -> Result<(), ProtoError> {
         let existing = p
@@ -947,7 +1250,10 @@ impl Server {
             .and_then(|id| self.ids.get(id).copied());
         let (skey, created) = match existing {
             Some(s) => (s, false),
-            None if p.new => (self.create_session(p.session.as_deref(), p, now)?, true),
+            None if p.new => (
+                self.create_session(p.session.as_deref(), p, caller, now)?,
+                true,
+            ),
             None => {
                 return Err(
                     match p.session.as_deref().and_then(|id| self.tombstones.get(id)) {
@@ -964,6 +1270,12 @@ impl Server {
             }
         };
         let s = &mut self.sessions[skey];
+        if s.owner != caller.name {
+            return Err(ProtoError::new(
+                ErrorCode::Forbidden,
+                "the session belongs to another user",
+            ));
+        }
         if let Some(since) = p.since
             && since > s.ring.end()
         {
@@ -1181,7 +1493,14 @@ impl Server {
             }
             signals::Event::Shutdown => self.begin_shutdown(now),
             signals::Event::Reload => {
-                eprintln!("keepty: SIGHUP: no token files to reload");
+                // Sessions and clients stay as they are; only new requests see new tokens.
+                match load_tokens(&self.cfg) {
+                    Ok(t) => {
+                        self.tokens = t;
+                        eprintln!("keepty: SIGHUP: token files reloaded");
+                    }
+                    Err(e) => eprintln!("keepty: SIGHUP: keeping the old tokens: {e}"),
+                }
             }
         }
     }
@@ -1349,6 +1668,10 @@ impl Server {
             self.wheel.insert(now + tombstones::KEEP, Timer::Tombstones);
         }
         self.tombstones.add(&s.id, cause, now);
+        match cause {
+            Cause::Expired => self.stats.sessions_reaped += 1,
+            Cause::Dropped => self.stats.sessions_dropped += 1,
+        }
         eprintln!(
             "keepty: session {} {} (pid {})",
             s.id,
@@ -1602,12 +1925,14 @@ impl Server {
 
     // ---- admin -----------------------------------------------------------------------
 
-    fn session_list(&self, now: Instant) -> admin::SessionList {
+    /// Every session, or only `owner`'s.
+    fn session_list(&self, now: Instant, owner: Option<&str>) -> admin::SessionList {
         let now_unix = unix_now();
         let ttl = self.cfg.ttl.as_secs();
         let sessions = self
             .sessions
             .iter()
+            .filter(|(_, s)| owner.is_none_or(|o| s.owner == o))
             .map(|(_, s)| {
                 // Attached means in use: seen now.
                 let idle = if s.clients.is_empty() {

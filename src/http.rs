@@ -165,17 +165,46 @@ pub enum Route {
     Health,
     /// `/ws`: a WebSocket upgrade.
     WebSocket,
+    /// `/api/sessions`: the caller's own sessions.
+    ApiSessions,
+    /// `/admin`: the admin page.
+    AdminPage,
     /// `/admin/sessions`.
     AdminSessions,
+    /// `/admin/metrics`.
+    AdminMetrics,
+    /// `/admin/drop?id=`.
+    AdminDrop,
+    /// `/admin/drop-all?confirm=`.
+    AdminDropAll,
     /// A known path with a method it does not take.
     MethodNotAllowed(&'static str),
     /// Nothing here.
     NotFound,
 }
 
+impl Route {
+    /// True for routes that change something: they take POST as well as GET, and refuse a
+    /// cross-site `Sec-Fetch-Site` so a link or image elsewhere cannot trigger them.
+    pub fn has_side_effect(&self) -> bool {
+        matches!(self, Route::AdminDrop | Route::AdminDropAll)
+    }
+
+    /// True for the admin surface.
+    pub fn is_admin(&self) -> bool {
+        matches!(
+            self,
+            Route::AdminPage
+                | Route::AdminSessions
+                | Route::AdminMetrics
+                | Route::AdminDrop
+                | Route::AdminDropAll
+        )
+    }
+}
+
 /// Maps a request to its route.
 pub fn route(req: &Request) -> Route {
-    let read_only = req.method == "GET" || req.method == "HEAD";
     let r = match req.path.as_str() {
         "/healthz" => Route::Health,
         "/ws" => {
@@ -185,18 +214,62 @@ pub fn route(req: &Request) -> Route {
                 Route::MethodNotAllowed("GET")
             };
         }
+        "/api/sessions" => Route::ApiSessions,
+        "/admin" | "/admin/" => Route::AdminPage,
         "/admin/sessions" => Route::AdminSessions,
+        "/admin/metrics" => Route::AdminMetrics,
+        "/admin/drop" => Route::AdminDrop,
+        "/admin/drop-all" => Route::AdminDropAll,
         p => match assets::get(p) {
             Some(a) => Route::Asset(a),
             None => return Route::NotFound,
         },
     };
-    if read_only {
-        r
-    } else {
-        Route::MethodNotAllowed("GET, HEAD")
+    let ok = match req.method.as_str() {
+        "GET" => true,
+        "HEAD" => !r.has_side_effect(),
+        "POST" => r.has_side_effect(),
+        _ => false,
+    };
+    match (ok, r.has_side_effect()) {
+        (true, _) => r,
+        (false, true) => Route::MethodNotAllowed("GET, POST"),
+        (false, false) => Route::MethodNotAllowed("GET, HEAD"),
     }
 }
+
+/// The first value of query parameter `key`, percent-decoded (`+` stays `+`: these are
+/// tokens and ids, not form text). `None` if absent or not valid UTF-8 once decoded.
+pub fn query_param(query: &str, key: &str) -> Option<String> {
+    let raw = query
+        .split('&')
+        .filter_map(|p| p.split_once('=').or(Some((p, ""))))
+        .find(|(k, _)| *k == key)?
+        .1;
+    let mut out = Vec::with_capacity(raw.len());
+    let b = raw.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && let (Some(h), Some(l)) = (
+                b.get(i + 1).and_then(|c| hex(*c)),
+                b.get(i + 2).and_then(|c| hex(*c)),
+            )
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Headers every response carries: no framing by other sites, no referrer leaking a token in
+/// a URL, no script but our own files.
+pub const SECURITY_HEADERS: &str = "Content-Security-Policy: default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'\r\nReferrer-Policy: no-referrer\r\nX-Frame-Options: DENY\r\nX-Content-Type-Options: nosniff\r\n";
 
 /// A response: status line + headers + body, serialized by [`Response::encode_head`].
 #[derive(Debug)]
@@ -308,7 +381,12 @@ impl Response {
         } else {
             "Connection: close\r\n"
         });
-        h.push_str("X-Content-Type-Options: nosniff\r\n\r\n");
+        // Answers that are not cacheable files (API, admin, errors) must not be stored.
+        if !self.headers.iter().any(|(n, _)| *n == "Cache-Control") {
+            h.push_str("Cache-Control: no-store\r\n");
+        }
+        h.push_str(SECURITY_HEADERS);
+        h.push_str("\r\n");
         h.into_bytes()
     }
 }
@@ -432,6 +510,61 @@ mod tests {
         assert_eq!(Response::asset(&req(&again), a).status, 304);
         let cross = format!("GET / HTTP/1.1\r\nIf-None-Match: {}\r\n\r\n", tag(&gz));
         assert_eq!(Response::asset(&req(&cross), a).status, 200);
+    }
+
+    #[test]
+    fn admin_routes_and_methods() {
+        let r = |raw: &str| route(&req(raw));
+        assert!(matches!(
+            r("POST /admin/drop?id=a HTTP/1.1\r\n\r\n"),
+            Route::AdminDrop
+        ));
+        assert!(matches!(
+            r("GET /admin/drop-all?confirm=1 HTTP/1.1\r\n\r\n"),
+            Route::AdminDropAll
+        ));
+        assert!(matches!(
+            r("HEAD /admin/drop?id=a HTTP/1.1\r\n\r\n"),
+            Route::MethodNotAllowed("GET, POST")
+        ));
+        assert!(matches!(
+            r("POST /admin/sessions HTTP/1.1\r\n\r\n"),
+            Route::MethodNotAllowed("GET, HEAD")
+        ));
+        assert!(matches!(r("GET /admin HTTP/1.1\r\n\r\n"), Route::AdminPage));
+        assert!(matches!(
+            r("GET /api/sessions HTTP/1.1\r\n\r\n"),
+            Route::ApiSessions
+        ));
+        assert!(Route::AdminMetrics.is_admin() && !Route::ApiSessions.is_admin());
+    }
+
+    #[test]
+    fn query_params() {
+        assert_eq!(query_param("id=abc&x=1", "id").as_deref(), Some("abc"));
+        assert_eq!(
+            query_param("token=a%2Fb%3d", "token").as_deref(),
+            Some("a/b=")
+        );
+        assert_eq!(query_param("token=a+b", "token").as_deref(), Some("a+b"));
+        assert_eq!(query_param("flag&id=", "flag").as_deref(), Some(""));
+        assert_eq!(query_param("x=1", "id"), None);
+        assert_eq!(query_param("id=%ff", "id"), None);
+        assert_eq!(query_param("id=%zz", "id").as_deref(), Some("%zz"));
+    }
+
+    #[test]
+    fn every_response_has_security_headers() {
+        let head = String::from_utf8(Response::error(400, "x", "y").encode_head(false)).unwrap();
+        assert!(head.contains("frame-ancestors 'none'"));
+        assert!(head.contains("Referrer-Policy: no-referrer"));
+        assert!(head.contains("X-Content-Type-Options: nosniff"));
+        assert!(head.contains("Cache-Control: no-store"));
+        let a = assets::get("/").unwrap();
+        let head =
+            String::from_utf8(Response::asset(&req("GET / HTTP/1.1\r\n\r\n"), a).encode_head(true))
+                .unwrap();
+        assert!(head.contains("Cache-Control: no-cache") && !head.contains("no-store"));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod assets;
+pub mod auth;
 pub mod config;
 pub mod event_loop;
 pub mod http;

@@ -28,6 +28,11 @@ fn main() -> ExitCode {
     }
     let mut server = match Server::bind(*cfg) {
         Ok(s) => s,
+        // A token file that cannot be used is a configuration mistake, like a bad option.
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+            eprintln!("keepty: {e}");
+            return ExitCode::from(2);
+        }
         Err(e) => {
             eprintln!("keepty: cannot listen: {e}");
             return ExitCode::from(1);

@@ -150,7 +150,9 @@ impl Ws {
                 }
                 Ok(Message::Binary(b)) => {
                     self.offset += b.len() as u64;
-                    if self.flow && self.auto_ack {
+                    // Output still in flight after our own Close frame is not acknowledged:
+                    // nothing may be sent after a Close.
+                    if self.flow && self.auto_ack && self.sock.can_write() {
                         let o = self.offset;
                         self.ack(o);
                     }

@@ -1,0 +1,328 @@
+//! Who may do what: user and admin tokens, matched in constant time, and a per-address limit
+//! on failed attempts so a token cannot be guessed.
+//!
+//! Nothing here ever formats a token into a message: errors name the file and the line.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// The user every request is when no token file is configured.
+pub const LOCAL_USER: &str = "local";
+
+/// One line of the user token file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    /// Who owns the sessions this token creates.
+    pub name: String,
+    token: Vec<u8>,
+    /// The most sessions this user may have at once, if limited.
+    pub max_sessions: Option<usize>,
+}
+
+/// Compares two byte strings in time that depends only on their lengths, so a wrong guess
+/// does not tell how many leading bytes were right.
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    // black_box keeps the optimizer from turning the fold into an early-exit compare.
+    std::hint::black_box(diff) == 0
+}
+
+/// Parses the user token file: `NAME TOKEN [MAX_SESSIONS]` per line, `#` comments.
+pub fn parse_users(text: &str) -> Result<Vec<User>, String> {
+    let mut users = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let mut f = line.split_whitespace();
+        let (Some(name), Some(token)) = (f.next(), f.next()) else {
+            return Err(format!(
+                "line {}: expected NAME TOKEN [MAX_SESSIONS]",
+                i + 1
+            ));
+        };
+        let max_sessions = match f.next() {
+            None => None,
+            Some(n) => Some(n.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                format!("line {}: MAX_SESSIONS must be a positive number", i + 1)
+            })?),
+        };
+        if f.next().is_some() {
+            return Err(format!("line {}: too many fields", i + 1));
+        }
+        if !crate::protocol::valid_id(name) {
+            return Err(format!(
+                "line {}: NAME must be 1-64 characters of A-Z a-z 0-9 _ -",
+                i + 1
+            ));
+        }
+        users.push(User {
+            name: name.to_string(),
+            token: token.as_bytes().to_vec(),
+            max_sessions,
+        });
+    }
+    Ok(users)
+}
+
+/// Parses the admin token file: one token per line, `#` comments.
+pub fn parse_admins(text: &str) -> Vec<Vec<u8>> {
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .map(|l| l.as_bytes().to_vec())
+        .collect()
+}
+
+/// The loaded token files.
+#[derive(Debug, Default)]
+pub struct Tokens {
+    /// `None`: no user token file, everyone is [`LOCAL_USER`].
+    users: Option<Vec<User>>,
+    /// `None`: no admin token file, admin is for loopback peers only.
+    admins: Option<Vec<Vec<u8>>>,
+}
+
+/// What a token file read produced: the tokens, and warnings for the log.
+pub struct Loaded {
+    /// The tokens.
+    pub tokens: Tokens,
+    /// Lines for the log (never containing a token).
+    pub warnings: Vec<String>,
+}
+
+fn read_token_file(path: &Path, warnings: &mut Vec<String>) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        warnings.push(format!(
+            "token file {} is readable by group or others (mode {:o}); chmod 600 it",
+            path.display(),
+            meta.permissions().mode() & 0o777
+        ));
+    }
+    Ok(text)
+}
+
+impl Tokens {
+    /// Reads the configured files.
+    pub fn load(user_file: Option<&Path>, admin_file: Option<&Path>) -> Result<Loaded, String> {
+        let mut warnings = Vec::new();
+        let users = match user_file {
+            None => None,
+            Some(p) => {
+                let text = read_token_file(p, &mut warnings)?;
+                Some(parse_users(&text).map_err(|e| format!("{}: {e}", p.display()))?)
+            }
+        };
+        let admins = match admin_file {
+            None => None,
+            Some(p) => Some(parse_admins(&read_token_file(p, &mut warnings)?)),
+        };
+        Ok(Loaded {
+            tokens: Tokens { users, admins },
+            warnings,
+        })
+    }
+
+    /// True when user tokens are required.
+    pub fn users_required(&self) -> bool {
+        self.users.is_some()
+    }
+
+    /// True when admin tokens are required (else admin is loopback-only).
+    pub fn admins_required(&self) -> bool {
+        self.admins.is_some()
+    }
+
+    /// The user a token belongs to. Every token is compared, so the time taken does not say
+    /// which one matched.
+    pub fn user(&self, token: &[u8]) -> Option<&User> {
+        let users = self.users.as_ref()?;
+        let mut found = None;
+        for u in users {
+            if ct_eq(&u.token, token) && found.is_none() {
+                found = Some(u);
+            }
+        }
+        found
+    }
+
+    /// True if `token` is an admin token.
+    pub fn is_admin(&self, token: &[u8]) -> bool {
+        let Some(admins) = &self.admins else {
+            return false;
+        };
+        admins.iter().fold(false, |ok, t| ok | ct_eq(t, token))
+    }
+
+    /// How many user tokens and admin tokens are loaded, for the log.
+    pub fn counts(&self) -> (Option<usize>, Option<usize>) {
+        (
+            self.users.as_ref().map(Vec::len),
+            self.admins.as_ref().map(Vec::len),
+        )
+    }
+}
+
+/// Decodes unpadded base64url (RFC 4648 section 5), as in the `keepty.token.` subprotocol.
+pub fn base64url_decode(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    // Leftover bits must be padding zeros of a well-formed encoding.
+    (bits < 6 && acc & ((1 << bits) - 1) == 0).then_some(out)
+}
+
+/// Failed attempts allowed per address per window.
+pub const MAX_FAILURES: u32 = 10;
+/// The window, and how long an address that used it up is refused.
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// Addresses tracked at most; past it the stalest entry is forgotten first.
+const MAX_TRACKED: usize = 4096;
+
+/// Per-address count of failed authentications.
+#[derive(Default)]
+pub struct FailureLimiter {
+    by_ip: HashMap<IpAddr, (u32, Instant)>,
+}
+
+impl FailureLimiter {
+    /// True while `ip` is refused for too many failures.
+    pub fn blocked(&self, ip: IpAddr, now: Instant) -> bool {
+        self.by_ip
+            .get(&ip)
+            .is_some_and(|(n, since)| *n >= MAX_FAILURES && now < *since + FAILURE_WINDOW)
+    }
+
+    /// Counts a failure; returns true if `ip` is now blocked.
+    pub fn fail(&mut self, ip: IpAddr, now: Instant) -> bool {
+        if self.by_ip.len() >= MAX_TRACKED && !self.by_ip.contains_key(&ip) {
+            self.by_ip
+                .retain(|_, (_, since)| now < *since + FAILURE_WINDOW);
+            if self.by_ip.len() >= MAX_TRACKED
+                && let Some(oldest) = self
+                    .by_ip
+                    .iter()
+                    .min_by_key(|(_, (_, s))| *s)
+                    .map(|(k, _)| *k)
+            {
+                self.by_ip.remove(&oldest);
+            }
+        }
+        let e = self.by_ip.entry(ip).or_insert((0, now));
+        if now >= e.1 + FAILURE_WINDOW {
+            *e = (0, now);
+        }
+        e.0 += 1;
+        // The block lasts a full window from the failure that caused it.
+        if e.0 == MAX_FAILURES {
+            e.1 = now;
+        }
+        e.0 >= MAX_FAILURES
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_compare() {
+        assert!(ct_eq(b"secret", b"secret"));
+        assert!(!ct_eq(b"secret", b"secreT"));
+        assert!(!ct_eq(b"secret", b"secret2"));
+        assert!(ct_eq(b"", b""));
+    }
+
+    #[test]
+    fn user_file() {
+        let u = parse_users("# comment\nalice s3cret 2\n\nbob t0ken # trailing\n").unwrap();
+        assert_eq!(u.len(), 2);
+        assert_eq!(u[0].name, "alice");
+        assert_eq!(u[0].max_sessions, Some(2));
+        assert_eq!(u[1].max_sessions, None);
+        for bad in [
+            "alice",
+            "alice tok 0",
+            "alice tok x",
+            "alice tok 1 extra",
+            "a/b tok",
+        ] {
+            let e = parse_users(bad).unwrap_err();
+            assert!(!e.contains("tok"), "errors must not echo tokens: {e}");
+        }
+    }
+
+    #[test]
+    fn lookup() {
+        let t = Tokens {
+            users: Some(parse_users("alice aaa\nbob bbb 3").unwrap()),
+            admins: Some(parse_admins("root-token\n# x\n")),
+        };
+        assert_eq!(t.user(b"bbb").map(|u| u.name.as_str()), Some("bob"));
+        assert!(t.user(b"ccc").is_none());
+        assert!(t.is_admin(b"root-token"));
+        assert!(!t.is_admin(b"aaa"));
+        assert!(Tokens::default().user(b"aaa").is_none());
+        assert!(!Tokens::default().is_admin(b"root-token"));
+    }
+
+    #[test]
+    fn base64url() {
+        assert_eq!(
+            base64url_decode("c2VjcmV0").as_deref(),
+            Some(&b"secret"[..])
+        );
+        assert_eq!(base64url_decode("Zm9vYg").as_deref(), Some(&b"foob"[..]));
+        assert_eq!(base64url_decode("-_8").as_deref(), Some(&[0xfb, 0xff][..]));
+        assert_eq!(base64url_decode("").as_deref(), Some(&b""[..]));
+        assert!(base64url_decode("c2Vj=").is_none());
+        assert!(base64url_decode("a").is_none());
+        assert!(
+            base64url_decode("Zm9vYh").is_none(),
+            "non-zero padding bits"
+        );
+    }
+
+    #[test]
+    fn failures_block_then_expire() {
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let other: IpAddr = "10.0.0.2".parse().unwrap();
+        let t0 = Instant::now();
+        let mut l = FailureLimiter::default();
+        for i in 0..MAX_FAILURES - 1 {
+            assert!(!l.fail(ip, t0 + Duration::from_secs(u64::from(i))));
+        }
+        assert!(!l.blocked(ip, t0 + Duration::from_secs(20)));
+        assert!(l.fail(ip, t0 + Duration::from_secs(20)));
+        assert!(l.blocked(ip, t0 + Duration::from_secs(70)));
+        assert!(!l.blocked(other, t0 + Duration::from_secs(21)));
+        assert!(!l.blocked(ip, t0 + Duration::from_secs(81)));
+    }
+}
