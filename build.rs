@@ -21,6 +21,21 @@ const ASSETS: &[(&str, &str, &str)] = &[
         "text/css; charset=utf-8",
     ),
     (
+        "/assets/admin.html",
+        "assets/admin.html",
+        "text/html; charset=utf-8",
+    ),
+    (
+        "/assets/admin.js",
+        "assets/admin.js",
+        "text/javascript; charset=utf-8",
+    ),
+    (
+        "/assets/admin.css",
+        "assets/admin.css",
+        "text/css; charset=utf-8",
+    ),
+    (
         "/assets/xterm.js",
         "node_modules/@xterm/xterm/lib/xterm.js",
         "text/javascript; charset=utf-8",

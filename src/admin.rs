@@ -759,6 +759,59 @@ mod tests {
     }
 
     #[test]
+    fn admin_page_fits_the_csp_and_is_embedded() {
+        let html =
+            std::str::from_utf8(crate::assets::get("/assets/admin.html").unwrap().body).unwrap();
+        let lower = html.to_ascii_lowercase();
+        assert!(lower.starts_with("<!doctype html>"));
+        // script-src 'self': scripts only by src, and no inline handlers.
+        for (i, _) in lower.match_indices("<script") {
+            let tag = &lower[i..i + lower[i..].find('>').unwrap()];
+            assert!(tag.contains(" src=\""), "inline script: {tag}");
+        }
+        for (i, _) in lower.match_indices(" on") {
+            let word: String = lower[i + 1..]
+                .chars()
+                .take_while(char::is_ascii_alphabetic)
+                .collect();
+            assert!(
+                !lower[i + 1 + word.len()..].starts_with('='),
+                "inline handler {word}"
+            );
+        }
+        assert!(!lower.contains("javascript:"));
+        let mut refs = 0;
+        for attr in ["src=\"", "href=\""] {
+            for (i, _) in html.match_indices(attr) {
+                let rest = &html[i + attr.len()..];
+                let url = &rest[..rest.find('"').unwrap()];
+                if url.starts_with("data:") {
+                    continue;
+                }
+                // Relative, so /admin works under a reverse-proxy prefix.
+                assert!(url.starts_with("assets/"), "{url} should be relative");
+                assert!(
+                    crate::assets::get(&format!("/{url}")).is_some(),
+                    "{url} is not embedded"
+                );
+                refs += 1;
+            }
+        }
+        assert_eq!(refs, 2);
+        let js = std::str::from_utf8(crate::assets::get("/assets/admin.js").unwrap().body).unwrap();
+        // Session data reaches the page through textContent only.
+        for sink in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            "eval(",
+        ] {
+            assert!(!js.contains(sink), "admin.js uses {sink}");
+        }
+    }
+
+    #[test]
     fn the_validator_rejects_broken_text() {
         for bad in [
             "keepty_x 1\n",

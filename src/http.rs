@@ -215,7 +215,8 @@ pub fn route(req: &Request) -> Route {
             };
         }
         "/api/sessions" => Route::ApiSessions,
-        "/admin" | "/admin/" => Route::AdminPage,
+        // Not "/admin/": the page's relative asset URLs would resolve under it.
+        "/admin" => Route::AdminPage,
         "/admin/sessions" => Route::AdminSessions,
         "/admin/metrics" => Route::AdminMetrics,
         "/admin/drop" => Route::AdminDrop,
