@@ -846,14 +846,15 @@ impl Server {
         peer: SocketAddr,
         now: Instant,
     ) -> Result<Caller, Response> {
-        if self.failures.blocked(peer.ip(), now) {
-            return Err(too_many_failures());
-        }
         if !self.tokens.users_required() {
             return Ok(Caller {
                 name: auth::LOCAL_USER.to_string(),
                 max_sessions: None,
             });
+        }
+        // The block is on guessing tokens, so it applies where a token is checked.
+        if self.failures.blocked(peer.ip(), now) {
+            return Err(too_many_failures());
         }
         let token = bearer(req)
             .map(<[u8]>::to_vec)
@@ -882,9 +883,6 @@ impl Server {
         peer: SocketAddr,
         now: Instant,
     ) -> Result<(), Response> {
-        if self.failures.blocked(peer.ip(), now) {
-            return Err(too_many_failures());
-        }
         if !self.tokens.admins_required() {
             return if peer.ip().is_loopback() {
                 Ok(())
@@ -895,6 +893,9 @@ impl Server {
                     "without --admin-token-file the admin surface answers loopback peers only",
                 ))
             };
+        }
+        if self.failures.blocked(peer.ip(), now) {
+            return Err(too_many_failures());
         }
         let token = bearer(req)
             .map(<[u8]>::to_vec)
@@ -910,8 +911,8 @@ impl Server {
         }
     }
 
-    /// Counts a wrong token from `peer` (never logging it) and answers 401, or 429 once the
-    /// address has used up its attempts.
+    /// Counts a wrong token from `peer` (never logging it) and answers 401. Once the address
+    /// has used up its attempts, its next requests get 429 (checked before any token).
     fn auth_failed(&mut self, peer: SocketAddr, now: Instant, kind: &str) -> Response {
         self.stats.auth_failures += 1;
         let blocked = self.failures.fail(peer.ip(), now);
@@ -924,11 +925,8 @@ impl Server {
                 ""
             }
         );
-        if blocked {
-            too_many_failures()
-        } else {
-            Response::error(401, "unauthorized", "wrong token")
-        }
+        // This failure is answered as one; the block applies to the address's next requests.
+        Response::error(401, "unauthorized", "wrong token")
     }
 
     /// The admin surface, once the caller is known to be an admin.
@@ -1011,6 +1009,14 @@ impl Server {
     /// The Host allowlist: the only defence against DNS rebinding, where an attacker's page
     /// reaches us under its own name with a matching Origin.
     fn check_host(&self, req: &Request) -> Result<(), Response> {
+        // Two Host headers could be read differently by a proxy in front and by us.
+        if req.headers.iter().filter(|(n, _)| n == "host").count() > 1 {
+            return Err(Response::error(
+                400,
+                "bad_request",
+                "more than one Host header",
+            ));
+        }
         let Some(host) = req.header("host") else {
             return Err(Response::error(400, "bad_request", "Host header required"));
         };
@@ -1063,9 +1069,10 @@ impl Server {
             return Ok(());
         };
         let host = req.header("host").unwrap_or("");
+        // Our own origin is plain http on the Host asked for; a TLS proxy in front is
+        // another origin and is named with --allow-origin.
         let own = origin
             .strip_prefix("http://")
-            .or_else(|| origin.strip_prefix("https://"))
             .is_some_and(|rest| rest.eq_ignore_ascii_case(host));
         if own || self.cfg.allow_origins.iter().any(|o| o == origin) {
             Ok(())

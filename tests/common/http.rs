@@ -173,3 +173,58 @@ pub fn closed_within(s: &mut TcpStream, timeout: Duration) -> bool {
     }
     false
 }
+
+/// Builds a request head: `METHOD path HTTP/1.1`, a `Host` naming `addr` unless `extra` has
+/// one of its own, `Connection: close`, `Content-Length: 0` for POST, then the `extra` lines
+/// (each `Name: value`).
+pub fn request_head(addr: &str, method: &str, path: &str, extra: &[&str]) -> String {
+    let mut req = format!("{method} {path} HTTP/1.1\r\n");
+    if !extra
+        .iter()
+        .any(|h| h.to_ascii_lowercase().starts_with("host:"))
+    {
+        req.push_str(&format!("Host: {addr}\r\n"));
+    }
+    req.push_str("Connection: close\r\n");
+    if method == "POST" || method == "PUT" {
+        req.push_str("Content-Length: 0\r\n");
+    }
+    for h in extra {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    req
+}
+
+/// Any method, any headers (see `request_head`); panics when no response comes.
+pub fn request(addr: &str, method: &str, path: &str, extra: &[&str]) -> Response {
+    let req = request_head(addr, method, path, extra);
+    raw_request(addr, req.as_bytes()).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// Sends `raw` on an already connected stream (say one from another local address) and
+/// reads one response.
+pub fn raw_request_on(mut s: TcpStream, raw: &[u8]) -> io::Result<Response> {
+    s.write_all(raw)?;
+    read_response(&mut BufReader::new(s))
+}
+
+/// The header lines of a WebSocket upgrade request (a fixed key), for `request`'s `extra`.
+pub const UPGRADE: &[&str] = &[
+    "Upgrade: websocket",
+    "Connection: Upgrade",
+    "Sec-WebSocket-Version: 13",
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+];
+
+/// `GET /ws?query` as a raw upgrade request with extra header lines; returns the response
+/// head (and body, when refused). A 101 leaves the connection to be dropped.
+pub fn upgrade(addr: &str, query: &str, extra: &[&str]) -> Response {
+    let mut lines: Vec<&str> = UPGRADE.to_vec();
+    lines.extend_from_slice(extra);
+    let mut req = request_head(addr, "GET", &format!("/ws?{query}"), &lines);
+    // request_head adds `Connection: close`, which would contradict `Connection: Upgrade`.
+    req = req.replacen("Connection: close\r\n", "", 1);
+    raw_request(addr, req.as_bytes()).unwrap_or_else(|e| panic!("upgrade /ws?{query}: {e}"))
+}

@@ -2,6 +2,7 @@
 //! port from its first stdout line, and kill it (and its sessions) when the test ends.
 #![allow(dead_code)]
 
+pub mod auth;
 pub mod http;
 pub mod ws;
 

@@ -345,3 +345,74 @@ pub fn session_id(attached: &Value) -> String {
         .expect("attached.session")
         .to_string()
 }
+
+/// Like `try_connect`, on an already connected `stream` (say one from another local
+/// address), offering the subprotocols `protocols` (comma-separated; None sends no
+/// `Sec-WebSocket-Protocol`) and the extra `headers`. When `keepty.v1` is offered, the server
+/// must answer with exactly `keepty.v1`.
+pub fn try_connect_on(
+    stream: TcpStream,
+    port: u16,
+    query: &str,
+    protocols: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Result<Ws, String> {
+    let url = format!("ws://127.0.0.1:{port}/ws?{query}");
+    let mut req = url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| e.to_string())?;
+    if let Some(p) = protocols {
+        req.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            p.parse().map_err(|e| format!("protocol header: {e}"))?,
+        );
+    }
+    for (k, v) in headers {
+        let name: tungstenite::http::HeaderName =
+            k.parse().map_err(|e| format!("header name {k}: {e}"))?;
+        req.headers_mut()
+            .insert(name, v.parse().map_err(|e| format!("header {k}: {e}"))?);
+    }
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream.set_write_timeout(Some(WAIT)).unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (sock, resp) = tungstenite::client::client(req, stream).map_err(|e| match e {
+        tungstenite::HandshakeError::Failure(Error::Http(r)) => format!(
+            "handshake refused: HTTP {} {}",
+            r.status(),
+            String::from_utf8_lossy(r.body().as_deref().unwrap_or_default())
+        ),
+        other => format!("handshake failed: {other}"),
+    })?;
+    let proto = resp
+        .headers()
+        .get("Sec-WebSocket-Protocol")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let offered_v1 = protocols.is_some_and(|p| p.split(',').any(|x| x.trim() == "keepty.v1"));
+    if offered_v1 && proto != "keepty.v1" {
+        return Err(format!("server chose subprotocol {proto:?}, not keepty.v1"));
+    }
+    let flow = query.split('&').any(|kv| kv == "flow=1");
+    Ok(Ws {
+        sock,
+        flow,
+        auto_ack: true,
+        offset: 0,
+        acked: 0,
+        events: Vec::new(),
+        closed: None,
+    })
+}
+
+/// Like `try_connect` from 127.0.0.1, with the given subprotocols and extra headers.
+pub fn try_connect_with(
+    port: u16,
+    query: &str,
+    protocols: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Result<Ws, String> {
+    let stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+    try_connect_on(stream, port, query, protocols, headers)
+}
