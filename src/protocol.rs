@@ -321,8 +321,14 @@ pub enum ClientMsg {
 
 /// Parses a client text frame.
 pub fn parse_client_msg(text: &str) -> Result<ClientMsg, ProtoError> {
-    let msg: ClientMsg =
-        serde_json::from_str(text).map_err(|e| ProtoError::bad(format!("bad message: {e}")))?;
+    let msg: ClientMsg = serde_json::from_str(text).map_err(|e| {
+        // serde quotes the peer's own text (an unknown field, say): never reflect raw
+        // control bytes.
+        ProtoError::bad(format!(
+            "bad message: {}",
+            crate::admin::escape_control(&e.to_string())
+        ))
+    })?;
     if let ClientMsg::Resize { cols, rows } = msg
         && !(valid_dim(cols) && valid_dim(rows))
     {
