@@ -1,4 +1,5 @@
-//! The real page in a real browser: tests/browser/page.mjs drives headless Chromium (Debian's
+//! The real page in a real browser: tests/browser/page.mjs (the terminal) and
+//! tests/browser/token.mjs (the token flow) drive headless Chromium (Debian's
 //! `/usr/bin/chromium`, through `playwright-core` from `npm ci`) against a real keepty.
 //!
 //! Missing prerequisites fail the test rather than skip it, so CI cannot go green without
@@ -13,7 +14,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
-/// page.mjs gives up by itself after 90 s; this only catches a wedged node or browser.
+/// page.mjs and token.mjs give up by themselves after 90 s; this only catches a wedged node
+/// or browser.
 const BOUND: Duration = Duration::from_secs(150);
 
 unsafe extern "C" {
@@ -23,6 +25,39 @@ unsafe extern "C" {
 
 #[test]
 fn page_in_headless_chromium() {
+    let root = require_prerequisites();
+    let server = common::spawn_server(&[]);
+    run_node(root, "tests/browser/page.mjs", &[&server.url()], &server);
+}
+
+/// The token flow of the page (SPEC 2, Auth): `#token=`, the stored token, the "Set token"
+/// prompt, and a wrong token that must not turn into a retry loop.
+#[test]
+fn token_flow_in_headless_chromium() {
+    let root = require_prerequisites();
+    let dir = common::auth::TempDir::new("browser-token");
+    // "~~~" and "???" encode to base64 with '+' and '/', so the subprotocol needs base64url.
+    let token = format!(
+        "~~~???browser-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0)
+    );
+    let token_file = dir.write("tokens", &format!("browser {token}\n"), 0o600);
+    let server = common::spawn_server(&["--token-file", &token_file, "--", "/bin/sh"]);
+    run_node(
+        root,
+        "tests/browser/token.mjs",
+        &[&server.url(), &token],
+        &server,
+    );
+}
+
+/// The repo root, after checking that Chromium, playwright-core and node are there. Missing
+/// prerequisites fail the test rather than skip it.
+fn require_prerequisites() -> &'static Path {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut missing = Vec::new();
     if !Path::new(CHROMIUM).is_file() {
@@ -43,11 +78,15 @@ fn page_in_headless_chromium() {
          running `cargo test`",
         missing.join(", ")
     );
+    root
+}
 
-    let server = common::spawn_server(&[]);
+/// Runs `node SCRIPT ARGS...` in the repo root within [`BOUND`], echoing its stdout; panics
+/// with its output and the server's log if it fails or hangs.
+fn run_node(root: &Path, script: &str, args: &[&str], server: &common::Server) {
     let mut cmd = Command::new("node");
-    cmd.arg(root.join("tests/browser/page.mjs"))
-        .arg(server.url())
+    cmd.arg(root.join(script))
+        .args(args)
         .current_dir(root)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -91,7 +130,7 @@ fn page_in_headless_chromium() {
         _ => {
             let server_log = server.stderr_lines().join("\n");
             panic!(
-                "tests/browser/page.mjs {}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}\n\
+                "{script} {}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}\n\
                  --- keepty stderr ---\n{server_log}",
                 match status {
                     Some(st) => format!("failed ({st})"),
