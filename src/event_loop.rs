@@ -234,6 +234,9 @@ pub struct Server {
     failures: FailureLimiter,
     stats: Stats,
     started: Instant,
+    /// The wall clock at `started`, in milliseconds: monotonic instants shown as Unix times
+    /// are converted through this one anchor, so a time shown twice reads the same.
+    started_unix_ms: u128,
 }
 
 fn unix_now() -> u64 {
@@ -355,6 +358,10 @@ impl Server {
             failures: FailureLimiter::default(),
             stats: Stats::default(),
             started: Instant::now(),
+            started_unix_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis())
+                .unwrap_or(0),
         })
     }
 
@@ -1932,6 +1939,14 @@ impl Server {
 
     // ---- admin -----------------------------------------------------------------------
 
+    /// A monotonic instant as Unix seconds.
+    fn unix_secs(&self, t: Instant) -> u64 {
+        let ms = self.started_unix_ms as i128
+            + (t.saturating_duration_since(self.started).as_millis() as i128)
+            - (self.started.saturating_duration_since(t).as_millis() as i128);
+        (ms.max(0) / 1000) as u64
+    }
+
     /// Every session, or only `owner`'s.
     fn session_list(&self, now: Instant, owner: Option<&str>) -> admin::SessionList {
         let now_unix = unix_now();
@@ -1954,7 +1969,11 @@ impl Server {
                     state: s.state().to_string(),
                     exit_code: s.exit.and_then(|e| e.code),
                     created_at: s.created_at,
-                    last_seen: now_unix.saturating_sub(idle),
+                    last_seen: if s.clients.is_empty() {
+                        self.unix_secs(s.last_seen)
+                    } else {
+                        now_unix
+                    },
                     idle_secs: idle,
                     expires_in_secs: ttl.saturating_sub(idle),
                     bytes_buffered: s.ring.len() as u64,
