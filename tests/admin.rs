@@ -817,6 +817,8 @@ fn rebinding_hosts_and_foreign_origins_are_refused() {
         "Origin: http://evil.example".to_string(),
         "Origin: null".to_string(),
         format!("Origin: http://127.0.0.1:{}", port.wrapping_add(1)),
+        // The server speaks plain HTTP: its own origin has the http scheme.
+        format!("Origin: https://127.0.0.1:{port}"),
         "Origin: http://app.example".to_string(),
     ] {
         let r = http::upgrade(&addr, "session=victim", &[&origin]);

@@ -417,6 +417,39 @@ fn user_tokens_are_required_on_the_upgrade_and_the_api() {
         "/api/sessions, commented token",
     );
     assert!(!r.text().contains(CAROL), "the 401 echoes the token");
+    assert_eq!(
+        r.header("x-content-type-options"),
+        Some("nosniff"),
+        "401 headers"
+    );
+    assert!(
+        r.header("cache-control")
+            .unwrap_or_default()
+            .contains("no-store"),
+        "401 from the API: Cache-Control {:?}",
+        r.header("cache-control")
+    );
+    // A good token does not make a cross-site upgrade acceptable (hijacking with a token
+    // the page got hold of), nor does it pass a rebinding Host.
+    let r = http::upgrade(
+        &addr,
+        "session=nope&new=1",
+        &[&bearer(ALICE), "Origin: http://evil.example"],
+    );
+    assert_json_error(
+        &r,
+        403,
+        Some("forbidden"),
+        "cross-site upgrade with a token",
+    );
+    let host = format!("Host: evil.example:{}", srv.port);
+    let origin = format!("Origin: http://evil.example:{}", srv.port);
+    let proto = format!(
+        "Sec-WebSocket-Protocol: keepty.v1, {}",
+        token_protocol(ALICE)
+    );
+    let r = http::upgrade(&addr, "session=nope&new=1", &[&proto, &host, &origin]);
+    assert_json_error(&r, 403, Some("forbidden"), "rebinding upgrade with a token");
     assert!(
         srv.admin_sessions()["sessions"]
             .as_array()
@@ -453,6 +486,13 @@ fn user_tokens_are_required_on_the_upgrade_and_the_api() {
 
     let r = api_sessions(&addr, ALICE);
     assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.header("cache-control")
+            .unwrap_or_default()
+            .contains("no-store"),
+        "/api/sessions: Cache-Control {:?}",
+        r.header("cache-control")
+    );
     let v = r.json();
     assert!(v["now"].is_u64(), "{v}");
     assert_eq!(ids(&v), ["by-bearer", "by-proto"], "alice's own sessions");
@@ -612,6 +652,11 @@ fn admin_token_file_guards_the_admin_surface_even_on_loopback() {
     assert_eq!(r.status, 200, "metrics: {}", r.text());
     let r = http::get(&addr, &format!("/admin?token={ADMIN1}"));
     assert_eq!(r.status, 200, "admin page: {}", r.text());
+    // A user cannot drop, not even its own session (1 more failure, 8 in all).
+    let r = http::get_with(&addr, "/admin/drop?id=a1", &[&bearer(ALICE)]);
+    assert_admin_refused(&r, "a user token on /admin/drop");
+    assert!(a.events.is_empty(), "{:?}", a.events);
+    echo_roundtrip(&mut a, "undropped");
     let r = http::get(&addr, &format!("/admin/drop?id=nope&token={ADMIN1}"));
     assert_json_error(&r, 404, Some("not_found"), "drop of an unknown id");
     let r = http::get_with(&addr, "/admin/drop?id=a1", &[&bearer(ADMIN1)]);
@@ -1126,4 +1171,112 @@ fn admin_from_a_non_loopback_peer_needs_an_admin_token() {
     assert_eq!(r.status, 200, "admin token from {ip}: {}", r.text());
     let r = http::get(&addr, &format!("/admin/metrics?token={admin}"));
     assert_eq!(r.status, 200, "admin token= from {ip}: {}", r.text());
+}
+
+/// A user NAME may hold control bytes (the file is split on whitespace, and ESC is none).
+/// The server may refuse such a file (at startup: a message and a failing exit; on SIGHUP:
+/// it keeps running) or accept the name; either way it never reflects the bytes raw, not in
+/// the text table, an answer or a log line, and never quotes the token.
+#[test]
+fn control_bytes_in_a_user_name_are_never_reflected_raw() {
+    let raw_ctl = |b: &[u8]| {
+        b.iter()
+            .any(|&c| (c < 0x20 && c != b'\n' && c != b'\r' && c != b'\t') || c == 0x7f)
+    };
+    let bad = format!("ev\x1b]0;pwned\x07il\x1b[2J {CAROL}\nalice {ALICE}\n");
+    let dir = TempDir::new("ctlname");
+    let users = dir.write("users", &bad, 0o600);
+
+    // At startup.
+    let mut child = Command::new(bin())
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--token-file",
+            &users,
+            "--",
+            "/bin/true",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn keepty");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break Some(st);
+        }
+        if Instant::now() >= deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut err = Vec::new();
+    child.stderr.take().unwrap().read_to_end(&mut err).unwrap();
+    assert!(
+        !raw_ctl(&err),
+        "raw control bytes on stderr: {:?}",
+        String::from_utf8_lossy(&err)
+    );
+    let err = String::from_utf8_lossy(&err);
+    assert!(
+        !err.contains(CAROL) && !err.contains(ALICE),
+        "a token on stderr: {err}"
+    );
+    if let Some(st) = status {
+        assert_ne!(st.code(), Some(0), "refused the file but exited 0: {err}");
+        assert!(!err.trim().is_empty(), "refused the file without a message");
+    } else {
+        // Accepted: the name is escaped wherever it shows.
+        let srv = token_server(&dir, &bad, None, &[]);
+        let addr = srv.addr();
+        let mut c = connect_bearer(srv.port, "session=esc-owner&new=1", CAROL);
+        c.expect_attached();
+        echo_roundtrip(&mut c, "esc");
+        let mut b = connect_bearer(srv.port, "session=esc-owner", ALICE);
+        let e = b.expect_error("forbidden", 4403);
+        assert!(!raw_ctl(e.to_string().as_bytes()), "{e}");
+        for path in ["/admin/sessions", "/admin/sessions?format=text", "/admin"] {
+            let r = http::get(&addr, path);
+            assert_eq!(r.status, 200, "{path}");
+            assert!(
+                !raw_ctl(&r.body),
+                "{path}: raw control bytes: {:?}",
+                r.text()
+            );
+        }
+        let r = api_sessions(&addr, CAROL);
+        assert!(!raw_ctl(&r.body), "/api/sessions: {:?}", r.text());
+        c.close();
+        std::thread::sleep(Duration::from_millis(200));
+        for l in srv.stderr_lines() {
+            assert!(!raw_ctl(l.as_bytes()), "control bytes in a log line: {l:?}");
+        }
+    }
+
+    // On SIGHUP: the server keeps running and keeps its sessions.
+    let srv = token_server(&dir, &format!("alice {ALICE}\n"), None, &[]);
+    let mut a = connect_bearer(srv.port, "session=stays&new=1", ALICE);
+    a.expect_attached();
+    dir.write("users", &bad, 0o600);
+    srv.signal(1);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        http::get(&srv.addr(), "/healthz").status,
+        200,
+        "the server died on a bad reload"
+    );
+    echo_roundtrip(&mut a, "stays");
+    assert!(a.events.is_empty(), "{:?}", a.events);
+    a.close();
+    for l in srv.stderr_lines() {
+        assert!(!raw_ctl(l.as_bytes()), "control bytes in a log line: {l:?}");
+        assert!(
+            !l.contains(CAROL) && !l.contains(ALICE),
+            "a token in the log: {l}"
+        );
+    }
 }
