@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use common::http::{self, Response};
-use common::ws::{self, WAIT, Ws};
-use common::{Server, process_alive, spawn_server};
+use common::support::{RECORD_FIELDS, assert_json_error, echo_roundtrip, ids, wait_unlisted};
+use common::ws::{self, WAIT};
+use common::{process_alive, spawn_server};
 
 unsafe extern "C" {
     #[link_name = "kill"]
@@ -36,41 +37,6 @@ impl Drop for StrayGuard {
     }
 }
 
-/// The fields every session record carries (SPEC section 2).
-const RECORD_FIELDS: &[&str] = &[
-    "id",
-    "owner",
-    "pid",
-    "state",
-    "exit_code",
-    "created_at",
-    "last_seen",
-    "idle_secs",
-    "expires_in_secs",
-    "bytes_buffered",
-    "bytes_total",
-    "clients",
-    "active_client",
-    "cols",
-    "rows",
-];
-
-fn assert_json_error(r: &Response, status: u16, code: Option<&str>, what: &str) -> Value {
-    assert_eq!(r.status, status, "{what}: status; body {}", r.text());
-    let ct = r.header("content-type").unwrap_or_default();
-    assert!(
-        ct.starts_with("application/json"),
-        "{what}: Content-Type {ct:?}"
-    );
-    let v = r.json();
-    assert!(v["error"].is_string(), "{what}: no error code in {v}");
-    assert!(v["message"].is_string(), "{what}: no message in {v}");
-    if let Some(c) = code {
-        assert_eq!(v["error"], c, "{what}: error code in {v}");
-    }
-    v
-}
-
 /// 400 or 409 (where the SPEC leaves the choice), a JSON error either way.
 fn assert_400_or_409(r: &Response, what: &str) {
     assert!(
@@ -80,35 +46,6 @@ fn assert_400_or_409(r: &Response, what: &str) {
         r.text()
     );
     assert_json_error(r, r.status, None, what);
-}
-
-/// Runs a command whose result the echoed command line cannot contain.
-fn echo_roundtrip(c: &mut Ws, tag: &str) {
-    c.send_input(format!("echo {tag}-$((1000+1))\n").as_bytes());
-    c.read_output_until(format!("{tag}-1001").as_bytes(), WAIT);
-}
-
-fn ids(list: &Value) -> Vec<String> {
-    let mut v: Vec<String> = list["sessions"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no sessions array in {list}"))
-        .iter()
-        .map(|s| s["id"].as_str().expect("record id").to_string())
-        .collect();
-    v.sort();
-    v
-}
-
-/// Polls the admin list until `id` is no longer listed.
-fn wait_unlisted(srv: &Server, id: &str, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    while srv.session_record(id).is_some() {
-        assert!(
-            Instant::now() < deadline,
-            "session {id} still listed after {timeout:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Creates session `id` and leaves it detached.

@@ -18,6 +18,7 @@ use serde_json::Value;
 
 use common::auth::{TempDir, b64url, token_protocol};
 use common::http::{self, Response};
+use common::support::{RECORD_FIELDS, assert_json_error, echo_roundtrip, ids, wait_unlisted};
 use common::ws::{self, WAIT, Ws};
 use common::{Server, bin, spawn_cmd, spawn_server};
 
@@ -28,25 +29,6 @@ const DAVE: &str = "dave-Lk2Bv7Rc9Xs4Qe6Wm1Tz";
 const ADMIN1: &str = "admin1-Nd8Fh3Js6Kl0Zx5Cv2Bq";
 const ADMIN2: &str = "admin2-Gy4Wt9Ur1Io7Pe3Aa6Sd";
 const WRONG: &str = "wrong-Mb5Vn0Cx8Zl2Kj7Hg4Fd";
-
-/// The fields every session record carries (SPEC section 2).
-const RECORD_FIELDS: &[&str] = &[
-    "id",
-    "owner",
-    "pid",
-    "state",
-    "exit_code",
-    "created_at",
-    "last_seen",
-    "idle_secs",
-    "expires_in_secs",
-    "bytes_buffered",
-    "bytes_total",
-    "clients",
-    "active_client",
-    "cols",
-    "rows",
-];
 
 /// A server with `--token-file` (and `--admin-token-file` when `admin` is given), both
 /// written with mode 0600 into `dir`.
@@ -86,22 +68,6 @@ fn connect_subprotocol(port: u16, query: &str, token: &str) -> Result<Ws, String
     ws::try_connect_with(port, query, Some(&protos), &[])
 }
 
-fn assert_json_error(r: &Response, status: u16, code: Option<&str>, what: &str) -> Value {
-    assert_eq!(r.status, status, "{what}: status; body {}", r.text());
-    let ct = r.header("content-type").unwrap_or_default();
-    assert!(
-        ct.starts_with("application/json"),
-        "{what}: Content-Type {ct:?}"
-    );
-    let v = r.json();
-    assert!(v["error"].is_string(), "{what}: no error code in {v}");
-    assert!(v["message"].is_string(), "{what}: no message in {v}");
-    if let Some(c) = code {
-        assert_eq!(v["error"], c, "{what}: error code in {v}");
-    }
-    v
-}
-
 /// A refusal of admin access to a user token: 401 or 403, a JSON error either way.
 fn assert_admin_refused(r: &Response, what: &str) {
     assert!(
@@ -113,39 +79,9 @@ fn assert_admin_refused(r: &Response, what: &str) {
     assert_json_error(r, r.status, None, what);
 }
 
-/// Runs a command whose result the echoed command line cannot contain, proving this client's
-/// input reaches the shell and its output comes back.
-fn echo_roundtrip(c: &mut Ws, tag: &str) {
-    c.send_input(format!("echo {tag}-$((1000+1))\n").as_bytes());
-    c.read_output_until(format!("{tag}-1001").as_bytes(), WAIT);
-}
-
-fn ids(list: &Value) -> Vec<String> {
-    let mut v: Vec<String> = list["sessions"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no sessions array in {list}"))
-        .iter()
-        .map(|s| s["id"].as_str().expect("record id").to_string())
-        .collect();
-    v.sort();
-    v
-}
-
 /// `GET /api/sessions` with a Bearer token.
 fn api_sessions(addr: &str, token: &str) -> Response {
     http::get_with(addr, "/api/sessions", &[&bearer(token)])
-}
-
-/// Polls `/admin/sessions` (loopback, no admin token file) until `id` is no longer listed.
-fn wait_unlisted(srv: &Server, id: &str, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    while srv.session_record(id).is_some() {
-        assert!(
-            Instant::now() < deadline,
-            "session {id} still listed after {timeout:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// A fresh random token, for servers that listen beyond loopback: a token from this file

@@ -15,14 +15,8 @@ use serde_json::Value;
 
 use common::http::{self, Response};
 use common::spawn_server;
+use common::support::echo_roundtrip;
 use common::ws::{self, Msg, WAIT, Ws};
-
-/// Runs a command whose result the echoed command line cannot contain (the shell does the
-/// arithmetic), proving this client's input reaches the shell.
-fn echo_roundtrip(c: &mut Ws, tag: &str) {
-    c.send_input(format!("echo {tag}-$((1000+1))\n").as_bytes());
-    c.read_output_until(format!("{tag}-1001").as_bytes(), WAIT);
-}
 
 /// How an attach attempt was turned away.
 #[derive(Debug)]

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod http;
+pub mod support;
 pub mod ws;
 
 use std::io::{BufRead, BufReader, Read};

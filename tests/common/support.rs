@@ -1,0 +1,76 @@
+//! Assertions and small steps several test files share.
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::Server;
+use super::http::Response;
+use super::ws::{WAIT, Ws};
+
+/// The fields every session record carries (SPEC section 2).
+pub const RECORD_FIELDS: &[&str] = &[
+    "id",
+    "owner",
+    "pid",
+    "state",
+    "exit_code",
+    "created_at",
+    "last_seen",
+    "idle_secs",
+    "expires_in_secs",
+    "bytes_buffered",
+    "bytes_total",
+    "clients",
+    "active_client",
+    "cols",
+    "rows",
+];
+
+/// Asserts a JSON error answer (SPEC section 2): this status and, if given, this code.
+pub fn assert_json_error(r: &Response, status: u16, code: Option<&str>, what: &str) -> Value {
+    assert_eq!(r.status, status, "{what}: status; body {}", r.text());
+    let ct = r.header("content-type").unwrap_or_default();
+    assert!(
+        ct.starts_with("application/json"),
+        "{what}: Content-Type {ct:?}"
+    );
+    let v = r.json();
+    assert!(v["error"].is_string(), "{what}: no error code in {v}");
+    assert!(v["message"].is_string(), "{what}: no message in {v}");
+    if let Some(c) = code {
+        assert_eq!(v["error"], c, "{what}: error code in {v}");
+    }
+    v
+}
+
+/// Runs a command whose result the echoed command line cannot contain.
+pub fn echo_roundtrip(c: &mut Ws, tag: &str) {
+    c.send_input(format!("echo {tag}-$((1000+1))\n").as_bytes());
+    c.read_output_until(format!("{tag}-1001").as_bytes(), WAIT);
+}
+
+/// The ids in a session list, sorted.
+pub fn ids(list: &Value) -> Vec<String> {
+    let mut v: Vec<String> = list["sessions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no sessions array in {list}"))
+        .iter()
+        .map(|s| s["id"].as_str().expect("record id").to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Polls the admin list until `id` is no longer listed.
+pub fn wait_unlisted(srv: &Server, id: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while srv.session_record(id).is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "session {id} still listed after {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
