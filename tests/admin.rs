@@ -11,31 +11,11 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use common::http::{self, Response};
-use common::support::{RECORD_FIELDS, assert_json_error, echo_roundtrip, ids, wait_unlisted};
+use common::support::{
+    RECORD_FIELDS, StrayGuard, assert_json_error, echo_roundtrip, ids, wait_unlisted,
+};
 use common::ws::{self, WAIT};
 use common::{process_alive, spawn_server};
-
-unsafe extern "C" {
-    #[link_name = "kill"]
-    fn c_kill(pid: i32, sig: i32) -> i32;
-}
-
-/// Kills a `sleep 1000` the test started through a shell if the server failed to, so a
-/// failing test leaves nothing behind. The command line is checked first: after a correct
-/// drop the pid may already belong to an unrelated process.
-struct StrayGuard(i32);
-
-impl Drop for StrayGuard {
-    fn drop(&mut self) {
-        let cmdline = std::fs::read(format!("/proc/{}/cmdline", self.0)).unwrap_or_default();
-        if cmdline == b"sleep\x001000\x00" {
-            // SAFETY: kill(2) with plain integers; no memory is involved.
-            unsafe {
-                c_kill(self.0, 9);
-            }
-        }
-    }
-}
 
 /// 400 or 409 (where the SPEC leaves the choice), a JSON error either way.
 fn assert_400_or_409(r: &Response, what: &str) {

@@ -10,30 +10,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tungstenite::Message;
 
+use common::support::StrayGuard;
 use common::ws::{self, Msg, WAIT, Ws};
 use common::{Server, process_alive, spawn_server};
-
-unsafe extern "C" {
-    #[link_name = "kill"]
-    fn c_kill(pid: i32, sig: i32) -> i32;
-}
-
-/// Kills a `sleep 1000` the test started through a shell if the server failed to, so a
-/// failing test leaves nothing behind. The command line is checked first: after a correct
-/// reap the pid may already belong to an unrelated process.
-struct StrayGuard(i32);
-
-impl Drop for StrayGuard {
-    fn drop(&mut self) {
-        let cmdline = std::fs::read(format!("/proc/{}/cmdline", self.0)).unwrap_or_default();
-        if cmdline == b"sleep\x001000\x00" {
-            // SAFETY: kill(2) with plain integers; no memory is involved.
-            unsafe {
-                c_kill(self.0, 9);
-            }
-        }
-    }
-}
 
 /// Runs a command whose result the echoed command line cannot contain (the shell does the
 /// arithmetic), proving this client's input reaches the shell.

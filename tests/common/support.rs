@@ -74,3 +74,25 @@ pub fn wait_unlisted(srv: &Server, id: &str, timeout: Duration) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn c_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// Kills a `sleep 1000` the test started through a shell if the server failed to, so a
+/// failing test leaves nothing behind. The command line is checked first: after a correct
+/// drop or reap the pid may already belong to an unrelated process.
+pub struct StrayGuard(pub i32);
+
+impl Drop for StrayGuard {
+    fn drop(&mut self) {
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", self.0)).unwrap_or_default();
+        if cmdline == b"sleep\x001000\x00" {
+            // SAFETY: kill(2) with plain integers; no memory is involved.
+            unsafe {
+                c_kill(self.0, 9);
+            }
+        }
+    }
+}
