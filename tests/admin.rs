@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use common::http::{self, Response};
 use common::support::{
-    RECORD_FIELDS, StrayGuard, assert_json_error, echo_roundtrip, ids, wait_unlisted,
+    RECORD_FIELDS, StrayGuard, assert_json_error, echo_roundtrip, ids, number_after, wait_unlisted,
 };
 use common::ws::{self, WAIT};
 use common::{process_alive, spawn_server};
@@ -33,25 +33,6 @@ fn detached_session(port: u16, id: &str) {
     let mut c = ws::connect(port, &format!("session={id}&new=1"));
     c.expect_attached();
     c.close();
-}
-
-/// The first decimal number that directly follows `key` in `out` (the echoed command line
-/// has `$!` or `$$` there, so it is skipped).
-fn number_after(out: &[u8], key: &[u8]) -> Option<i32> {
-    let mut from = 0;
-    while let Some(i) = ws::find(&out[from..], key) {
-        let start = from + i + key.len();
-        let digits: Vec<u8> = out[start..]
-            .iter()
-            .take_while(|b| b.is_ascii_digit())
-            .copied()
-            .collect();
-        if !digits.is_empty() {
-            return String::from_utf8(digits).ok()?.parse().ok();
-        }
-        from = start;
-    }
-    None
 }
 
 /// Whether `v` holds the number `n` anywhere (a field name for a count is not specified).

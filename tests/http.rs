@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::http::{self, Response};
 use common::spawn_server;
+use common::support::assert_json_error;
 
 const PAGES: &[&str] = &[
     "/",
@@ -49,18 +50,6 @@ fn assert_content_length(path: &str, r: &Response) {
         r.body.len(),
         "{path}: Content-Length"
     );
-}
-
-fn assert_json_error(r: &Response, status: u16, what: &str) {
-    assert_eq!(r.status, status, "{what}: status; body {}", r.text());
-    let ct = r.header("content-type").unwrap_or_default();
-    assert!(
-        ct.starts_with("application/json"),
-        "{what}: Content-Type {ct:?}"
-    );
-    let v = r.json();
-    assert!(v["error"].is_string(), "{what}: no error code in {v}");
-    assert!(v["message"].is_string(), "{what}: no message in {v}");
 }
 
 fn assert_healthy(addr: &str) {
@@ -130,7 +119,7 @@ fn healthz_and_unknown_path() {
 
     for path in ["/nope", "/assets/nope.js", "/assets/../Cargo.toml"] {
         let r = http::get(&addr, path);
-        assert_json_error(&r, 404, path);
+        assert_json_error(&r, 404, None, path);
         assert_content_length(path, &r);
     }
 }
@@ -195,7 +184,7 @@ fn garbage_request_gets_400_and_close() {
         .unwrap();
     let mut r = BufReader::new(s);
     let resp = http::read_response(&mut r).expect("a response to garbage");
-    assert_json_error(&resp, 400, "garbage");
+    assert_json_error(&resp, 400, None, "garbage");
     assert!(
         http::closed_within(r.get_mut(), Duration::from_secs(5)),
         "connection left open after 400"
@@ -220,7 +209,7 @@ fn oversized_heads_are_refused() {
         r.status,
         r.text()
     );
-    assert_json_error(&r, r.status, "oversized head");
+    assert_json_error(&r, r.status, None, "oversized head");
     assert_healthy(&addr);
 
     // Too many headers, though the head is small.
@@ -230,7 +219,7 @@ fn oversized_heads_are_refused() {
     }
     req.push_str("\r\n");
     let r = http::raw_request(&addr, req.as_bytes()).expect("a response to 40 headers");
-    assert_json_error(&r, 431, "40 headers");
+    assert_json_error(&r, 431, None, "40 headers");
     assert_healthy(&addr);
 
     // A request line alone over 8 KiB.
@@ -242,7 +231,7 @@ fn oversized_heads_are_refused() {
         r.status,
         r.text()
     );
-    assert_json_error(&r, r.status, "long request line");
+    assert_json_error(&r, r.status, None, "long request line");
     assert_healthy(&addr);
 
     // A head that never ends is cut off at the limit, not buffered without bound.

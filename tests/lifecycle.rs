@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tungstenite::Message;
 
-use common::support::StrayGuard;
+use common::support::{StrayGuard, number_after};
 use common::ws::{self, Msg, WAIT, Ws};
 use common::{Server, process_alive, spawn_server};
 
@@ -34,25 +34,6 @@ fn wait_text(c: &mut Ws, ty: &str, timeout: Duration) -> Value {
             None => panic!("no {ty} message within {timeout:?}; events {:?}", c.events),
         }
     }
-}
-
-/// The first decimal number that directly follows `key` in `out` (the echoed command line
-/// has `$!` or `$$` there, so it is skipped).
-fn number_after(out: &[u8], key: &[u8]) -> Option<i32> {
-    let mut from = 0;
-    while let Some(i) = ws::find(&out[from..], key) {
-        let start = from + i + key.len();
-        let digits: Vec<u8> = out[start..]
-            .iter()
-            .take_while(|b| b.is_ascii_digit())
-            .copied()
-            .collect();
-        if !digits.is_empty() {
-            return String::from_utf8(digits).ok()?.parse().ok();
-        }
-        from = start;
-    }
-    None
 }
 
 /// Reads past pings and output until the server ends the connection, which must be a 1001

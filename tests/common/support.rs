@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::Server;
 use super::http::Response;
-use super::ws::{WAIT, Ws};
+use super::ws::{self, WAIT, Ws};
 
 /// The fields every session record carries (SPEC section 2).
 pub const RECORD_FIELDS: &[&str] = &[
@@ -95,4 +95,23 @@ impl Drop for StrayGuard {
             }
         }
     }
+}
+
+/// The first decimal number that directly follows `key` in `out` (the echoed command line
+/// has `$!` or `$$` there, so it is skipped).
+pub fn number_after(out: &[u8], key: &[u8]) -> Option<i32> {
+    let mut from = 0;
+    while let Some(i) = ws::find(&out[from..], key) {
+        let start = from + i + key.len();
+        let digits: Vec<u8> = out[start..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .copied()
+            .collect();
+        if !digits.is_empty() {
+            return String::from_utf8(digits).ok()?.parse().ok();
+        }
+        from = start;
+    }
+    None
 }
