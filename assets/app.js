@@ -14,20 +14,46 @@
   // A socket that neither opens nor attaches in this time is treated as dead (a phone that
   // changed networks can leave one hanging in CONNECTING for minutes).
   const CONNECT_TIMEOUT_MS = 10000;
+  // How long another tab of this browser gets to say it holds the session (BroadcastChannel
+  // answers within a few ms; only a page opened with an id waits for it).
+  const CLAIM_WAIT_MS = 120;
   const MAX_INPUT_FRAME = 64 * 1024;
+  const FONT_MIN = 8;
+  const FONT_MAX = 32;
   const TOKEN_KEY = 'keepty.token';
+  const FONT_KEY = 'keepty.fontSize';
+  const KEYS_KEY = 'keepty.keys';
+  const SESSION_KEY = 'keepty.session';
 
   const statusEl = document.getElementById('status');
   const statusText = document.getElementById('status-text');
   const statusActions = document.getElementById('status-actions');
   const keysEl = document.getElementById('keys');
+  const menuEl = document.getElementById('menu');
+  const menuButton = document.getElementById('menu-button');
+  const listEl = document.getElementById('session-list');
+  const fontSizeEl = document.getElementById('font-size');
   const encoder = new TextEncoder();
 
+  const store = {
+    get(storage, key) {
+      try { return window[storage].getItem(key); } catch (_) { return null; }
+    },
+    // Storage may be disabled or full; the page then only forgets things on reload.
+    set(storage, key, value) {
+      try {
+        if (value === null) window[storage].removeItem(key);
+        else window[storage].setItem(key, value);
+      } catch (_) { /* not remembered */ }
+    },
+  };
+
   const coarse = window.matchMedia && window.matchMedia('(pointer: coarse)').matches;
+  const savedFont = Number(store.get('localStorage', FONT_KEY));
   const term = new Terminal({
     cursorBlink: true,
     fontFamily: 'ui-monospace, "DejaVu Sans Mono", "Cascadia Mono", Menlo, Consolas, "Liberation Mono", monospace',
-    fontSize: coarse ? 13 : 14,
+    fontSize: savedFont >= FONT_MIN && savedFont <= FONT_MAX ? savedFont : (coarse ? 13 : 14),
     // At 1.0 the DOM renderer clips underscores of common monospace fonts.
     lineHeight: 1.1,
     scrollback: 5000,
@@ -51,15 +77,20 @@
   // --- state -------------------------------------------------------------------------------
 
   const pageUrl = new URL(location.href);
-  let sessionId = pageUrl.searchParams.get('s') || null;
+  // The URL names the session; sessionStorage keeps it for this tab when the address bar
+  // loses it (a bookmark of the bare page, a navigation back to /).
+  let sessionId = pageUrl.searchParams.get('s') || store.get('sessionStorage', SESSION_KEY) || null;
   // Bytes of session output received; `since` for the next reconnect.
   let offset = 0;
   // Whether this page has attached (and so holds output worth continuing from) yet.
   let attachedOnce = false;
-  // connecting | open | waiting (backoff before a retry) | exited | taken_over | dropped |
-  // closed (stopped on an error; a button offers the way on)
+  // asking (another tab holds the session) | connecting | open | waiting (backoff before a
+  // retry) | exited | taken_over | dropped | closed (stopped on an error; a button offers the
+  // way on)
   let state = 'connecting';
   let role = 'writer';
+  let policy = '';
+  let title = '';
   let conn = null;
   let backoff = BACKOFF_MIN_MS;
   let retryTimer = null;
@@ -69,29 +100,30 @@
   // while an earlier replay is still queued inside xterm.
   let replayPending = 0;
   let ctrlArmed = false;
+  let altArmed = false;
 
   // A token can be handed over once as #token=... (e.g. from a QR code); it moves to
   // localStorage and out of the address bar.
   if (location.hash.startsWith('#token=')) {
-    try {
-      localStorage.setItem(TOKEN_KEY, decodeURIComponent(location.hash.slice(7)));
-    } catch (_) { /* storage disabled: the token just is not remembered */ }
+    store.set('localStorage', TOKEN_KEY, decodeURIComponent(location.hash.slice(7)));
     pageUrl.hash = '';
     history.replaceState(null, '', pageUrl.href);
   }
-  if (pageUrl.searchParams.get('keys') === '1') document.body.classList.add('show-keys');
+  const keysParam = pageUrl.searchParams.get('keys');
+  setExtraKeys(keysParam !== null ? keysParam === '1' : store.get('localStorage', KEYS_KEY) === '1', false);
 
   // --- status line -------------------------------------------------------------------------
 
   function setStatus(level, text, actions) {
     statusEl.dataset.level = level;
     statusText.textContent = text;
+    statusText.title = text;
     statusActions.replaceChildren();
     for (const [label, fn] of actions || []) {
       const b = document.createElement('button');
       b.type = 'button';
       b.textContent = label;
-      b.addEventListener('click', () => { fn(); term.focus(); });
+      b.addEventListener('click', () => { fn(); if (!coarse) term.focus(); });
       statusActions.appendChild(b);
     }
   }
@@ -99,19 +131,72 @@
   let noticeTimer = null;
   function showOpenStatus(note) {
     clearTimeout(noticeTimer);
-    const id = sessionId ? 'session ' + sessionId : 'session';
+    const name = title ? title : sessionId ? 'session ' + sessionId : 'session';
     if (role === 'viewer') {
-      setStatus('warn', 'view only \u00b7 ' + id + (note ? ' \u00b7 ' + note : ''),
+      setStatus('warn', 'view only \u00b7 ' + name + (note ? ' \u00b7 ' + note : ''),
         [['Take control', () => sendJson({ type: 'take_control' })]]);
     } else {
-      setStatus(note ? 'warn' : 'ok', 'connected \u00b7 ' + id + (note ? ' \u00b7 ' + note : ''));
+      setStatus(note ? 'warn' : 'ok', 'connected \u00b7 ' + name + (note ? ' \u00b7 ' + note : ''));
     }
     if (note) noticeTimer = setTimeout(() => { if (state === 'open') showOpenStatus(); }, 8000);
   }
 
+  // The last states passed through, for tests that must see a transient one.
+  const stateLog = [];
   function setState(s) {
     state = s;
     document.body.dataset.state = s;
+    if (stateLog[stateLog.length - 1] !== s) {
+      stateLog.push(s);
+      if (stateLog.length > 32) stateLog.shift();
+    }
+  }
+
+  // --- identity ----------------------------------------------------------------------------
+
+  // Remembers the session in the address bar and in this tab's sessionStorage.
+  function rememberSession() {
+    store.set('sessionStorage', SESSION_KEY, sessionId);
+    const u = new URL(location.href);
+    if (sessionId === null) u.searchParams.delete('s');
+    else u.searchParams.set('s', sessionId);
+    if (u.href !== location.href) history.replaceState(null, '', u.href);
+  }
+
+  // Other tabs of this browser answer "mine" for the session they hold, so a duplicated tab
+  // (same URL, copied sessionStorage) asks before it takes the session over.
+  const channel = window.BroadcastChannel ? new BroadcastChannel('keepty') : null;
+  if (channel) {
+    channel.onmessage = (ev) => {
+      const m = ev.data || {};
+      if (m.type === 'who' && m.session === sessionId && holdsSession()) {
+        channel.postMessage({ type: 'mine', session: sessionId });
+      }
+    };
+  }
+
+  function holdsSession() {
+    return sessionId !== null && (state === 'open' || state === 'connecting' || state === 'waiting');
+  }
+
+  function start() {
+    if (!sessionId || !channel) { connect(); return; }
+    setState('connecting');
+    let answered = false;
+    const id = sessionId;
+    const listener = (ev) => {
+      const m = ev.data || {};
+      if (m.type === 'mine' && m.session === id) answered = true;
+    };
+    channel.addEventListener('message', listener);
+    channel.postMessage({ type: 'who', session: id });
+    setTimeout(() => {
+      channel.removeEventListener('message', listener);
+      if (!answered) { connect(); return; }
+      setState('asking');
+      setStatus('warn', 'session ' + id + ' is open in another tab',
+        [['Open here', connect], ['New session', newSession]]);
+    }, CLAIM_WAIT_MS);
   }
 
   // --- connection --------------------------------------------------------------------------
@@ -141,7 +226,12 @@
   }
 
   function storedToken() {
-    try { return localStorage.getItem(TOKEN_KEY) || ''; } catch (_) { return ''; }
+    return store.get('localStorage', TOKEN_KEY) || '';
+  }
+
+  function authHeaders() {
+    const token = storedToken();
+    return token ? { Authorization: 'Bearer ' + token } : {};
   }
 
   function connect() {
@@ -208,9 +298,10 @@
 
   function scheduleReconnect(why) {
     setState('waiting');
-    const delay = backoff;
+    // Jitter spreads the retries of many tabs (or many phones after a Wi-Fi blip) apart.
+    const delay = Math.round(backoff / 2 + Math.random() * backoff / 2);
     backoff = Math.min(backoff * 2, BACKOFF_MAX_MS);
-    setStatus('warn', why + ' \u00b7 retrying in ' + (delay / 1000).toFixed(1) + ' s',
+    setStatus('warn', why + ' \u00b7 reconnecting in ' + (delay / 1000).toFixed(1) + ' s',
       [['Retry now', connect]]);
     clearTimeout(retryTimer);
     retryTimer = setTimeout(connect, delay);
@@ -227,24 +318,22 @@
     if (document.visibilityState === 'visible') retryNowIfWaiting();
   });
 
+  // Starts a fresh session in this tab; the one it leaves keeps running until its TTL.
   function newSession() {
     sessionId = null;
     attachedOnce = false;
     offset = 0;
+    title = '';
+    document.title = 'keepty';
     backoff = BACKOFF_MIN_MS;
-    const u = new URL(location.href);
-    u.searchParams.delete('s');
-    history.replaceState(null, '', u.href);
+    rememberSession();
     connect();
   }
 
   function setToken() {
     const t = window.prompt('keepty token (kept in this browser\u2019s local storage):', '');
     if (t === null) return;
-    try {
-      if (t.trim()) localStorage.setItem(TOKEN_KEY, t.trim());
-      else localStorage.removeItem(TOKEN_KEY);
-    } catch (_) { /* storage disabled */ }
+    store.set('localStorage', TOKEN_KEY, t.trim() ? t.trim() : null);
     backoff = BACKOFF_MIN_MS;
     connect();
   }
@@ -290,12 +379,9 @@
     attachedOnce = true;
     backoff = BACKOFF_MIN_MS;
     role = msg.role === 'viewer' ? 'viewer' : 'writer';
+    policy = typeof msg.policy === 'string' ? msg.policy : '';
     if (msg.session && msg.session !== sessionId) sessionId = String(msg.session);
-    const u = new URL(location.href);
-    if (u.searchParams.get('s') !== sessionId) {
-      u.searchParams.set('s', sessionId);
-      history.replaceState(null, '', u.href);
-    }
+    rememberSession();
 
     offset = Number(msg.offset) || 0;
     c.parsed = c.acked = offset;
@@ -390,22 +476,25 @@
     if (f.type === 'exited') {
       setState('exited');
       const how = f.signal ? 'was killed by signal ' + f.signal : 'exited with code ' + f.code;
-      setStatus('bad', 'process ' + how, [['New session', newSession]]);
+      setStatus('bad', 'the program ' + how, [['Restart', newSession]]);
       return;
     }
     if (f.type === 'taken_over' || code === 4410) {
       setState('taken_over');
-      setStatus('bad', 'taken over by another window', [['Take back', connect]]);
+      setStatus('bad', 'opened elsewhere (another tab or device took this session)',
+        [['Take back', connect]]);
       return;
     }
     if (f.type === 'dropped' || code === 4000) {
       setState('dropped');
-      setStatus('bad', 'the session was dropped', [['New session', newSession]]);
+      setStatus('bad', 'the session was dropped by an administrator',
+        [['Start a new session', newSession]]);
       return;
     }
     if (f.type === 'expired' || code === 4404) {
       setState('closed');
-      setStatus('bad', errText || 'the session expired', [['New session', newSession]]);
+      const text = f.type === 'expired' ? 'the session expired (idle past its time to live)' : errText;
+      setStatus('bad', text || 'no such session', [['Start a new session', newSession]]);
       return;
     }
     if (code === 4403) {
@@ -414,8 +503,11 @@
       return;
     }
     if (code === 4409) {
+      // Only the reject policy refuses a second window; it has no way to take over.
       setState('closed');
-      setStatus('bad', errText || 'the session is open in another window', [['Retry', connect]]);
+      setStatus('bad', (errText || 'the session is open in another window')
+        + ' \u00b7 this server does not allow taking it over',
+        [['Retry', connect], ['New session', newSession]]);
       return;
     }
     if (code === 4400) {
@@ -430,11 +522,13 @@
       return;
     }
     if (code === 4429 || code === 4503) {
-      scheduleReconnect(errText || 'server busy');
+      // A session or connection limit frees up when something else ends; keep trying, slowly.
+      backoff = BACKOFF_MAX_MS;
+      scheduleReconnect(errText || (code === 4503 ? 'server memory cap reached' : 'server limit reached'));
       return;
     }
     if (f.type === 'shutdown' || code === 1001) {
-      scheduleReconnect('server shutting down');
+      scheduleReconnect('the server is restarting or shutting down');
       return;
     }
     if (!c.opened) {
@@ -443,14 +537,13 @@
       probeAuth();
       return;
     }
-    scheduleReconnect('disconnected');
+    scheduleReconnect('connection lost');
   }
 
   function probeAuth() {
     setState('connecting');
     const token = storedToken();
-    const headers = token ? { Authorization: 'Bearer ' + token } : {};
-    fetch(new URL('api/sessions', location.href), { headers, cache: 'no-store' })
+    fetch(new URL('api/sessions', location.href), { headers: authHeaders(), cache: 'no-store' })
       .then((r) => {
         if (r.status === 401) {
           setState('closed');
@@ -480,9 +573,10 @@
     }
   }
 
-  function setCtrl(on) {
-    ctrlArmed = on;
-    const b = keysEl.querySelector('[data-key="ctrl"]');
+  function setModifier(name, on) {
+    if (name === 'ctrl') ctrlArmed = on;
+    else altArmed = on;
+    const b = keysEl.querySelector('[data-key="' + name + '"]');
     if (b) b.setAttribute('aria-pressed', on ? 'true' : 'false');
   }
 
@@ -495,13 +589,25 @@
     return null;
   }
 
+  // Applies the sticky Ctrl and Alt of the extra-keys bar to one key's worth of input, and
+  // releases them: a phone keyboard has neither.
+  function withModifiers(seq) {
+    if (ctrlArmed) {
+      const c = ctrlOf(seq);
+      if (c !== null) seq = c;
+      setModifier('ctrl', false);
+    }
+    if (altArmed) {
+      seq = '\x1b' + seq;
+      setModifier('alt', false);
+    }
+    return seq;
+  }
+
   term.onData((d) => {
     if (replayPending > 0) return;
-    if (ctrlArmed) {
-      const c = ctrlOf(d);
-      if (c !== null) d = c;
-      setCtrl(false);
-    }
+    // A paste (many characters at once) is not a key press; modifiers wait for a key.
+    if ((ctrlArmed || altArmed) && d.length === 1) d = withModifiers(d);
     sendInput(d);
   });
   term.onBinary((d) => {
@@ -513,22 +619,27 @@
 
   const ARROWS = { up: 'A', down: 'B', right: 'C', left: 'D' };
   function keyBar(key, text) {
-    if (key === 'ctrl') { setCtrl(!ctrlArmed); return; }
+    if (key === 'ctrl' || key === 'alt') {
+      setModifier(key, !(key === 'ctrl' ? ctrlArmed : altArmed));
+      return;
+    }
     let seq;
     if (text) seq = text;
     else if (key === 'esc') seq = '\x1b';
     else if (key === 'tab') seq = '\t';
     else if (ARROWS[key]) {
-      if (ctrlArmed) seq = '\x1b[1;5' + ARROWS[key];
-      else seq = (term.modes.applicationCursorKeysMode ? '\x1bO' : '\x1b[') + ARROWS[key];
+      // xterm's modifier encoding: 1 + (Alt 2) + (Ctrl 4).
+      const mod = 1 + (altArmed ? 2 : 0) + (ctrlArmed ? 4 : 0);
+      if (mod > 1) {
+        seq = '\x1b[1;' + mod + ARROWS[key];
+        setModifier('ctrl', false);
+        setModifier('alt', false);
+      } else {
+        seq = (term.modes.applicationCursorKeysMode ? '\x1bO' : '\x1b[') + ARROWS[key];
+      }
     }
     if (!seq) return;
-    if (ctrlArmed) {
-      const c = ctrlOf(seq);
-      if (c !== null) seq = c;
-      setCtrl(false);
-    }
-    sendInput(seq);
+    sendInput(withModifiers(seq));
   }
   for (const b of keysEl.querySelectorAll('button')) {
     // Keep the focus (and so the on-screen keyboard) on the terminal.
@@ -539,6 +650,175 @@
       keyBar(b.dataset.key, b.dataset.text);
       term.focus();
     });
+  }
+
+  function setExtraKeys(on, persist) {
+    document.body.classList.toggle('show-keys', on);
+    const b = menuEl.querySelector('[data-menu="keys"]');
+    if (b) b.setAttribute('aria-pressed', on ? 'true' : 'false');
+    if (persist) store.set('localStorage', KEYS_KEY, on ? '1' : null);
+  }
+
+  // --- clipboard ---------------------------------------------------------------------------
+
+  // Copy on select, as in xterm and most desktop terminals. The async clipboard needs a
+  // secure context (https or localhost); on a plain-http LAN page execCommand still works
+  // inside the user gesture that made the selection.
+  let copyTimer = null;
+  let lastCopied = '';
+  function copySelection() {
+    const text = term.getSelection();
+    if (!text) return;
+    const done = () => {
+      lastCopied = text;
+      if (state === 'open') showOpenStatus('copied ' + text.length + ' characters');
+    };
+    const legacy = () => {
+      const onCopy = (e) => {
+        e.clipboardData.setData('text/plain', text);
+        e.preventDefault();
+      };
+      document.addEventListener('copy', onCopy);
+      let ok = false;
+      try { ok = document.execCommand('copy'); } catch (_) { ok = false; }
+      document.removeEventListener('copy', onCopy);
+      if (ok) done();
+    };
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(done, legacy);
+    } else {
+      legacy();
+    }
+  }
+  if (!coarse) {
+    term.onSelectionChange(() => {
+      clearTimeout(copyTimer);
+      copyTimer = setTimeout(copySelection, 120);
+    });
+  }
+
+  // Keyboard paste (Ctrl+Shift+V, Cmd+V) reaches xterm.js natively; this is for phones and
+  // for the menu. term.paste applies bracketed paste when the program asked for it.
+  function pasteFromClipboard() {
+    const ask = () => {
+      const t = window.prompt('Text to paste into the terminal:', '');
+      if (t) term.paste(t);
+    };
+    if (navigator.clipboard && navigator.clipboard.readText && window.isSecureContext) {
+      navigator.clipboard.readText().then((t) => { if (t) term.paste(t); }, ask);
+    } else {
+      ask();
+    }
+  }
+
+  // --- menu: sessions and settings ---------------------------------------------------------
+
+  function setMenu(open) {
+    menuEl.hidden = !open;
+    menuButton.setAttribute('aria-expanded', open ? 'true' : 'false');
+    if (open) refreshSessions();
+    safeFit();
+  }
+  menuButton.addEventListener('click', () => setMenu(menuEl.hidden));
+
+  function setFontSize(n) {
+    const size = Math.max(FONT_MIN, Math.min(FONT_MAX, n));
+    term.options.fontSize = size;
+    fontSizeEl.textContent = String(size);
+    store.set('localStorage', FONT_KEY, String(size));
+    safeFit();
+  }
+  fontSizeEl.textContent = String(term.options.fontSize);
+
+  menuEl.addEventListener('click', (e) => {
+    const b = e.target.closest('button[data-menu]');
+    if (!b) return;
+    switch (b.dataset.menu) {
+      case 'new': setMenu(false); newSession(); break;
+      case 'font-down': setFontSize(term.options.fontSize - 1); break;
+      case 'font-up': setFontSize(term.options.fontSize + 1); break;
+      case 'paste': setMenu(false); pasteFromClipboard(); break;
+      case 'keys': setExtraKeys(!document.body.classList.contains('show-keys'), true); safeFit(); break;
+      case 'token': setMenu(false); setToken(); break;
+      case 'refresh': refreshSessions(); break;
+      default: break;
+    }
+  });
+  // The list rows are links, so a session can also be opened in a new tab.
+  listEl.addEventListener('click', (e) => {
+    const a = e.target.closest('a[data-session]');
+    if (!a || e.ctrlKey || e.metaKey || e.shiftKey || e.button !== 0) return;
+    e.preventDefault();
+    if (a.dataset.session === sessionId) { setMenu(false); return; }
+    // A fresh page for the other session: its own terminal, replay and claims; this one's
+    // session goes on running detached.
+    store.set('sessionStorage', SESSION_KEY, a.dataset.session);
+    location.href = a.href;
+  });
+
+  function ago(secs) {
+    if (secs < 60) return 'just now';
+    if (secs < 3600) return Math.floor(secs / 60) + ' min ago';
+    if (secs < 86400) return Math.floor(secs / 3600) + ' h ago';
+    return Math.floor(secs / 86400) + ' d ago';
+  }
+
+  let listSeq = 0;
+  function refreshSessions() {
+    const seq = ++listSeq;
+    listEl.replaceChildren(listItem('loading\u2026'));
+    fetch(new URL('api/sessions', location.href), { headers: authHeaders(), cache: 'no-store' })
+      .then((r) => r.json().then((body) => ({ ok: r.ok, body })))
+      .then(({ ok, body }) => {
+        if (seq !== listSeq) return;
+        if (!ok) {
+          listEl.replaceChildren(listItem((body && body.message) || 'cannot list sessions'));
+          return;
+        }
+        renderSessions(Array.isArray(body.sessions) ? body.sessions : [], Number(body.now) || 0);
+      })
+      .catch(() => { if (seq === listSeq) listEl.replaceChildren(listItem('cannot reach the server')); });
+  }
+
+  function listItem(text) {
+    const li = document.createElement('li');
+    li.className = 'empty';
+    li.textContent = text;
+    return li;
+  }
+
+  function renderSessions(sessions, now) {
+    if (!sessions.length) {
+      listEl.replaceChildren(listItem('no sessions'));
+      return;
+    }
+    sessions.sort((a, b) => (Number(b.last_seen) || 0) - (Number(a.last_seen) || 0));
+    const rows = sessions.map((s) => {
+      const id = String(s.id);
+      const li = document.createElement('li');
+      const a = document.createElement('a');
+      const u = new URL(location.href);
+      u.searchParams.set('s', id);
+      a.href = u.href;
+      a.dataset.session = id;
+      if (id === sessionId) a.setAttribute('aria-current', 'true');
+      const name = document.createElement('span');
+      name.className = 'name';
+      name.textContent = s.title ? String(s.title) : id;
+      const meta = document.createElement('span');
+      meta.className = 'meta';
+      const parts = [];
+      if (s.title) parts.push(id);
+      parts.push(s.state === 'exited' ? 'exited' : 'running');
+      parts.push(id === sessionId ? 'this tab' : Number(s.clients) > 0 ? 'attached' : 'detached');
+      const idle = now && s.last_seen ? Math.max(0, now - Number(s.last_seen)) : Number(s.idle_secs) || 0;
+      parts.push('seen ' + ago(idle));
+      meta.textContent = parts.join(' \u00b7 ');
+      a.append(name, meta);
+      li.appendChild(a);
+      return li;
+    });
+    listEl.replaceChildren(...rows);
   }
 
   // --- size and title ----------------------------------------------------------------------
@@ -581,7 +861,9 @@
   }
 
   term.onTitleChange((t) => {
-    document.title = t ? 'keepty \u00b7 ' + t : 'keepty';
+    title = t;
+    document.title = t ? t + ' \u00b7 keepty' : 'keepty';
+    if (state === 'open') showOpenStatus();
   });
 
   // --- test hooks --------------------------------------------------------------------------
@@ -592,10 +874,13 @@
     get sessionId() { return sessionId; },
     get state() { return state; },
     get role() { return role; },
+    get policy() { return policy; },
+    get lastCopied() { return lastCopied; },
+    get states() { return stateLog.slice(); },
     // True while replayed output is still being parsed (and terminal answers are dropped).
     get replaying() { return replayPending > 0 || (conn !== null && offset < conn.replayEnd); },
   };
 
-  connect();
+  start();
   if (!coarse) term.focus();
 })();

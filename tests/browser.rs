@@ -14,20 +14,36 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
-/// page.mjs and token.mjs give up by themselves after 90 s; this only catches a wedged node
-/// or browser.
-const BOUND: Duration = Duration::from_secs(150);
+/// page.mjs and token.mjs give up by themselves (150 s, 90 s); this only catches a wedged
+/// node or browser.
+const BOUND: Duration = Duration::from_secs(200);
 
 unsafe extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
+/// The terminal page against three servers: the defaults (handoff), a 2 s TTL with the multi
+/// policy and a 16 KiB ring, and the reject policy.
 #[test]
 fn page_in_headless_chromium() {
     let root = require_prerequisites();
-    let server = common::spawn_server(&[]);
-    run_node(root, "tests/browser/page.mjs", &[&server.url()], &server);
+    let main = common::spawn_server(&[]);
+    let short = common::spawn_server(&[
+        "--ttl",
+        "2s",
+        "--attach-policy",
+        "multi",
+        "--scrollback",
+        "16K",
+    ]);
+    let reject = common::spawn_server(&["--attach-policy", "reject"]);
+    run_node(
+        root,
+        "tests/browser/page.mjs",
+        &[&main.url(), &short.url(), &reject.url()],
+        &[&main, &short, &reject],
+    );
 }
 
 /// The token flow of the page (SPEC 2, Auth): `#token=`, the stored token, the "Set token"
@@ -51,7 +67,7 @@ fn token_flow_in_headless_chromium() {
         root,
         "tests/browser/token.mjs",
         &[&server.url(), &token],
-        &server,
+        &[&server],
     );
 }
 
@@ -82,12 +98,14 @@ fn require_prerequisites() -> &'static Path {
 }
 
 /// Runs `node SCRIPT ARGS...` in the repo root within [`BOUND`], echoing its stdout; panics
-/// with its output and the server's log if it fails or hangs.
-fn run_node(root: &Path, script: &str, args: &[&str], server: &common::Server) {
+/// with its output and the servers' logs if it fails or hangs. Screenshots and measurements
+/// land in `target/browser/`.
+fn run_node(root: &Path, script: &str, args: &[&str], servers: &[&common::Server]) {
     let mut cmd = Command::new("node");
     cmd.arg(root.join(script))
         .args(args)
         .current_dir(root)
+        .env("KEEPTY_ARTIFACTS", root.join("target/browser"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -128,7 +146,11 @@ fn run_node(root: &Path, script: &str, args: &[&str], server: &common::Server) {
     match status {
         Some(st) if st.success() => {}
         _ => {
-            let server_log = server.stderr_lines().join("\n");
+            let server_log = servers
+                .iter()
+                .map(|s| s.stderr_lines().join("\n"))
+                .collect::<Vec<_>>()
+                .join("\n--- next server ---\n");
             panic!(
                 "{script} {}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}\n\
                  --- keepty stderr ---\n{server_log}",

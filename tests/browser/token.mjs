@@ -10,7 +10,7 @@
 //   3. no token: no shell, a "needs a token" state, and the "Set token" prompt gets one in;
 //   4. a wrong stored token: a "refused" state after a few requests, no reconnect loop
 //      (each wrong token counts toward the server's per-address rate limit).
-import { chromium } from 'playwright-core';
+import { createHarness } from './lib.mjs';
 
 const base = (process.argv[2] || '').replace(/\/+$/, '');
 const TOKEN = process.argv[3] || '';
@@ -19,115 +19,23 @@ if (!/^https?:\/\//.test(base) || !TOKEN) {
   process.exit(2);
 }
 
-const OVERALL_TIMEOUT_MS = 90_000;
-const STEP_TIMEOUT_MS = 15_000;
-const SCREENSHOT = '/tmp/keepty-token.png';
 const TOKEN_KEY = 'keepty.token';
-const t0 = Date.now();
-
-let browser = null;
-let page = null;
-let scenario = '';
-const pageLog = [];
-const pageErrors = [];
-
-function log(msg) {
-  console.log(`[${((Date.now() - t0) / 1000).toFixed(1)}s] ${msg}`);
-}
 
 // The token must never be printed; a failure message may quote URLs or page text.
 function redact(s) {
   return String(s).split(TOKEN).join('<TOKEN>').split(encodeURIComponent(TOKEN)).join('<TOKEN>');
 }
 
-async function fail(msg) {
-  console.error(redact(`FAIL (${scenario}): ${msg}`));
-  if (page) {
-    try {
-      console.error(redact('--- terminal buffer ---\n' + (await screenText()) + '\n--- end ---'));
-      console.error(redact(`page url: ${page.url()}`));
-      console.error(redact('page state: ' + JSON.stringify(await page.evaluate(() => window.keepty && {
-        state: window.keepty.state, offset: window.keepty.offset, session: window.keepty.sessionId,
-        status: document.getElementById('status').textContent.trim(),
-        sockets: (window.__sockets || []).length,
-      }))));
-      await page.screenshot({ path: SCREENSHOT });
-      console.error(`screenshot: ${SCREENSHOT}`);
-    } catch (e) {
-      console.error(`(could not read the page: ${e.message})`);
-    }
-  }
-  if (pageLog.length) console.error(redact('--- page console ---\n' + pageLog.join('\n')));
-  try { await browser?.close(); } catch (_) { /* exiting anyway */ }
-  process.exit(1);
-}
-
-const hardStop = setTimeout(() => {
-  fail(`overall timeout of ${OVERALL_TIMEOUT_MS / 1000} s exceeded`);
-  // fail() itself may hang on a wedged browser.
-  setTimeout(() => process.exit(1), 5000).unref();
-}, OVERALL_TIMEOUT_MS);
-
-function screenText() {
-  return page.evaluate(() => {
-    const b = window.keepty.term.buffer.active;
-    const lines = [];
-    for (let i = 0; i < b.length; i++) lines.push(b.getLine(i).translateToString(true));
-    return lines.join('\n').replace(/\n+$/, '');
-  });
-}
-
-async function waitFor(what, fn, arg, timeout = STEP_TIMEOUT_MS) {
-  try {
-    await page.waitForFunction(fn, arg, { timeout, polling: 50 });
-  } catch (e) {
-    await fail(`timed out waiting for ${what}`);
-  }
-}
-
-async function waitForLine(re, what, timeout) {
-  await waitFor(what || `a line matching ${re}`, ([src, flags]) => {
-    const re = new RegExp(src, flags);
-    const b = window.keepty.term.buffer.active;
-    for (let i = 0; i < b.length; i++) if (re.test(b.getLine(i).translateToString(true))) return true;
-    return false;
-  }, [re.source, re.flags], timeout);
-}
-
-// Attached, done with the replay and the shell has printed something (its prompt): keys
-// typed before would be dropped or raced.
-async function waitShell(what) {
-  await waitFor(what, () => window.keepty && window.keepty.state === 'open'
-    && !window.keepty.replaying && window.keepty.offset > 0);
-}
-
-async function typeLine(text) {
-  await page.evaluate(() => window.keepty.term.focus());
-  await page.keyboard.type(text);
-  await page.keyboard.press('Enter');
-}
-
-// Types a command whose output proves a live shell (the echoed command line itself does not
-// match: it starts with the prompt and holds no 42).
-async function checkEcho(tag) {
-  await typeLine(`echo ${tag}-$((6*7))`);
-  await waitForLine(new RegExp(`^${tag}-42$`), `${tag}-42 from the shell`);
-}
-
-function sessionOf(url) {
-  return new URL(url).searchParams.get('s');
-}
+const h = createHarness({ name: 'token', overallTimeoutMs: 90_000, redact });
+const { log, fail, waitFor, waitForLine, waitShell, checkEcho, status } = h;
+const sessionOf = (url) => h.sessionOf(url);
 
 function base64url(s) {
   return Buffer.from(s, 'utf8').toString('base64url');
 }
 
-function status() {
-  return page.evaluate(() => document.getElementById('status-text').textContent.trim());
-}
-
 async function storedToken() {
-  return page.evaluate((k) => localStorage.getItem(k), TOKEN_KEY);
+  return h.page.evaluate((k) => localStorage.getItem(k), TOKEN_KEY);
 }
 
 // Sessions on the server (admin surface: loopback without --admin-token-file).
@@ -137,39 +45,29 @@ async function sessionCount() {
   return (await r.json()).sessions.length;
 }
 
-// A fresh context whose pages record every WebSocket they make (URL and subprotocols) and
-// every request to /ws or /api/sessions.
+// A fresh context (its own, empty localStorage) whose page counts its requests to /ws and
+// /api/sessions.
 async function freshPage(tag, initToken) {
-  const context = await browser.newContext({ viewport: { width: 900, height: 560 } });
-  await context.addInitScript(() => {
-    const Native = window.WebSocket;
-    window.__sockets = [];
-    window.WebSocket = class extends Native {
-      constructor(url, protocols) {
-        super(url, protocols);
-        window.__sockets.push({ url: String(url), protocols: [].concat(protocols || []) });
-      }
-    };
-  });
+  const context = await h.newContext({ viewport: { width: 900, height: 560 } });
   if (initToken !== undefined) {
     await context.addInitScript(([k, v]) => localStorage.setItem(k, v), [TOKEN_KEY, initToken]);
   }
-  page = await context.newPage();
-  const p = page;
+  const p = h.track(await context.newPage(), tag);
+  h.page = p;
   const counts = { ws: 0, api: 0 };
-  p.on('console', (m) => pageLog.push(`${tag} ${m.type()}: ${m.text()}`));
-  p.on('pageerror', (e) => { pageErrors.push(e.message); pageLog.push(`${tag} pageerror: ${e.message}`); });
   p.on('websocket', (ws) => { if (new URL(ws.url()).pathname === '/ws') counts.ws++; });
   p.on('request', (r) => {
-    const path = new URL(r.url()).pathname;
     // WebSockets come as 'websocket' events, not requests; counted there.
-    if (path === '/api/sessions') counts.api++;
+    if (new URL(r.url()).pathname === '/api/sessions') counts.api++;
   });
   return { context, counts };
 }
 
 async function lastSocket() {
-  return page.evaluate(() => window.__sockets[window.__sockets.length - 1] || null);
+  return h.page.evaluate(() => {
+    const s = window.__sockets[window.__sockets.length - 1];
+    return s ? { url: s.url, protocols: s.__protocols } : null;
+  });
 }
 
 // The page must send the token as the keepty.token.BASE64URL subprotocol, never in the URL.
@@ -186,24 +84,15 @@ async function checkSocketCarriesToken(what) {
 }
 
 async function main() {
-  browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    headless: true,
-    args: [
-      '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
-      '--disable-background-networking', '--disable-quic', '--disable-component-update',
-      '--disable-sync',
-    ],
-    timeout: 30_000,
-  });
+  await h.launch();
 
   // 1. #token=... attaches, and moves out of the address bar into localStorage.
-  scenario = '1 #token=';
+  h.scenario = '1 #token=';
   const ctx1 = await freshPage('ctx1');
-  await page.goto(`${base}/#token=${encodeURIComponent(TOKEN)}`);
+  await h.page.goto(`${base}/#token=${encodeURIComponent(TOKEN)}`);
   await waitShell('the attach with the #token= fragment');
   await checkEcho('tok');
-  const url1 = page.url();
+  const url1 = h.page.url();
   if (/token/i.test(url1) || url1.includes(encodeURIComponent(TOKEN)) || url1.includes(TOKEN)) {
     await fail(`the address bar still holds the token: ${url1}`);
   }
@@ -217,11 +106,11 @@ async function main() {
   log(`ok 1: #token= attached session ${sid}, echo works, token moved to localStorage, URL clean`);
 
   // 2. A reload attaches again from the stored token alone, to the same session.
-  scenario = '2 reload';
-  await page.reload();
-  if (new URL(page.url()).hash !== '') await fail(`the reload carried a fragment: ${page.url()}`);
+  h.scenario = '2 reload';
+  await h.page.reload();
+  if (new URL(h.page.url()).hash !== '') await fail(`the reload carried a fragment: ${h.page.url()}`);
   await waitShell('the attach after reload (token from localStorage)');
-  if (sessionOf(page.url()) !== sid) await fail(`the reload changed the session: ${page.url()} (was ${sid})`);
+  if (sessionOf(h.page.url()) !== sid) await fail(`the reload changed the session: ${h.page.url()} (was ${sid})`);
   await waitForLine(/^tok-42$/, 'the replayed tok-42 (same session)');
   await checkEcho('again');
   await checkSocketCarriesToken('reload attach');
@@ -229,16 +118,16 @@ async function main() {
   await ctx1.context.close();
 
   // 3. No token: no shell, a "needs a token" state; "Set token" (a prompt) gets one in.
-  scenario = '3 no token';
+  h.scenario = '3 no token';
   const before3 = await sessionCount();
   const ctx3 = await freshPage('ctx3');
   const prompts = [];
-  page.on('dialog', async (d) => {
+  h.page.on('dialog', async (d) => {
     prompts.push(`${d.type()}: ${d.message()}`);
     if (d.type() === 'prompt') await d.accept(TOKEN);
     else await d.dismiss();
   });
-  await page.goto(`${base}/`);
+  await h.page.goto(`${base}/`);
   await waitFor('the page to say a token is needed',
     () => window.keepty && window.keepty.state === 'closed'
       && /token/i.test(document.getElementById('status-text').textContent)
@@ -246,9 +135,9 @@ async function main() {
     undefined, 5_000);
   const st3 = await status();
   if (!/needs a token/i.test(st3)) await fail(`status does not say a token is needed: ${JSON.stringify(st3)}`);
-  if ((await page.evaluate(() => window.keepty.offset)) !== 0) await fail('the tokenless page got terminal output');
+  if ((await h.page.evaluate(() => window.keepty.offset)) !== 0) await fail('the tokenless page got terminal output');
   if ((await sessionCount()) !== before3) await fail('the tokenless page created a session on the server');
-  await page.getByRole('button', { name: 'Set token' }).click();
+  await h.page.getByRole('button', { name: 'Set token' }).click();
   await waitShell('the attach after Set token');
   if (!prompts.some((p) => p.startsWith('prompt:'))) await fail(`Set token showed no prompt (dialogs: ${JSON.stringify(prompts)})`);
   await checkEcho('set');
@@ -258,11 +147,11 @@ async function main() {
   await ctx3.context.close();
 
   // 4. A wrong stored token: a "refused" state, not a reconnect loop feeding the rate limit.
-  scenario = '4 wrong token';
+  h.scenario = '4 wrong token';
   const ctx4 = await freshPage('ctx4', 'wrong-' + TOKEN.slice(0, 4) + '-not-a-token');
-  page.on('dialog', (d) => d.dismiss());
+  h.page.on('dialog', (d) => d.dismiss());
   const start4 = Date.now();
-  await page.goto(`${base}/`);
+  await h.page.goto(`${base}/`);
   await waitFor('the page to say the token was refused',
     () => window.keepty && window.keepty.state === 'closed'
       && /token/i.test(document.getElementById('status-text').textContent)
@@ -270,26 +159,23 @@ async function main() {
     undefined, 5_000);
   const st4 = await status();
   // Stay 5 s on the page in all, so a retry timer (backoff 0.5 s, 1 s, 2 s, ...) would show.
-  await page.waitForTimeout(Math.max(0, 5_000 - (Date.now() - start4)));
-  const sockets4 = await page.evaluate(() => window.__sockets.length);
+  await h.page.waitForTimeout(Math.max(0, 5_000 - (Date.now() - start4)));
+  const sockets4 = await h.page.evaluate(() => window.__sockets.length);
   const ws4 = Math.max(ctx4.counts.ws, sockets4);
   const total4 = ws4 + ctx4.counts.api;
-  const state4 = await page.evaluate(() => window.keepty.state);
+  const state4 = await h.page.evaluate(() => window.keepty.state);
   if (state4 !== 'closed') await fail(`after 5 s with a wrong token the page is ${state4}, not closed (a retry loop?)`);
   if (total4 >= 6) {
     await fail(`a wrong token made ${ws4} /ws and ${ctx4.counts.api} /api/sessions requests in 5 s (a retry loop burns the auth rate limit)`);
   }
   if (!/refused|wrong|invalid/i.test(st4)) await fail(`status does not say the token was refused: ${JSON.stringify(st4)}`);
-  // The address has not been pushed into the server's failure block by the page.
+  // The address has not been pushed into the server's failure block by the h.page.
   const check = await fetch(`${base}/api/sessions`, { headers: { Authorization: `Bearer ${TOKEN}` } });
   if (check.status !== 200) await fail(`the right token now gets ${check.status} from /api/sessions (rate limit tripped?)`);
   log(`ok 4: wrong token -> ${JSON.stringify(st4)}, state closed, ${ws4} /ws + ${ctx4.counts.api} /api/sessions requests in 5 s`);
   await ctx4.context.close();
 
-  if (pageErrors.length) await fail(`uncaught errors in the page: ${pageErrors.join('; ')}`);
-  await browser.close();
-  clearTimeout(hardStop);
-  console.log('token browser test: all scenarios passed');
+  await h.finish();
 }
 
 main().catch((e) => fail(e && e.stack ? e.stack : String(e)));
