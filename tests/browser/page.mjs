@@ -181,7 +181,7 @@ async function main() {
   await clickButton('Sessions and settings');
   await waitFor('this session in the list, with its title', (id) => {
     const a = document.querySelector(`#session-list a[data-session="${id}"]`);
-    return a && a.getAttribute('aria-current') === 'true' && (/build-box-title/.test(a.textContent) || true)
+    return a && a.getAttribute('aria-current') === 'true' && /build-box-title/.test(a.textContent)
       && /this tab/.test(a.textContent) && /running/.test(a.textContent);
   }, sid);
   await p1.screenshot({ path: h.artifact('desktop-menu.png') });
