@@ -164,7 +164,7 @@
     const dl = el('dl', 'fields');
     const fields = {};
     for (const [key, label] of [
-      ['owner', 'owner'], ['clients', 'clients'], ['idle', 'idle'], ['expires', 'expires'],
+      ['title', 'title'], ['owner', 'owner'], ['clients', 'clients'], ['idle', 'idle'], ['expires', 'expires'],
       ['buffered', 'buffered'], ['total', 'total'], ['size', 'size'], ['pid', 'pid'],
       ['created', 'created'], ['active', 'writer'],
     ]) {
@@ -201,7 +201,10 @@
     f.expires.dd.textContent = humanSecs(s.expires_in_secs);
     f.buffered.dd.textContent = humanBytes(s.bytes_buffered);
     f.total.dd.textContent = humanBytes(s.bytes_total);
-    f.size.dd.textContent = s.cols + 'x' + s.rows;
+    // The server already stripped control characters; textContent keeps markup inert.
+    f.title.dd.textContent = s.title || '';
+    f.title.wrap.hidden = !s.title;
+    f.size.dd.textContent = s.cols + 'x' + s.rows + (s.alt_screen ? ' full screen' : '');
     f.pid.dd.textContent = String(s.pid);
     f.created.dd.textContent = localMinute(s.created_at);
     f.created.dd.title = new Date(s.created_at * 1000).toISOString();

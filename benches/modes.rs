@@ -1,9 +1,12 @@
-//! Mode tracker throughput: it sees every output byte of every session.
+//! Mode tracker throughput: it sees every output byte of every session. And the whole
+//! per-read path of a session's output (tracker, checkpoints, ring), in PTY-sized reads.
 
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use keepty::checkpoint::Checkpoints;
 use keepty::modes::ModeTracker;
+use keepty::ring::Ring;
 
 const SIZE: usize = 1 << 20;
 /// A typical PTY read.
@@ -79,6 +82,53 @@ fn bench(c: &mut Criterion) {
                 black_box(t.restore_sequence())
             })
         });
+    }
+    g.finish();
+
+    // What `Session::read_output` does per PTY read (at most 4 KiB on Linux), without the
+    // read itself: feed the tracker with checkpoints, store, then update the replay start.
+    // `ring_copy` is the ring alone and `tracker` adds the tracker: the floors that
+    // `tracker_checkpoints` is measured against.
+    const READ: usize = 4096;
+    let mut g = c.benchmark_group("read_path");
+    g.throughput(Throughput::Bytes(SIZE as u64));
+    for (name, input) in [("plain", plain_base64()), ("escape_heavy", escape_heavy())] {
+        for ring_size in [256 << 10, 4 << 10] {
+            let id = format!("{name}_ring{}K", ring_size >> 10);
+            g.bench_function(format!("ring_copy_{id}"), |b| {
+                let mut ring = Ring::new(ring_size);
+                b.iter(|| {
+                    for read in input.chunks(READ) {
+                        ring.push(black_box(read));
+                    }
+                    black_box(ring.end())
+                })
+            });
+            g.bench_function(format!("tracker_{id}"), |b| {
+                let mut ring = Ring::new(ring_size);
+                let mut tracker = ModeTracker::new();
+                b.iter(|| {
+                    for read in input.chunks(READ) {
+                        tracker.feed(black_box(read));
+                        ring.push(read);
+                    }
+                    black_box(ring.end())
+                })
+            });
+            g.bench_function(format!("tracker_checkpoints_{id}"), |b| {
+                let mut ring = Ring::new(ring_size);
+                let mut tracker = ModeTracker::new();
+                let mut points = Checkpoints::new(ring_size);
+                b.iter(|| {
+                    for read in input.chunks(READ) {
+                        points.feed(&mut tracker, black_box(read));
+                        ring.push(read);
+                        points.after_write(&mut ring, &tracker);
+                    }
+                    black_box(ring.clean_start())
+                })
+            });
+        }
     }
     g.finish();
 }

@@ -35,7 +35,23 @@ pub struct SessionRecord {
     pub cols: u16,
     /// Terminal rows.
     pub rows: u16,
+    /// The window title the program set last (lossy UTF-8, controls removed); "" if none.
+    pub title: String,
+    /// The program is on the alternate screen (a full-screen program is running).
+    pub alt_screen: bool,
 }
+
+/// A window title as the program sent it, made fit for a list: lossy UTF-8 without control
+/// characters (C0, DEL, C1), which would act on the terminal or page that shows it.
+pub fn title_text(raw: &[u8]) -> String {
+    String::from_utf8_lossy(raw)
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect()
+}
+
+/// Longest title shown in the text table, characters; the JSON has all of it.
+const TABLE_TITLE: usize = 24;
 
 /// The configured caps, as shown to operators.
 #[derive(Debug, Serialize)]
@@ -179,20 +195,21 @@ fn utc_minute(unix: u64) -> String {
 
 /// The `format=text` session table: one header row, one row per session, then a summary.
 ///
-/// Numeric columns are right-aligned; the id comes last so that on a narrow screen the
-/// columns that matter for a decision line up, and only the (up to 64 character) id wraps.
+/// Numeric columns are right-aligned; the id and the window title come last so that on a
+/// narrow screen the columns that matter for a decision line up, and only the (up to 64
+/// character) id and the title wrap. A `*` after the size marks the alternate screen.
 /// Every cell is passed through [`escape_control`], because owners come from token files
 /// and the table is meant to be `curl`ed straight onto a terminal.
 pub fn render_text(list: &SessionList) -> String {
-    const HEADER: [&str; 10] = [
+    const HEADER: [&str; 11] = [
         "OWNER", "STATE", "CLIENTS", "IDLE", "EXPIRES", "BUFFERED", "TOTAL", "SIZE", "CREATED",
-        "ID",
+        "ID", "TITLE",
     ];
-    const RIGHT: [bool; 10] = [
-        false, false, true, true, true, true, true, false, false, false,
+    const RIGHT: [bool; 11] = [
+        false, false, true, true, true, true, true, false, false, false, false,
     ];
 
-    let mut rows: Vec<[String; 10]> = Vec::with_capacity(list.sessions.len() + 1);
+    let mut rows: Vec<[String; 11]> = Vec::with_capacity(list.sessions.len() + 1);
     rows.push(HEADER.map(String::from));
     for s in &list.sessions {
         let state = match (s.state.as_str(), s.exit_code) {
@@ -208,15 +225,21 @@ pub fn render_text(list: &SessionList) -> String {
                 human_secs(s.expires_in_secs),
                 human_bytes(s.bytes_buffered),
                 human_bytes(s.bytes_total),
-                format!("{}x{}", s.cols, s.rows),
+                format!(
+                    "{}x{}{}",
+                    s.cols,
+                    s.rows,
+                    if s.alt_screen { "*" } else { "" }
+                ),
                 utc_minute(s.created_at),
                 s.id.clone(),
+                table_title(&s.title),
             ]
             .map(|cell| escape_control(&cell).into_owned()),
         );
     }
 
-    let mut widths = [0usize; 10];
+    let mut widths = [0usize; 11];
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
@@ -249,6 +272,17 @@ pub fn render_text(list: &SessionList) -> String {
         human_bytes(list.memory.reserved as u64),
         human_bytes(list.memory.cap as u64),
     ));
+    out
+}
+
+/// A title cell, cut to [`TABLE_TITLE`] characters with an ellipsis. It is free text (spaces
+/// and all), so it is the last column, where it cannot shift the others.
+fn table_title(title: &str) -> String {
+    if title.chars().nth(TABLE_TITLE).is_none() {
+        return title.to_string();
+    }
+    let mut out: String = title.chars().take(TABLE_TITLE - 1).collect();
+    out.push('…');
     out
 }
 
@@ -418,6 +452,8 @@ mod tests {
             active_client: Some("127.0.0.1:5555".to_string()),
             cols: 80,
             rows: 24,
+            title: String::new(),
+            alt_screen: false,
         }
     }
 
@@ -525,17 +561,22 @@ mod tests {
         b.idle_secs = 3 * 3_600 + 5;
         b.cols = 200;
         b.rows = 50;
-        let text = render_text(&list(vec![record("a", "local"), b]));
+        let mut a = record("a", "local");
+        a.title = "vim src/main.rs and a very long tail".to_string();
+        a.alt_screen = true;
+        let text = render_text(&list(vec![a, b]));
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 4, "{text}");
         assert!(text.ends_with('\n'));
         assert_eq!(
             lines[0],
-            "OWNER  STATE       CLIENTS  IDLE  EXPIRES  BUFFERED  TOTAL  SIZE    CREATED           ID"
+            "OWNER  STATE       CLIENTS  IDLE  EXPIRES  BUFFERED  TOTAL  SIZE    CREATED           \
+             ID                                 TITLE"
         );
         assert_eq!(
             lines[1],
-            "local  running           1    5s      11h       12K   1.5M  80x24   2023-11-14 22:13  a"
+            "local  running           1    5s      11h       12K   1.5M  80x24*  2023-11-14 22:13  \
+             a                                  vim src/main.rs and a v…"
         );
         assert_eq!(
             lines[2],
@@ -544,6 +585,18 @@ mod tests {
         );
         assert_eq!(lines[3], "2 sessions, memory 1.5M of 64M");
         assert!(lines.iter().all(|l| !l.ends_with(' ')));
+    }
+
+    #[test]
+    fn titles_lose_their_controls() {
+        assert_eq!(title_text(b""), "");
+        assert_eq!(title_text("héllo ✓".as_bytes()), "héllo ✓");
+        assert_eq!(
+            title_text(b"a\x1b[2Jb\tc\x7fd\xc2\x9be\xfff"),
+            "a[2Jbcde\u{fffd}f"
+        );
+        assert_eq!(table_title(&"x".repeat(24)), "x".repeat(24));
+        assert_eq!(table_title(&"é".repeat(25)), format!("{}…", "é".repeat(23)));
     }
 
     #[test]
@@ -761,7 +814,7 @@ mod tests {
     #[test]
     fn admin_page_fits_the_csp_and_is_embedded() {
         let html =
-            std::str::from_utf8(crate::assets::get("/assets/admin.html").unwrap().body).unwrap();
+            std::str::from_utf8(crate::assets::get("/assets/admin.html").unwrap().body()).unwrap();
         let lower = html.to_ascii_lowercase();
         assert!(lower.starts_with("<!doctype html>"));
         // script-src 'self': scripts only by src, and no inline handlers.
@@ -798,7 +851,8 @@ mod tests {
             }
         }
         assert_eq!(refs, 2);
-        let js = std::str::from_utf8(crate::assets::get("/assets/admin.js").unwrap().body).unwrap();
+        let js =
+            std::str::from_utf8(crate::assets::get("/assets/admin.js").unwrap().body()).unwrap();
         // Session data reaches the page through textContent only.
         for sink in [
             "innerHTML",

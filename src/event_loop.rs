@@ -48,6 +48,12 @@ const LINGER: Duration = Duration::from_secs(2);
 /// How long a peer may take none of a response before it is dropped. A slow phone link still
 /// makes progress and keeps extending this; a peer that stopped reading does not.
 const WRITE_STALL: Duration = Duration::from_secs(60);
+/// Messages read from one WebSocket before the others get a turn: a client flooding pings or
+/// control messages must not starve every other session.
+const WS_READ_BUDGET: usize = 64;
+/// Steps (a read, a parsed request, a write) taken for one HTTP connection before the others
+/// get a turn: an endless pipeline must not starve every other session.
+const HTTP_STEP_BUDGET: usize = 64;
 /// From SIGHUP to SIGKILL when a session is torn down.
 const KILL_AFTER: Duration = Duration::from_secs(3);
 /// How long after SIGKILL the server waits for the last children before it exits anyway.
@@ -58,10 +64,12 @@ const PENDING_PER_PEER: usize = 8;
 const ACCEPT_RETRY: Duration = Duration::from_millis(500);
 /// Memory charged per connection against `--max-memory`, the most its buffers can hold:
 /// tungstenite's read buffer, a partial frame and an assembled message (64 KiB each), its
-/// write buffer cap, our output frame, a request head, and the connection's own structs.
+/// write buffer cap, the tail of a part-written output frame, a request head, and the
+/// connection's own structs.
 pub const CONN_RESERVE: usize = ws::READ_BUFFER
     + 2 * protocol::MAX_MESSAGE
     + ws::MAX_WRITE_BUFFER
+    + ws::MAX_HEADER
     + ws::CHUNK
     + http::MAX_HEAD
     + 2048;
@@ -639,7 +647,7 @@ impl Server {
         let Some(generation) = self.conns.get(k).map(|c| c.generation) else {
             return;
         };
-        loop {
+        for _ in 0..HTTP_STEP_BUDGET {
             let Some(h) = live_http(&mut self.conns, k) else {
                 return;
             };
@@ -744,6 +752,9 @@ impl Server {
                 }
             }
         }
+        // Budget spent (an endless pipeline, say): resume from the touched list after
+        // everyone else had a turn, since no new event may come.
+        self.touched_conns.push(k);
     }
 
     fn start_response(
@@ -968,7 +979,7 @@ impl Server {
                 )
             }
             Route::AdminPage => match assets::get("/assets/admin.html") {
-                Some(a) => Response::new(200, a.content_type, a.body),
+                Some(a) => Response::new(200, a.content_type, a.body()),
                 None => Response::error(404, "not_found", "the admin page is not built in"),
             },
             Route::AdminDrop => {
@@ -1075,6 +1086,10 @@ impl Server {
         let Some(origin) = req.header("origin") else {
             return Ok(());
         };
+        // A browser sends one Origin; judging only the first of several would be a bypass.
+        if req.headers.iter().filter(|(n, _)| n == "origin").count() > 1 {
+            return Err(Response::error(403, "forbidden", "more than one Origin"));
+        }
         let host = req.header("host").unwrap_or("");
         // Our own origin is plain http on the Host asked for; a TLS proxy in front is
         // another origin and is named with --allow-origin.
@@ -1101,9 +1116,13 @@ impl Server {
                 .push(("Sec-WebSocket-Version", Cow::Borrowed("13")));
             return (r, After::Close);
         }
-        let Some(key) = req.header("sec-websocket-key") else {
+        let Some(key) = req.ws_key() else {
             return (
-                Response::error(400, "bad_request", "Sec-WebSocket-Key missing"),
+                Response::error(
+                    400,
+                    "bad_request",
+                    "one Sec-WebSocket-Key of 16 bytes in base64 required",
+                ),
                 After::Close,
             );
         };
@@ -1166,7 +1185,13 @@ impl Server {
             ));
         }
         if self.sessions.len() >= self.cfg.max_sessions {
-            return Err(ProtoError::new(ErrorCode::Limit, "--max-sessions reached"));
+            return Err(ProtoError::new(
+                ErrorCode::Limit,
+                format!(
+                    "the server's session limit is reached (--max-sessions {})",
+                    self.cfg.max_sessions
+                ),
+            ));
         }
         if let Some(max) = caller.max_sessions
             && self
@@ -1324,14 +1349,16 @@ impl Server {
                 }
             }
         };
-        let since = p.since.unwrap_or(0);
-        let start = s.ring.start();
-        let (offset, lost) = if since >= start {
-            (since, 0)
-        } else {
-            (start, start - since)
+        // A client that keeps its own place gets no restore; any other starts at a clean
+        // point, with the modes in force there (the replay takes it to the current ones).
+        let (offset, lost, restore) = match p.since {
+            Some(since) if since >= s.ring.start() => (since, 0, None),
+            _ => {
+                let (at, modes) = s.replay_point();
+                let restore = s.modes.restore_sequence_for(&modes);
+                (at, at - p.since.unwrap_or(0), Some(restore))
+            }
         };
-        let restore = (p.since.is_none() || lost > 0).then(|| s.modes.restore_sequence());
         w.cursor = offset;
         w.acked = offset;
         w.flow = p.flow;
@@ -1344,8 +1371,13 @@ impl Server {
             if let Some(pty) = &s.pty {
                 if (cols, rows) != (s.cols, s.rows) {
                     let _ = pty.resize(cols, rows);
-                } else if !created {
-                    // A full-screen program repaints for the newcomer, whose screen is blank.
+                }
+                // A full-screen program repaints for the newcomer, whose screen is blank or
+                // was replayed from a tail. The kernel signals a resize only when the size
+                // really changes, and the program may have set it itself (`stty cols`), so
+                // the resize above cannot be relied on. A program that just started has
+                // nothing to repaint.
+                if !created {
                     pty.nudge_redraw();
                 }
             }
@@ -1375,7 +1407,7 @@ impl Server {
 
     /// Reads a WebSocket until `WouldBlock`, or until input must wait for the PTY.
     fn read_ws(&mut self, k: usize, now: Instant) {
-        loop {
+        for _ in 0..WS_READ_BUDGET {
             let Some(w) = live_ws(&mut self.conns, k) else {
                 return;
             };
@@ -1467,6 +1499,9 @@ impl Server {
                 }
             }
         }
+        // Budget spent with more perhaps unread: resume from the touched list (edge-triggered,
+        // no new event will come), after everyone else had a turn.
+        self.touched_conns.push(k);
     }
 
     /// Detaches a WebSocket that is closing but not yet gone, with a bound on how long it may
@@ -1596,6 +1631,9 @@ impl Server {
                 if !w.pump_write(Some(&s.ring)) {
                     self.kill_conn(c);
                     continue;
+                }
+                if w.take_read_deferred() {
+                    self.touched_conns.push(c);
                 }
                 progress |= w.cursor != before;
                 if s.state() == State::Exited && w.is_open() && w.caught_up(&s.ring) {
@@ -1928,7 +1966,12 @@ impl Server {
                     .map(|s| &s.ring);
                 if !w.pump_write(ring) || w.phase() == Phase::Done {
                     self.kill_conn(k);
-                } else if let Some((s, _)) = w.session {
+                    return;
+                }
+                if w.take_read_deferred() {
+                    self.touched_conns.push(k);
+                }
+                if let Some((s, _)) = w.session {
                     // Sending may have freed read budget for the session.
                     self.touched_sessions.push(s);
                 }
@@ -1985,6 +2028,8 @@ impl Server {
                         .map(|w| w.peer.to_string()),
                     cols: s.cols,
                     rows: s.rows,
+                    title: admin::title_text(s.modes.title()),
+                    alt_screen: s.modes.alt_screen(),
                 }
             })
             .collect();

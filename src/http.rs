@@ -20,8 +20,16 @@ pub enum HeadError {
     Malformed,
     /// More than [`MAX_HEADERS`] headers: 431.
     TooManyHeaders,
-    /// More than [`MAX_HEAD`] bytes without the end of the head: 431.
+    /// More than [`MAX_HEAD`] bytes without the end of the head, the request line complete:
+    /// 431 (RFC 6585: the header fields, one or all together, are too large).
     TooLarge,
+    /// More than [`MAX_HEAD`] bytes without the end of the request line: 413 (SPEC: head
+    /// too large).
+    LineTooLong,
+    /// The request announces a body (`Content-Length` above 0, any `Transfer-Encoding`) or
+    /// frames it ambiguously. keepty's requests carry none, and a body it does not parse
+    /// must never be read as the next request or as WebSocket frames: 400, then close.
+    Body,
 }
 
 impl HeadError {
@@ -37,6 +45,14 @@ impl HeadError {
             HeadError::TooLarge => {
                 Response::error(431, "headers_too_large", "request head larger than 8 KiB")
             }
+            HeadError::LineTooLong => {
+                Response::error(413, "head_too_large", "request line longer than 8 KiB")
+            }
+            HeadError::Body => Response::error(
+                400,
+                "bad_request",
+                "request bodies are not accepted (no Transfer-Encoding, Content-Length 0)",
+            ),
         }
     }
 }
@@ -96,6 +112,36 @@ impl Request {
                 .is_some_and(|v| v.trim() != "0")
     }
 
+    /// True if the request has a body, or framing that makes its length ambiguous: any
+    /// `Transfer-Encoding`, or `Content-Length` other than exactly one `0`.
+    pub fn body_framing_refused(&self) -> bool {
+        let mut lengths = self.headers.iter().filter(|(n, _)| n == "content-length");
+        let length_ok = match (lengths.next(), lengths.next()) {
+            (None, _) => true,
+            (Some((_, v)), None) => v.trim() == "0",
+            (Some(_), Some(_)) => false,
+        };
+        !length_ok || self.header("transfer-encoding").is_some()
+    }
+
+    /// The `Sec-WebSocket-Key` when there is exactly one and it is what RFC 6455 section
+    /// 4.1 asks for: 16 bytes in base64 (22 characters and `==`).
+    pub fn ws_key(&self) -> Option<&str> {
+        let mut keys = self
+            .headers
+            .iter()
+            .filter(|(n, _)| n == "sec-websocket-key");
+        let (Some((_, key)), None) = (keys.next(), keys.next()) else {
+            return None;
+        };
+        let key = key.trim();
+        let b64 = |c: u8| c.is_ascii_alphanumeric() || c == b'+' || c == b'/';
+        let (body, pad) = key.as_bytes().split_at_checked(22)?;
+        // The last character carries 2 data bits: its low 4 bits must be zero.
+        let last_ok = body.last().is_some_and(|c| b"AQgw".contains(c));
+        (pad == b"==" && body.iter().all(|c| b64(*c)) && last_ok).then_some(key)
+    }
+
     /// True if the client takes a gzip body.
     pub fn accepts_gzip(&self) -> bool {
         self.headers
@@ -147,9 +193,18 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Request, usize)>, HeadError> {
                     })
                     .collect(),
             };
+            if out.body_framing_refused() {
+                return Err(HeadError::Body);
+            }
             Ok(Some((out, n)))
         }
-        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
+            if buf.contains(&b'\n') {
+                Err(HeadError::TooLarge)
+            } else {
+                Err(HeadError::LineTooLong)
+            }
+        }
         Ok(httparse::Status::Partial) => Ok(None),
         Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooManyHeaders),
         Err(_) => Err(HeadError::Malformed),
@@ -357,7 +412,7 @@ impl Response {
             r.headers.push(("Content-Encoding", Cow::Borrowed("gzip")));
             r
         } else {
-            Response::new(200, a.content_type, a.body)
+            Response::new(200, a.content_type, a.body())
         };
         r.headers.push(("ETag", etag));
         r.headers.push(("Vary", Cow::Borrowed("Accept-Encoding")));
@@ -566,6 +621,66 @@ mod tests {
             String::from_utf8(Response::asset(&req("GET / HTTP/1.1\r\n\r\n"), a).encode_head(true))
                 .unwrap();
         assert!(head.contains("Cache-Control: no-cache") && !head.contains("no-store"));
+    }
+
+    #[test]
+    fn bodies_and_line_length() {
+        let refused = |raw: &str| parse_head(raw.as_bytes()).unwrap_err();
+        for h in [
+            "Transfer-Encoding: chunked",
+            "Transfer-Encoding: identity",
+            "Content-Length: 5",
+            "Content-Length: abc",
+            "Content-Length: 0\r\nContent-Length: 0",
+        ] {
+            assert_eq!(
+                refused(&format!("GET / HTTP/1.1\r\n{h}\r\n\r\n")),
+                HeadError::Body,
+                "{h}"
+            );
+        }
+        assert!(
+            parse_head(b"POST /admin/drop HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+                .unwrap()
+                .is_some()
+        );
+        let mut line = b"GET /".to_vec();
+        line.resize(MAX_HEAD, b'a');
+        assert_eq!(parse_head(&line).unwrap_err(), HeadError::LineTooLong);
+        assert_eq!(HeadError::LineTooLong.response().status, 413);
+        assert_eq!(HeadError::TooLarge.response().status, 431);
+        assert_eq!(HeadError::Body.response().status, 400);
+    }
+
+    #[test]
+    fn websocket_keys() {
+        let key = |k: &str| {
+            req(&format!(
+                "GET /ws HTTP/1.1\r\nSec-WebSocket-Key: {k}\r\n\r\n"
+            ))
+            .ws_key()
+            .map(str::to_string)
+        };
+        assert_eq!(
+            key("dGhlIHNhbXBsZSBub25jZQ==").as_deref(),
+            Some("dGhlIHNhbXBsZSBub25jZQ==")
+        );
+        assert!(key("AAAAAAAAAAAAAAAAAAAA+w==").is_some());
+        for bad in [
+            "",
+            "abc",
+            "dGhlIHNhbXBsZSBub25jZR==",
+            "dGhlIHNhbXBsZSBub25jZQ=",
+            "dGhlIHNhbXBsZSBub25jZQ===",
+            "dGhlIHNhbXBsZSBub25jZ!==",
+        ] {
+            assert_eq!(key(bad), None, "{bad:?}");
+        }
+        let two = req(
+            "GET /ws HTTP/1.1\r\nSec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\n\
+             Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\n\r\n",
+        );
+        assert_eq!(two.ws_key(), None);
     }
 
     #[test]

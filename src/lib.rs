@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod assets;
 pub mod auth;
+pub mod checkpoint;
 pub mod config;
 pub mod event_loop;
 pub mod http;

@@ -18,6 +18,12 @@
 //! output) only searches for the next ESC, a block at a time, and a whole CSI found within one
 //! chunk is read in a single straight run (see `after_esc`). The 8-bit C1 forms (0x9B CSI,
 //! 0x9D OSC, ...) are not recognised: in a UTF-8 stream those bytes are continuation bytes.
+//!
+//! A replay that starts late must also start at a point where a fresh terminal parses the
+//! rest exactly as the attached one did: [`ModeTracker::is_clean`] says whether the output read
+//! so far ends at such a point, and [`ModeTracker::modes`] is the snapshot to keep with it
+//! (see `checkpoint.rs`). Whether a UTF-8 character is cut is worked out once per `feed` from
+//! its last few bytes, so the per-byte path does no extra work for it.
 
 use std::fmt::Write as _;
 
@@ -60,10 +66,11 @@ enum State {
     StringIgnore,
 }
 
-/// The modes themselves. `Default` is a freshly reset terminal, so the flags are named for
-/// their non-default side.
+/// The modes in force at one point of the output: small and `Copy`, so that checkpoints can
+/// keep one each. `Default` is a freshly reset terminal, so the flags are named for their
+/// non-default side.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Modes {
+pub struct Modes {
     /// 0 on the main screen, else the DECSET (47, 1047 or 1049) that switched to the alternate
     /// one, so that the restore uses the same one (1049 also saves the cursor and clears).
     alt_screen: u16,
@@ -89,6 +96,11 @@ struct Modes {
 }
 
 impl Modes {
+    /// True on the alternate screen (a full-screen program is running).
+    pub fn alt_screen(&self) -> bool {
+        self.alt_screen != 0
+    }
+
     fn set_private(&mut self, mode: u16, on: bool) {
         match mode {
             1 => self.app_cursor = on,
@@ -150,6 +162,16 @@ pub struct ModeTracker {
     /// A title being read, committed only when its OSC ends properly.
     pending_title: Vec<u8>,
     pending_truncated: bool,
+
+    /// Bytes read in all.
+    fed: u64,
+    /// Where the parser last came back to ground, and where it last left it (the ESC that
+    /// opened the sequence it is in, if it is in one): see [`ModeTracker::clean_point`].
+    ground_at: u64,
+    left_ground_at: u64,
+    /// The UTF-8 character cut at the end of the output: bytes of it present, bytes it lacks.
+    utf8_have: u8,
+    utf8_need: u8,
 }
 
 impl ModeTracker {
@@ -161,12 +183,16 @@ impl ModeTracker {
     /// Reads more output. The stream may be cut anywhere: any split of it between calls gives
     /// the same state.
     pub fn feed(&mut self, bytes: &[u8]) {
+        let base = self.fed;
+        self.fed += bytes.len() as u64;
+        (self.utf8_have, self.utf8_need) = utf8_cut_after((self.utf8_have, self.utf8_need), bytes);
         let mut i = 0;
         while i < bytes.len() {
             let rest = &bytes[i..];
             match self.state {
                 State::Ground => match find_esc(rest) {
                     Some(p) => {
+                        self.left_ground_at = base + (i + p) as u64;
                         i += p + 1;
                         i += self.after_esc(&bytes[i..]);
                     }
@@ -197,16 +223,76 @@ impl ModeTracker {
                     i += 1;
                 }
             }
+            if self.state == State::Ground {
+                self.ground_at = base + i as u64;
+            }
         }
     }
 
-    /// Escape sequences that put a blank, freshly reset terminal into the tracked modes; ""
-    /// when every mode is at its default.
+    /// True if the output read so far ends where a freshly reset terminal could start reading
+    /// and parse the rest exactly as one that saw everything: not inside an escape sequence or
+    /// string, nor inside a UTF-8 character.
+    pub fn is_clean(&self) -> bool {
+        self.state == State::Ground && self.utf8_need == 0
+    }
+
+    /// The latest clean point (as [`is_clean`](Self::is_clean) means it) of the output read so
+    /// far, as an offset counted from the first byte fed, and how many bytes of plain text lead
+    /// up to it: any character boundary among those is just as clean. The modes in force there
+    /// are the current ones, since modes change only where a sequence ends.
     ///
-    /// The alternate screen comes first, so that the modes after it (and the replay) land on
-    /// the right screen; the window title comes last, as `OSC 2 ; title BEL`.
+    /// It is the end when the output ends clean; else the ESC that opened the unfinished
+    /// sequence, or the first byte of the cut character.
+    pub fn clean_point(&self) -> (u64, u64) {
+        let at = if self.state != State::Ground {
+            self.left_ground_at
+        } else if self.utf8_need > 0 {
+            let lead = self.fed - u64::from(self.utf8_have);
+            if lead < self.ground_at {
+                // The lead byte ended an escape sequence, as garbage: the character began
+                // inside it. Such an ending dispatches nothing, so the modes at the ESC that
+                // opened the sequence are the current ones; the plain text before it is no
+                // longer known.
+                return (self.left_ground_at, 0);
+            }
+            lead
+        } else {
+            self.fed
+        };
+        (at, at - self.ground_at)
+    }
+
+    /// The modes in force now, to keep with a checkpoint.
+    pub fn modes(&self) -> Modes {
+        self.modes
+    }
+
+    /// True on the alternate screen now.
+    pub fn alt_screen(&self) -> bool {
+        self.modes.alt_screen()
+    }
+
+    /// The window title last set, as the program sent it (at most 256 bytes, maybe not UTF-8,
+    /// maybe with controls in it); empty if none.
+    pub fn title(&self) -> &[u8] {
+        &self.title
+    }
+
+    /// Escape sequences that put a blank, freshly reset terminal into the modes in force now;
+    /// "" when every mode is at its default and no title was set.
     pub fn restore_sequence(&self) -> String {
-        let m = &self.modes;
+        self.restore_sequence_for(&self.modes)
+    }
+
+    /// Escape sequences that put a blank, freshly reset terminal into `modes` (a snapshot
+    /// taken where a replay starts), with the current window title.
+    ///
+    /// The title is the current one, not the snapshot's: it is not kept per checkpoint, and a
+    /// replay that sets titles sets them again anyway. The alternate screen comes first, so
+    /// that the modes after it (and the replay) land on the right screen; the window title
+    /// comes last, as `OSC 2 ; title BEL`.
+    pub fn restore_sequence_for(&self, modes: &Modes) -> String {
+        let m = modes;
         let mut out = String::new();
         let mut set = |mode: u16, on: bool| {
             let _ = write!(out, "\x1b[?{mode}{}", if on { 'h' } else { 'l' });
@@ -525,6 +611,33 @@ fn find_esc(hay: &[u8]) -> Option<usize> {
         .map(|p| base + p)
 }
 
+/// The UTF-8 character cut at the end of the output after `bytes`, as (bytes of it present,
+/// bytes it lacks), given the one cut before them. Decoders (xterm.js's included) drop a cut
+/// character at the first byte that cannot continue it, so only the last lead byte matters,
+/// and no character is longer than four bytes: at most the last four bytes are looked at,
+/// whatever the length.
+fn utf8_cut_after((have, need): (u8, u8), bytes: &[u8]) -> (u8, u8) {
+    for (after, &b) in bytes.iter().rev().take(4).enumerate() {
+        if b & 0xc0 != 0x80 {
+            let len: usize = match b {
+                0xc0..=0xdf => 2,
+                0xe0..=0xef => 3,
+                0xf0..=0xf7 => 4,
+                _ => 1,
+            };
+            return if after + 1 < len {
+                ((after + 1) as u8, (len - 1 - after) as u8)
+            } else {
+                (0, 0)
+            };
+        }
+    }
+    match u8::try_from(bytes.len()) {
+        Ok(n) if n < need => (have + n, need - n),
+        _ => (0, 0),
+    }
+}
+
 /// `bytes.len()`, less a UTF-8 sequence cut short at the end.
 fn utf8_complete_len(bytes: &[u8]) -> usize {
     // A lead byte within the last three bytes whose sequence runs past the end.
@@ -584,6 +697,7 @@ mod tests {
             (b"\x1b[?1005h", "\x1b[?1005h"),
             (b"\x1b[?1006h", "\x1b[?1006h"),
             (b"\x1b[?1015h", "\x1b[?1015h"),
+            (b"\x1b[?1016h", "\x1b[?1016h"),
             (b"\x1b[?1004h", "\x1b[?1004h"),
             (b"\x1b=", "\x1b="),
             (b"\x1b[?66h", "\x1b="),
@@ -602,6 +716,13 @@ mod tests {
         let undone: &[&[u8]] = &[
             b"\x1b[?1049h\x1b[?1049l",
             b"\x1b[?47h\x1b[?47l",
+            b"\x1b[?1047h\x1b[?1047l",
+            b"\x1b[?9h\x1b[?9l",
+            b"\x1b[?1000h\x1b[?1000l",
+            b"\x1b[?1002h\x1b[?1002l",
+            b"\x1b[?1005h\x1b[?1005l",
+            b"\x1b[?1015h\x1b[?1015l",
+            b"\x1b[?1016h\x1b[?1016l",
             b"\x1b[?25l\x1b[?25h",
             b"\x1b[?7l\x1b[?7h",
             b"\x1b[?1h\x1b[?1l",
@@ -918,6 +1039,223 @@ mod tests {
             prop_assert_eq!(format!("{bytewise:?}"), format!("{whole:?}"));
             prop_assert!(whole.title.len() <= MAX_TITLE);
             prop_assert!(usize::from(whole.nparams) <= MAX_PARAMS);
+        }
+    }
+
+    /// Streams that end anywhere in the grammar, and in and around UTF-8 characters.
+    const CORPUS: &[&[u8]] = &[
+        b"",
+        b"plain text only\r\n",
+        "héllo wörld €uro 😀 end".as_bytes(),
+        b"\x1b[?1049h\x1b[?25l\x1b[?2004h\x1b]2;title\x07text",
+        b"\x1b[1;31mred\x1b[0m\x1b[38;5;130mx\x1b[m",
+        b"\x1b]0;ti\xc3\xa9tle\x1b\\after",
+        b"\x1b]2;cut short",
+        b"\x1bPq#0;2;0;0;0#0~~@@\x1b\\done",
+        b"\x1b_apc\x07still apc\x1b\\x",
+        b"\x1b[?10\x1849h\x1a\x1b",
+        b"\x1b(B\x1b)0\x1b#8\x1b=\x1b>\x1bc",
+        b"\x1b[?1049:3h\x1b[?$p\x1b[1?049h\x1b[!p",
+        b"\x1b\xc3\xa9\x1b[\xe2\x82\xac\x1b(\xf0\x9f\x98\x80z",
+        b"\xe2\x82\x1b[?25l\xac\x82\x82\x82\x82\xff\xc3",
+        b"\xf0\x9f\x98",
+        b"\x1b[?1000;1006h\x1b[?1003l\x1b]8;;http://x/\x07link\x1b]8;;\x07",
+    ];
+
+    /// The parts of the state that say where a replay may start.
+    fn clean_state(t: &ModeTracker) -> (bool, (u64, u64), Modes) {
+        (t.is_clean(), t.clean_point(), t.modes())
+    }
+
+    #[test]
+    fn corpus_split_at_every_byte_agrees() {
+        for &seq in CORPUS {
+            let mut whole = ModeTracker::new();
+            whole.feed(seq);
+            let want = format!("{whole:?}");
+            let mut bytewise = ModeTracker::new();
+            for cut in 0..=seq.len() {
+                let mut t = ModeTracker::new();
+                t.feed(&seq[..cut]);
+                // The answers after a prefix do not depend on how the prefix was fed.
+                assert_eq!(
+                    clean_state(&t),
+                    clean_state(&bytewise),
+                    "{:?} after {cut}",
+                    seq.escape_ascii().to_string()
+                );
+                t.feed(&seq[cut..]);
+                assert_eq!(
+                    format!("{t:?}"),
+                    want,
+                    "{:?} cut at {cut}",
+                    seq.escape_ascii().to_string()
+                );
+                if let Some(&b) = seq.get(cut) {
+                    bytewise.feed(&[b]);
+                }
+            }
+            assert_eq!(format!("{bytewise:?}"), want);
+        }
+    }
+
+    #[test]
+    fn clean_points() {
+        // (stream, is_clean, clean point, plain text before it)
+        let cases: &[(&[u8], bool, u64, u64)] = &[
+            (b"", true, 0, 0),
+            (b"abc", true, 3, 3),
+            (b"ab\x1b", false, 2, 2),
+            (b"ab\x1b[?10", false, 2, 2),
+            (b"ab\x1b[?1049h", true, 10, 0),
+            (b"ab\x1b[?1049hcd", true, 12, 2),
+            (b"x\x1b]2;title", false, 1, 1),
+            (b"x\x1b]2;title\x07y", true, 12, 1),
+            (b"x\x1bP1$r", false, 1, 1),
+            (b"x\x1b[1m\x1b[2", false, 5, 0),
+            // Cut characters: the point is their first byte.
+            (b"ab\xc3", false, 2, 2),
+            (b"ab\xe2\x82", false, 2, 2),
+            (b"ab\xe2\x82\xac", true, 5, 5),
+            (b"ab\xf0\x9f\x98", false, 2, 2),
+            // Stray continuation bytes and invalid leads cut nothing.
+            (b"\x82\x82", true, 2, 2),
+            (b"a\xff", true, 2, 2),
+            // A lead byte that ends a sequence (as garbage) starts a character inside it.
+            (b"a\x1b\xe2\x82", false, 1, 0),
+            (b"a\x1b\xe2\x82\xac", true, 5, 2),
+            // CAN ends any sequence.
+            (b"a\x1b]2;x\x18", true, 7, 0),
+        ];
+        for &(input, clean, at, plain) in cases {
+            let mut t = ModeTracker::new();
+            t.feed(input);
+            assert_eq!(
+                (t.is_clean(), t.clean_point()),
+                (clean, (at, plain)),
+                "{:?}",
+                input.escape_ascii().to_string()
+            );
+        }
+    }
+
+    #[test]
+    fn modes_at_the_clean_point_are_the_current_ones() {
+        let mut t = ModeTracker::new();
+        t.feed(b"\x1b[?1049h\x1b[?25l");
+        let at = t.modes();
+        t.feed(b"\x1b[?1049"); // not complete: nothing changed yet
+        assert_eq!(t.modes(), at);
+        assert_eq!(t.clean_point(), (14, 0));
+        t.feed(b"l");
+        assert!(!t.alt_screen());
+        assert_eq!(
+            t.restore_sequence_for(&at),
+            "\x1b[?1049h\x1b[?25l",
+            "a snapshot restores what it saw"
+        );
+        t.feed(b"\x1b]2;now\x07");
+        assert_eq!(
+            t.restore_sequence_for(&at),
+            "\x1b[?1049h\x1b[?25l\x1b]2;now\x07"
+        );
+        assert_eq!(t.title(), b"now");
+    }
+
+    #[test]
+    fn endless_sequences_stay_bounded() {
+        let mib = vec![b'7'; 1 << 20];
+        for opener in [
+            &b"\x1b]2;"[..],
+            b"\x1b]52;c;",
+            b"\x1bP",
+            b"\x1b_",
+            b"\x1b[?",
+            b"\x1b]",
+        ] {
+            let mut t = ModeTracker::new();
+            t.feed(b"ok ");
+            t.feed(opener);
+            for _ in 0..8 {
+                t.feed(&mib);
+            }
+            assert!(!t.is_clean(), "{opener:?}");
+            assert_eq!(t.clean_point(), (3, 3), "{opener:?}");
+            assert!(t.pending_title.capacity() <= MAX_TITLE, "{opener:?}");
+            assert!(t.title.len() <= MAX_TITLE);
+            let size = std::mem::size_of_val(&t) + t.title.capacity() + t.pending_title.capacity();
+            assert!(size < 1024, "{opener:?}: {size}");
+            // Still follows the stream once it ends.
+            t.feed(b"\x1b\\\x1b[?25l");
+            assert!(t.is_clean());
+            assert!(t.restore_sequence().starts_with("\x1b[?25l"), "{opener:?}");
+        }
+    }
+
+    #[test]
+    fn long_title_is_capped_and_restored() {
+        let mut s = b"\x1b]0;".to_vec();
+        s.extend(std::iter::repeat_n(b'T', 10_000));
+        s.push(BEL);
+        let mut t = ModeTracker::new();
+        for chunk in s.chunks(7) {
+            t.feed(chunk);
+        }
+        assert_eq!(t.title(), &[b'T'; MAX_TITLE][..]);
+        assert_eq!(
+            t.restore_sequence(),
+            format!("\x1b]2;{}\x07", "T".repeat(MAX_TITLE))
+        );
+        assert!(t.is_clean());
+    }
+
+    #[test]
+    fn utf8_cut_matches_a_byte_by_byte_decoder() {
+        // The reference: one byte at a time, a lead byte starts a character and a
+        // continuation byte fills it (or is a stray).
+        fn reference(bytes: &[u8]) -> (u8, u8) {
+            let (mut have, mut need) = (0u8, 0u8);
+            for &b in bytes {
+                if b & 0xc0 == 0x80 {
+                    if need > 0 {
+                        have += 1;
+                        need -= 1;
+                    }
+                } else {
+                    need = match b {
+                        0xc0..=0xdf => 1,
+                        0xe0..=0xef => 2,
+                        0xf0..=0xf7 => 3,
+                        _ => 0,
+                    };
+                    have = 1;
+                }
+                if need == 0 {
+                    have = 0;
+                }
+            }
+            (have, need)
+        }
+        let alphabet = [b'a', 0x80, 0xbf, 0xc3, 0xe2, 0xf0, 0xf8, 0xff];
+        // Every string of up to 6 bytes over the alphabet, fed whole and in two parts.
+        for len in 0..=6u32 {
+            for mut code in 0..alphabet.len().pow(len) {
+                let mut bytes = Vec::new();
+                for _ in 0..len {
+                    bytes.push(alphabet[code % alphabet.len()]);
+                    code /= alphabet.len();
+                }
+                let want = reference(&bytes);
+                assert_eq!(utf8_cut_after((0, 0), &bytes), want, "{bytes:x?}");
+                for cut in 0..=bytes.len() {
+                    let mid = utf8_cut_after((0, 0), &bytes[..cut]);
+                    assert_eq!(
+                        utf8_cut_after(mid, &bytes[cut..]),
+                        want,
+                        "{bytes:x?} at {cut}"
+                    );
+                }
+            }
         }
     }
 

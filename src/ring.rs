@@ -9,6 +9,8 @@
 pub struct Ring {
     buf: Box<[u8]>,
     end: u64,
+    /// See [`Ring::clean_start`].
+    clean_start: u64,
 }
 
 impl Ring {
@@ -18,6 +20,7 @@ impl Ring {
         Ring {
             buf: vec![0u8; capacity.max(1)].into_boxed_slice(),
             end: 0,
+            clean_start: 0,
         }
     }
 
@@ -34,6 +37,24 @@ impl Ring {
     /// Offset of the oldest byte still held.
     pub fn start(&self) -> u64 {
         self.end.saturating_sub(self.buf.len() as u64)
+    }
+
+    /// Where a reader that lost its place should resume: the oldest offset held at which the
+    /// output can be read from a standing start (not inside an escape sequence or a character).
+    /// The bytes alone cannot tell, so the owner, which parses them, marks it after each write
+    /// ([`Ring::set_clean_start`]); a ring whose mark is stale or was never set (tests,
+    /// benches) answers its oldest byte.
+    pub fn clean_start(&self) -> u64 {
+        if self.holds(self.clean_start) {
+            self.clean_start
+        } else {
+            self.start()
+        }
+    }
+
+    /// Marks where [`Ring::clean_start`] is now.
+    pub fn set_clean_start(&mut self, offset: u64) {
+        self.clean_start = offset;
     }
 
     /// Bytes held now.

@@ -6,7 +6,8 @@ use std::fmt;
 use std::io;
 use std::time::Instant;
 
-use crate::modes::ModeTracker;
+use crate::checkpoint::Checkpoints;
+use crate::modes::{ModeTracker, Modes};
 use crate::pty::{ExitStatus, Pty};
 use crate::ring::Ring;
 
@@ -56,6 +57,8 @@ pub struct Session {
     pub ring: Ring,
     /// Terminal modes, for `restore` on a fresh attach.
     pub modes: ModeTracker,
+    /// Clean places in the ring to start a replay, with the modes in force there.
+    pub checkpoints: Checkpoints,
     /// Attached connection keys, oldest first.
     pub clients: Vec<usize>,
     /// The one client whose input and resizes reach the PTY.
@@ -110,6 +113,7 @@ impl Session {
             pty: Some(pty),
             ring: Ring::new(scrollback),
             modes: ModeTracker::new(),
+            checkpoints: Checkpoints::new(scrollback),
             clients: Vec::new(),
             writer: None,
             created_at: now_unix,
@@ -219,8 +223,9 @@ impl Session {
                     pass.ended = true;
                 }
                 Ok(n) => {
-                    self.modes.feed(&slot[..n]);
+                    self.checkpoints.feed(&mut self.modes, &slot[..n]);
                     self.ring.commit(n);
+                    self.checkpoints.after_write(&mut self.ring, &self.modes);
                     pass.bytes += n;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -239,6 +244,12 @@ impl Session {
             }
         }
         Ok(pass)
+    }
+
+    /// Where a replay that cannot start at the client's own `since` starts, and the modes in
+    /// force there: the first clean point the ring holds (see `checkpoint.rs`).
+    pub fn replay_point(&self) -> (u64, Modes) {
+        self.checkpoints.replay_point(&self.ring, &self.modes)
     }
 
     /// Drops the terminal once output has ended, so its fd and slave close.

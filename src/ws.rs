@@ -1,15 +1,22 @@
 //! One WebSocket client: tungstenite over a non-blocking mio stream, plus the client's place
 //! in its session's output (a cursor into the ring, never a copy of it).
 //!
-//! Writes follow one rule: a new frame is handed to tungstenite only when its previous one is
-//! fully on the socket, so tungstenite's buffer never holds more than one frame and the memory
-//! per client is fixed whatever the output rate.
+//! Writes follow one rule: a new frame starts only when the previous one is fully on the
+//! socket, so at most one frame per client is ever held and the memory per client is fixed
+//! whatever the output rate.
+//!
+//! Output frames bypass tungstenite. They are the hot path (every byte a session prints, to
+//! every client) and a server-to-client binary frame is only a 2-10 byte header and the
+//! payload, so they are written with one `writev` of the header and the ring's own slices:
+//! no copy into a frame, none into tungstenite's buffer, no allocation. tungstenite keeps the
+//! read side and every control and text frame. The two writers never interleave inside a
+//! frame: an output frame starts only when tungstenite's buffer is flushed, and while one is
+//! part-written tungstenite is not called at all (`read` too can write: it answers pings).
 
 use std::collections::VecDeque;
-use std::io;
+use std::io::{self, IoSlice, Write as _};
 use std::net::SocketAddr;
 
-use bytes::BytesMut;
 use mio::net::TcpStream;
 use tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tungstenite::protocol::frame::CloseFrame;
@@ -20,14 +27,18 @@ use tungstenite::{Message, WebSocket};
 use crate::protocol::{self, ErrorCode, ProtoError, Role, ServerMsg};
 use crate::ring::Ring;
 
-/// Largest output frame. Small enough that one frame per client is cheap, large enough that
-/// a flood is a few thousand frames a second, not hundreds of thousands.
-pub const CHUNK: usize = 16 << 10;
+/// Largest output frame. A frame is written straight from the ring, so its size costs
+/// nothing unless the socket takes only part of it (then the rest is copied aside); large
+/// enough that a flood is a few thousand `writev`s a second, and it is a quarter of the
+/// flow window, so a `flow=1` client still gets several frames in flight.
+pub const CHUNK: usize = 64 << 10;
+/// The longest header of a server-to-client frame (no mask): 2 bytes and a 64-bit length.
+pub const MAX_HEADER: usize = 10;
 /// tungstenite's read buffer (it allocates it eagerly, per connection).
 pub const READ_BUFFER: usize = 4 << 10;
-/// tungstenite's write buffer cap: one output frame plus a control frame or text message,
-/// with room to spare (we hand it a new frame only once the last is on the socket).
-pub const MAX_WRITE_BUFFER: usize = 2 * CHUNK + 4096;
+/// tungstenite's write buffer cap. It carries only text and control frames (output frames
+/// bypass it), and a new one is handed over only once the last is on the socket.
+pub const MAX_WRITE_BUFFER: usize = (32 << 10) + 4096;
 /// Text messages a client may have queued (they are few: attached, role, exited, close).
 const OUTBOX_CAP: usize = 16;
 
@@ -93,7 +104,16 @@ pub struct WsConn {
     unflushed: bool,
     /// The socket said WouldBlock; wait for a writable event.
     write_blocked: bool,
-    frame: BytesMut,
+    /// The peer broke the protocol: nothing more it sends is processed (RFC 6455 7.1.7),
+    /// and our half of the connection ends once our Close frame is out.
+    failed: bool,
+    /// The unwritten tail of an output frame the socket took only part of, from `rest_at`
+    /// on. Copied out of the ring, since a viewer's bytes may be overwritten before the
+    /// socket takes them; its capacity is kept, so this allocates once per connection.
+    rest: Vec<u8>,
+    rest_at: usize,
+    /// A read was put off because an output frame is part-written (see the module doc).
+    read_deferred: bool,
     /// A ping is to be sent.
     ping_due: bool,
     /// Some frame arrived since the last ping tick.
@@ -129,7 +149,10 @@ impl WsConn {
             phase: Phase::Open,
             unflushed: false,
             write_blocked: false,
-            frame: BytesMut::new(),
+            failed: false,
+            rest: Vec::new(),
+            rest_at: 0,
+            read_deferred: false,
             ping_due: false,
             heard: true,
             silent_ticks: 0,
@@ -189,9 +212,23 @@ impl WsConn {
         self.write_blocked = false;
     }
 
-    /// True when there is nothing queued in tungstenite.
+    /// True when there is nothing queued in tungstenite and no output frame part-written.
     pub fn can_take_frame(&self) -> bool {
-        !self.unflushed && !self.write_blocked
+        !self.unflushed && !self.write_blocked && !self.frame_in_flight()
+    }
+
+    fn frame_in_flight(&self) -> bool {
+        self.rest_at < self.rest.len()
+    }
+
+    /// True once, after a read put off by a part-written output frame can go ahead: the
+    /// caller reads again (edge-triggered, no new event may come for the bytes waiting).
+    pub fn take_read_deferred(&mut self) -> bool {
+        if self.read_deferred && !self.frame_in_flight() {
+            self.read_deferred = false;
+            return true;
+        }
+        false
     }
 
     /// The periodic liveness check, once per ping interval: queues a ping and reports
@@ -202,6 +239,7 @@ impl WsConn {
         self.heard = false;
         // With flow, output is taken when it is acknowledged, not when it is sent.
         let pending = self.unflushed
+            || self.frame_in_flight()
             || !self.outbox.is_empty()
             || (self.flow && self.acked < self.cursor)
             || ring.is_some_and(|r| self.phase == Phase::Open && self.cursor < r.end());
@@ -232,9 +270,24 @@ impl WsConn {
         if self.phase == Phase::Done {
             return Incoming::Closed;
         }
-        match self.ws.read() {
+        if self.failed {
+            return self.discard_input();
+        }
+        if self.frame_in_flight() {
+            // tungstenite may write a pong from inside `read`, which would land in the middle
+            // of our frame.
+            self.read_deferred = true;
+            return Incoming::Idle;
+        }
+        let got = match self.ws.read() {
             Ok(m) => {
                 self.heard = true;
+                if let Message::Close(_) = m {
+                    // tungstenite queued the answering Close (RFC 6455 5.5.1: an endpoint
+                    // that receives a Close must send one). Flushing it writes it and ends
+                    // the WebSocket (best effort: a peer that does not read loses it).
+                    let _ = self.ws.flush();
+                }
                 Incoming::Message(m)
             }
             Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -251,7 +304,27 @@ impl WsConn {
                 Incoming::Failed(protocol::CLOSE_PROTOCOL, "WebSocket protocol error")
             }
             Err(_) => Incoming::Closed,
+        };
+        if let Incoming::Failed(..) = got {
+            self.failed = true;
         }
+        got
+    }
+
+    /// After a protocol failure: reads and drops what the peer sends, a bounded amount per
+    /// call (the linger timer bounds the rest), until it ends the connection.
+    fn discard_input(&mut self) -> Incoming {
+        let mut sink = [0u8; 4096];
+        for _ in 0..16 {
+            match io::Read::read(self.ws.get_mut(), &mut sink) {
+                Ok(0) => return Incoming::Closed,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Incoming::Idle,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Incoming::Closed,
+            }
+        }
+        Incoming::Idle
     }
 
     /// Moves bytes toward the peer: unsent tungstenite bytes, then queued text messages, then
@@ -265,6 +338,12 @@ impl WsConn {
             if self.write_blocked {
                 return true;
             }
+            if self.frame_in_flight() {
+                if !self.write_rest() {
+                    return false;
+                }
+                continue;
+            }
             if self.unflushed || self.phase == Phase::Closing {
                 match self.ws.flush() {
                     Ok(()) => {
@@ -276,6 +355,12 @@ impl WsConn {
                     Err(e) => return self.on_write_error(e),
                 }
                 if self.phase == Phase::Closing {
+                    if self.failed {
+                        // Our Close frame is out. After a failure nothing more is read from
+                        // the peer (RFC 6455 7.1.7), so end our half now: the peer sees the
+                        // end at once instead of after the linger.
+                        let _ = self.ws.get_mut().shutdown(std::net::Shutdown::Write);
+                    }
                     return true; // wait for the peer's close frame
                 }
             }
@@ -287,8 +372,14 @@ impl WsConn {
                 Message::Ping(bytes::Bytes::new())
             } else if let Some(text) = self.outbox.pop_front() {
                 Message::text(text)
-            } else if let Some(data) = ring.and_then(|r| self.next_chunk(r)) {
-                Message::Binary(data)
+            } else if let Some(r) = ring
+                && self.output_allowance(r) > 0
+            {
+                match self.write_output(r) {
+                    Some(true) => continue,
+                    Some(false) => return false,
+                    None => return true,
+                }
             } else if self.phase == Phase::CloseQueued {
                 let (code, reason) = self.close.take().unwrap_or((1000, String::new()));
                 self.phase = Phase::Closing;
@@ -297,10 +388,10 @@ impl WsConn {
                     reason: reason.into(),
                 };
                 match self.ws.close(Some(frame)) {
-                    Ok(()) => {}
+                    // Written; the Closing step above finishes the job.
+                    Ok(()) => continue,
                     Err(e) => return self.on_write_error(e),
                 }
-                return true;
             } else {
                 return true;
             };
@@ -330,43 +421,115 @@ impl WsConn {
     }
 
     /// A client the ring has overtaken (a viewer: the writer is never overtaken) jumps to the
-    /// oldest byte held and is told how much it missed, instead of stalling.
+    /// first clean point held, not into the middle of an escape sequence or a character, and
+    /// is told how much it missed, instead of stalling.
     fn skip_lost(&mut self, ring: &Ring) {
-        let start = ring.start();
-        if self.phase == Phase::Open && self.session.is_some() && self.cursor < start {
-            let lost = start - self.cursor;
-            self.cursor = start;
-            self.acked = self.acked.max(start);
-            self.send(&ServerMsg::Gap {
-                offset: start,
-                lost,
-            });
+        if self.phase == Phase::Open && self.session.is_some() && self.cursor < ring.start() {
+            let to = ring.clean_start();
+            let lost = to - self.cursor;
+            self.cursor = to;
+            self.acked = self.acked.max(to);
+            self.send(&ServerMsg::Gap { offset: to, lost });
         }
     }
 
-    /// The next frame of output, if the client may have one now.
-    fn next_chunk(&mut self, ring: &Ring) -> Option<bytes::Bytes> {
-        if self.phase != Phase::Open || self.session.is_none() {
-            return None;
+    /// How many output bytes this client may be sent now, at most one frame's worth.
+    fn output_allowance(&self, ring: &Ring) -> usize {
+        if self.phase != Phase::Open || self.session.is_none() || !self.ws.can_write() {
+            return 0;
         }
         let mut max = CHUNK as u64;
         if self.flow {
             let in_flight = self.cursor.saturating_sub(self.acked);
             max = max.min(protocol::FLOW_WINDOW.saturating_sub(in_flight));
         }
-        if max == 0 || self.cursor >= ring.end() {
-            return None;
+        max.min(ring.end().saturating_sub(self.cursor)) as usize
+    }
+
+    /// Writes one output frame from `ring[cursor..]` with a single `writev`; what the socket
+    /// does not take is copied to `rest`. `Some(false)` if the connection broke, `None` if
+    /// there was nothing to write after all.
+    fn write_output(&mut self, ring: &Ring) -> Option<bool> {
+        // Our frame must not start inside a frame tungstenite has part-written (a pong it
+        // queued while reading, say). Nothing to flush is the common case and costs no
+        // system call.
+        if let Err(e) = self.ws.flush() {
+            return Some(self.on_write_error(e));
         }
+        let max = self.output_allowance(ring);
+        // skip_lost has moved a lagging cursor, so this holds; but never spin on it.
         let (a, b) = ring.read_at(self.cursor)?;
-        let a_n = a.len().min(max as usize);
-        let b_n = b.len().min(max as usize - a_n);
-        // The previous frame's bytes were copied into tungstenite's buffer and dropped, so
-        // this reuses the same allocation instead of making one per frame.
-        self.frame.reserve(a_n + b_n);
-        self.frame.extend_from_slice(&a[..a_n]);
-        self.frame.extend_from_slice(&b[..b_n]);
-        self.cursor += (a_n + b_n) as u64;
-        Some(self.frame.split().freeze())
+        let a = &a[..a.len().min(max)];
+        let b = &b[..b.len().min(max - a.len())];
+        let mut header = [0u8; MAX_HEADER];
+        let header_len = frame_header(a.len() + b.len(), &mut header);
+        let parts = [
+            IoSlice::new(&header[..header_len]),
+            IoSlice::new(a),
+            IoSlice::new(b),
+        ];
+        let total = header_len + a.len() + b.len();
+        let written = loop {
+            match self.ws.get_mut().write_vectored(&parts) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.write_blocked = true;
+                    return Some(true);
+                }
+                Err(_) => {
+                    self.phase = Phase::Done;
+                    return Some(false);
+                }
+            }
+        };
+        if written == 0 {
+            self.phase = Phase::Done;
+            return Some(false);
+        }
+        if written < total {
+            if self.rest.capacity() == 0 {
+                // Exactly once, to the largest tail there can be, so no later frame grows it.
+                self.rest.reserve_exact(MAX_HEADER + CHUNK);
+            }
+            self.rest.clear();
+            let mut skip = written;
+            for part in [&header[..header_len], a, b] {
+                let from = skip.min(part.len());
+                self.rest.extend_from_slice(&part[from..]);
+                skip -= from;
+            }
+            self.rest_at = 0;
+        }
+        self.cursor += (a.len() + b.len()) as u64;
+        self.progress += 1;
+        Some(true)
+    }
+
+    /// Writes more of a part-written output frame. False if the connection broke.
+    fn write_rest(&mut self) -> bool {
+        loop {
+            match self.ws.get_mut().write(&self.rest[self.rest_at..]) {
+                Ok(0) => break,
+                Ok(n) => {
+                    self.rest_at += n;
+                    self.progress += 1;
+                    if !self.frame_in_flight() {
+                        self.rest.clear();
+                        self.rest_at = 0;
+                        return true;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.write_blocked = true;
+                    return true;
+                }
+                Err(_) => break,
+            }
+        }
+        self.phase = Phase::Done;
+        false
     }
 
     /// True if this client has output it could be sent from `ring`.
@@ -404,5 +567,23 @@ impl WsConn {
     /// The oldest byte this client may still need: what it acknowledged (flow) or was sent.
     pub fn needs_from(&self) -> u64 {
         if self.flow { self.acked } else { self.cursor }
+    }
+}
+
+/// Writes the header of a final, unmasked binary frame carrying `len` bytes (RFC 6455 5.2)
+/// into `out` and returns its length. Server frames are never masked.
+pub fn frame_header(len: usize, out: &mut [u8; MAX_HEADER]) -> usize {
+    out[0] = 0x82; // FIN, opcode 2 (binary)
+    if len < 126 {
+        out[1] = len as u8;
+        2
+    } else if len <= 0xffff {
+        out[1] = 126;
+        out[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        4
+    } else {
+        out[1] = 127;
+        out[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
     }
 }

@@ -24,7 +24,7 @@ unsafe extern "C" {
 }
 
 /// The terminal page against three servers: the defaults (handoff), a 2 s TTL with the multi
-/// policy and a 16 KiB ring, and the reject policy.
+/// policy and a 16 KiB ring, and the reject policy with room for two sessions.
 #[test]
 fn page_in_headless_chromium() {
     let root = require_prerequisites();
@@ -37,7 +37,7 @@ fn page_in_headless_chromium() {
         "--scrollback",
         "16K",
     ]);
-    let reject = common::spawn_server(&["--attach-policy", "reject"]);
+    let reject = common::spawn_server(&["--attach-policy", "reject", "--max-sessions", "2"]);
     run_node(
         root,
         "tests/browser/page.mjs",

@@ -2,7 +2,7 @@
 //   node tests/browser/page.mjs MAIN SHORT REJECT
 // MAIN runs the defaults (handoff policy); SHORT runs `--ttl 2s --attach-policy multi
 // --scrollback 16K`;
-// REJECT runs `--attach-policy reject`. Run by tests/browser.rs, which starts them.
+// REJECT runs `--attach-policy reject --max-sessions 2`. Run by tests/browser.rs, which starts them.
 // Screenshots and measurements go to target/browser/ (KEEPTY_ARTIFACTS).
 import { writeFileSync } from 'node:fs';
 import { createHarness } from './lib.mjs';
@@ -344,9 +344,16 @@ async function main() {
   const r2 = await h.newContext(DESKTOP);
   await openPage(r2, 'rej2', `${reject}/?s=${sidR}`);
   const rej = await waitBanner('the attached_elsewhere banner', 'closed', /another window/, 'Retry');
+  await clickButton('New session');
+  await waitShell('the second session (reject server)');
+  // A third session is past --max-sessions 2: the banner names the limit.
+  const r3 = await h.newContext(DESKTOP);
+  await openPage(r3, 'rej3', reject + '/');
+  const lim = await waitBanner('the limit banner', 'waiting', /session limit.*max-sessions 2/, 'Retry now');
+  await r3.close();
   await r2.close();
   await r1.close();
-  log(`m ok: ${JSON.stringify(rej)}`);
+  log(`m ok: ${JSON.stringify(rej)}; then ${JSON.stringify(lim)}`);
 
   // n. SHORT server (16 KiB ring): reload a tab running `less` after its output has pushed
   // the switch to the alternate screen out of the ring. The new page must land on the
