@@ -100,12 +100,25 @@ enum After {
     KeepAlive,
     Close,
     Upgrade(Result<WsParams, ProtoError>, Caller),
+    /// Upgrade to the conformance-test echo socket.
+    #[cfg(feature = "echo")]
+    Echo,
 }
 
 /// The authenticated user behind a request.
 struct Caller {
     name: String,
     max_sessions: Option<usize>,
+}
+
+#[cfg(feature = "echo")]
+impl Caller {
+    fn echo() -> Caller {
+        Caller {
+            name: String::new(),
+            max_sessions: Some(0),
+        }
+    }
 }
 
 /// Events counted for the metrics.
@@ -738,6 +751,8 @@ impl Server {
                         After::Upgrade(params, caller) => {
                             return self.upgrade(k, params, caller, now);
                         }
+                        #[cfg(feature = "echo")]
+                        After::Echo => return self.upgrade_echo(k, now),
                     }
                 }
                 HttpPhase::Lingering => {
@@ -780,6 +795,11 @@ impl Server {
             resp.omit_body = true;
         }
         let (head, body) = match &after {
+            #[cfg(feature = "echo")]
+            After::Echo => (
+                std::mem::take(&mut resp.body).into_owned(),
+                Cow::Borrowed(&[][..]),
+            ),
             After::Upgrade(..) => (
                 std::mem::take(&mut resp.body).into_owned(),
                 Cow::Borrowed(&[][..]),
@@ -830,6 +850,13 @@ impl Server {
                 r.headers.push(("Allow", Cow::Borrowed(allow)));
                 (r, After::KeepAlive)
             }
+            // The same handshake checks as /ws, but no token and no session: a test build's
+            // Autobahn run exercises the frame path.
+            #[cfg(feature = "echo")]
+            Route::Echo => match self.handshake(req, Caller::echo()) {
+                (r, After::Upgrade(..)) => (r, After::Echo),
+                other => other,
+            },
             Route::WebSocket => match self.authenticate_user(req, peer, now) {
                 Ok(caller) => self.handshake(req, caller),
                 Err(resp) => (resp, After::Close),
@@ -1175,6 +1202,20 @@ impl Server {
         self.read_ws(k, now);
     }
 
+    /// Turns an HTTP connection whose 101 is sent into an echo socket (test builds only).
+    #[cfg(feature = "echo")]
+    fn upgrade_echo(&mut self, k: usize, now: Instant) {
+        let conn = &mut self.conns[k];
+        let ConnKind::Http(h) = std::mem::replace(&mut conn.kind, ConnKind::Gone) else {
+            return;
+        };
+        let mut w = Box::new(WsConn::new(h.stream, h.buf, h.peer));
+        w.echo = Some(std::collections::VecDeque::new());
+        self.conns[k].kind = ConnKind::Ws(w);
+        self.touched_conns.push(k);
+        self.read_ws(k, now);
+    }
+
     /// Whether `caller` may have one more session: the global and per-token caps and the
     /// memory cap, all checked before anything is allocated.
     fn may_create_session(&self, caller: &Caller) -> Result<(), ProtoError> {
@@ -1438,6 +1479,18 @@ impl Server {
                     return;
                 }
                 Incoming::Message(msg) => {
+                    #[cfg(feature = "echo")]
+                    if let Some(q) = w.echo.as_mut()
+                        && matches!(msg, Message::Text(_) | Message::Binary(_))
+                    {
+                        if q.len() >= ws::ECHO_CAP {
+                            w.close_with(1008, "echo queue full");
+                        } else {
+                            q.push_back(msg);
+                        }
+                        self.touched_conns.push(k);
+                        continue;
+                    }
                     let Some((skey, _)) = attached else {
                         // Not attached (closing, or taken over): only the close matters.
                         if let Message::Close(_) = msg {

@@ -220,6 +220,9 @@ pub enum Route {
     Health,
     /// `/ws`: a WebSocket upgrade.
     WebSocket,
+    /// `/echo`: a WebSocket that sends every message back (conformance testing only).
+    #[cfg(feature = "echo")]
+    Echo,
     /// `/api/sessions`: the caller's own sessions.
     ApiSessions,
     /// `/admin`: the admin page.
@@ -269,6 +272,8 @@ pub fn route(req: &Request) -> Route {
                 Route::MethodNotAllowed("GET")
             };
         }
+        #[cfg(feature = "echo")]
+        "/echo" => Route::Echo,
         "/api/sessions" => Route::ApiSessions,
         // Not "/admin/": the page's relative asset URLs would resolve under it.
         "/admin" => Route::AdminPage,

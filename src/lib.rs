@@ -6,6 +6,10 @@
 #![deny(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+// The /echo endpoint answers anyone without a token: it must never ship.
+#[cfg(all(feature = "echo", not(debug_assertions)))]
+compile_error!("the `echo` feature is for conformance-test (debug) builds only");
+
 pub mod admin;
 pub mod assets;
 pub mod auth;

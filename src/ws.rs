@@ -48,7 +48,12 @@ pub fn config() -> WebSocketConfig {
         .read_buffer_size(READ_BUFFER)
         // 0: a frame goes to the socket as soon as it is written, rather than being batched.
         .write_buffer_size(0)
-        .max_write_buffer_size(MAX_WRITE_BUFFER)
+        // The echo socket of a test build sends whole client messages back through it.
+        .max_write_buffer_size(if cfg!(feature = "echo") {
+            protocol::MAX_MESSAGE + 2 * MAX_WRITE_BUFFER
+        } else {
+            MAX_WRITE_BUFFER
+        })
         .max_message_size(Some(protocol::MAX_MESSAGE))
         .max_frame_size(Some(protocol::MAX_MESSAGE))
 }
@@ -116,6 +121,9 @@ pub struct WsConn {
     read_deferred: bool,
     /// A ping is to be sent.
     ping_due: bool,
+    /// Messages to send back, on the conformance-test echo socket only.
+    #[cfg(feature = "echo")]
+    pub echo: Option<VecDeque<Message>>,
     /// Some frame arrived since the last ping tick.
     heard: bool,
     /// Ping ticks in a row without a frame from the peer.
@@ -126,6 +134,10 @@ pub struct WsConn {
     progress: u64,
     progress_at_tick: u64,
 }
+
+/// Messages an echo socket holds before it gives up on a peer that does not read.
+#[cfg(feature = "echo")]
+pub const ECHO_CAP: usize = 1024;
 
 /// Ping ticks without a frame, or without output taken, after which a client is closed.
 pub const TIMEOUT_TICKS: u8 = 3;
@@ -154,6 +166,8 @@ impl WsConn {
             rest_at: 0,
             read_deferred: false,
             ping_due: false,
+            #[cfg(feature = "echo")]
+            echo: None,
             heard: true,
             silent_ticks: 0,
             stalled_ticks: 0,
@@ -366,6 +380,17 @@ impl WsConn {
             }
             if let Some(r) = ring {
                 self.skip_lost(r);
+            }
+            #[cfg(feature = "echo")]
+            if !self.ping_due
+                && self.outbox.is_empty()
+                && self.phase == Phase::Open
+                && let Some(m) = self.echo.as_mut().and_then(VecDeque::pop_front)
+            {
+                match self.ws.write(m) {
+                    Ok(()) => continue,
+                    Err(e) => return self.on_write_error(e),
+                }
             }
             let msg = if self.ping_due && self.phase != Phase::Done {
                 self.ping_due = false;
