@@ -25,9 +25,10 @@ use tungstenite::Message;
 use crate::admin;
 use crate::assets;
 use crate::auth::{self, FailureLimiter, Tokens};
-use crate::config::{AttachPolicy, Config, DetachedOutput};
+use crate::config::{Config, DetachedOutput};
 use crate::http::{self, Request, Response, Route};
 use crate::listener::{self, Accepted};
+use crate::policy::Admission;
 use crate::protocol::{self, ClientMsg, ErrorCode, ProtoError, Role, ServerMsg, WsParams};
 use crate::pty::{self, ExitStatus, Pty};
 use crate::session::{self, Session, State};
@@ -609,32 +610,26 @@ impl Server {
         let Some(s) = self.sessions.get_mut(skey) else {
             return;
         };
-        let was_writer = s.detach(k);
+        // multi: the oldest viewer takes over the keyboard.
+        let promoted = s.seats.leave(self.cfg.attach_policy, k);
         // It was attached until now, so it was seen until now.
         s.touch(self.now);
         if let Some(w) = any_ws(&self.conns, k) {
             eprintln!("keepty: session {} detached by {}", s.id, w.peer);
         }
         self.touched_sessions.push(skey);
-        // multi: the oldest viewer takes over the keyboard.
-        if was_writer
-            && self.cfg.attach_policy == AttachPolicy::Multi
-            && let Some(&next) = s.clients.first()
-        {
-            self.make_writer(skey, next);
+        if let Some(next) = promoted {
+            self.announce_writer(skey, None, next);
         }
     }
 
-    /// Gives session `skey`'s keyboard to client `k`; the old writer becomes a viewer. Both
-    /// are told with `role`, and the program repaints for the new writer.
-    fn make_writer(&mut self, skey: usize, k: usize) {
+    /// Tells the clients of session `skey` that the keyboard moved from `old` (now a viewer,
+    /// if still attached) to `k`, and has the program repaint for the new writer.
+    fn announce_writer(&mut self, skey: usize, old: Option<usize>, k: usize) {
         let Some(s) = self.sessions.get_mut(skey) else {
             return;
         };
-        if s.writer == Some(k) {
-            return;
-        }
-        if let Some(old) = s.writer.replace(k)
+        if let Some(old) = old
             && let Some(w) = live_ws(&mut self.conns, old)
         {
             w.role = Role::Viewer;
@@ -1364,30 +1359,25 @@ impl Server {
                 format!("since {since} is past the end of output ({})", s.ring.end()),
             ));
         }
-        let role = if s.writer.is_none() {
-            Role::Writer
-        } else {
-            match self.cfg.attach_policy {
-                AttachPolicy::Reject => {
-                    return Err(ProtoError::new(
-                        ErrorCode::AttachedElsewhere,
-                        "the session is attached in another window",
-                    ));
-                }
-                AttachPolicy::Multi => Role::Viewer,
-                AttachPolicy::Handoff => {
-                    for old in std::mem::take(&mut s.clients) {
-                        if let Some(ow) = live_ws(&mut self.conns, old) {
-                            eprintln!("keepty: session {} taken over from {}", s.id, ow.peer);
-                            ow.send(&ServerMsg::TakenOver);
-                            ow.close_with(protocol::CLOSE_TAKEN_OVER, "taken_over");
-                            ow.session = None;
-                            self.touched_conns.push(old);
-                        }
+        let role = match s.seats.admit(self.cfg.attach_policy, k) {
+            Admission::Refused => {
+                return Err(ProtoError::new(
+                    ErrorCode::AttachedElsewhere,
+                    "the session is attached in another window",
+                ));
+            }
+            Admission::Viewer => Role::Viewer,
+            Admission::Writer { evicted } => {
+                for old in evicted {
+                    if let Some(ow) = live_ws(&mut self.conns, old) {
+                        eprintln!("keepty: session {} taken over from {}", s.id, ow.peer);
+                        ow.send(&ServerMsg::TakenOver);
+                        ow.close_with(protocol::CLOSE_TAKEN_OVER, "taken_over");
+                        ow.session = None;
+                        self.touched_conns.push(old);
                     }
-                    s.writer = None;
-                    Role::Writer
                 }
+                Role::Writer
             }
         };
         // A client that keeps its own place gets no restore; any other starts at a clean
@@ -1405,9 +1395,7 @@ impl Server {
         w.flow = p.flow;
         w.role = role;
         w.session = Some((skey, s.generation));
-        s.clients.push(k);
         if role == Role::Writer {
-            s.writer = Some(k);
             let (cols, rows) = (p.cols.unwrap_or(s.cols), p.rows.unwrap_or(s.rows));
             if let Some(pty) = &s.pty {
                 if (cols, rows) != (s.cols, s.rows) {
@@ -1527,12 +1515,10 @@ impl Server {
                                     return;
                                 }
                             }
-                            Ok(ClientMsg::TakeControl)
-                                if self.cfg.attach_policy == AttachPolicy::Multi
-                                    && w.is_open()
-                                    && w.role == Role::Viewer =>
-                            {
-                                self.make_writer(skey, k);
+                            Ok(ClientMsg::TakeControl) if w.is_open() => {
+                                if let Some(old) = s.seats.take_control(self.cfg.attach_policy, k) {
+                                    self.announce_writer(skey, old, k);
+                                }
                             }
                             Ok(ClientMsg::TakeControl) | Ok(ClientMsg::Unknown) => {}
                             Err(e) => {
@@ -1625,7 +1611,7 @@ impl Server {
     /// nobody attached, anything at all.
     fn read_budget(&self, skey: usize) -> u64 {
         let s = &self.sessions[skey];
-        let protect = match s.writer.and_then(|w| any_ws(&self.conns, w)) {
+        let protect = match s.seats.writer().and_then(|w| any_ws(&self.conns, w)) {
             Some(w) => Some(w.needs_from()),
             _ if self.cfg.detached_output == DetachedOutput::Block => Some(s.ring.start()),
             _ => None,
@@ -1647,7 +1633,7 @@ impl Server {
                 let _ = s.flush_input();
                 // The writer was paused on a full input queue: let it go on.
                 if s.can_take_input()
-                    && let Some(k) = s.writer
+                    && let Some(k) = s.seats.writer()
                     && let Some(w) = live_ws(&mut self.conns, k)
                     && w.read_paused
                 {
@@ -1672,11 +1658,13 @@ impl Server {
             self.finish_output(skey);
             // Newest first, by index: a client that finishes here is removed from the list,
             // which leaves the indices still to visit unchanged.
-            let mut i = self.sessions[skey].clients.len();
+            let mut i = self.sessions[skey].seats.clients().len();
             while i > 0 {
                 i -= 1;
                 let s = &self.sessions[skey];
-                let Some(&c) = s.clients.get(i) else { continue };
+                let Some(&c) = s.seats.clients().get(i) else {
+                    continue;
+                };
                 let Some(w) = live_ws(&mut self.conns, c) else {
                     continue;
                 };
@@ -1726,7 +1714,7 @@ impl Server {
         let Some(s) = self.sessions.get(skey) else {
             return;
         };
-        if s.state() == State::Exited && s.end_seen && s.clients.is_empty() {
+        if s.state() == State::Exited && s.end_seen && s.seats.is_empty() {
             eprintln!("keepty: session {} freed", s.id);
             self.ids.remove(&s.id);
             self.sessions.remove(skey);
@@ -1743,7 +1731,7 @@ impl Server {
             Cause::Expired => (ServerMsg::Expired, protocol::CLOSE_EXPIRED),
             Cause::Dropped => (ServerMsg::Dropped, protocol::CLOSE_DROPPED),
         };
-        for c in s.clients.clone() {
+        for c in s.seats.clients().to_vec() {
             if let Some(w) = live_ws(&mut self.conns, c) {
                 w.send(&msg);
                 w.close_with(code, "");
@@ -1864,7 +1852,7 @@ impl Server {
                 }
                 // An attached session is in use whatever its clients send; otherwise the TTL
                 // counts from the last activity. Either way the check follows the deadline.
-                let due = if s.clients.is_empty() {
+                let due = if s.seats.is_empty() {
                     s.last_seen + self.cfg.ttl
                 } else {
                     now + self.cfg.ttl
@@ -2053,7 +2041,7 @@ impl Server {
             .filter(|(_, s)| owner.is_none_or(|o| s.owner == o))
             .map(|(_, s)| {
                 // Attached means in use: seen now.
-                let idle = if s.clients.is_empty() {
+                let idle = if s.seats.is_empty() {
                     now.saturating_duration_since(s.last_seen).as_secs()
                 } else {
                     0
@@ -2065,7 +2053,7 @@ impl Server {
                     state: s.state().to_string(),
                     exit_code: s.exit.and_then(|e| e.code),
                     created_at: s.created_at,
-                    last_seen: if s.clients.is_empty() {
+                    last_seen: if s.seats.is_empty() {
                         self.unix_secs(s.last_seen)
                     } else {
                         now_unix
@@ -2074,9 +2062,10 @@ impl Server {
                     expires_in_secs: ttl.saturating_sub(idle),
                     bytes_buffered: s.ring.len() as u64,
                     bytes_total: s.ring.end(),
-                    clients: s.clients.len(),
+                    clients: s.seats.clients().len(),
                     active_client: s
-                        .writer
+                        .seats
+                        .writer()
                         .and_then(|w| any_ws(&self.conns, w))
                         .map(|w| w.peer.to_string()),
                     cols: s.cols,

@@ -19,6 +19,7 @@ pub mod event_loop;
 pub mod http;
 pub mod listener;
 pub mod modes;
+pub mod policy;
 pub mod protocol;
 pub mod pty;
 pub mod ring;

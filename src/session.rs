@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use crate::checkpoint::Checkpoints;
 use crate::modes::{ModeTracker, Modes};
+use crate::policy::Seats;
 use crate::pty::{ExitStatus, Pty};
 use crate::ring::Ring;
 
@@ -59,10 +60,9 @@ pub struct Session {
     pub modes: ModeTracker,
     /// Clean places in the ring to start a replay, with the modes in force there.
     pub checkpoints: Checkpoints,
-    /// Attached connection keys, oldest first.
-    pub clients: Vec<usize>,
-    /// The one client whose input and resizes reach the PTY.
-    pub writer: Option<usize>,
+    /// Attached connection keys, oldest first, and the one whose input and resizes reach
+    /// the PTY.
+    pub seats: Seats,
     /// Unix seconds.
     pub created_at: u64,
     /// Last client activity (monotonic).
@@ -114,8 +114,7 @@ impl Session {
             ring: Ring::new(scrollback),
             modes: ModeTracker::new(),
             checkpoints: Checkpoints::new(scrollback),
-            clients: Vec::new(),
-            writer: None,
+            seats: Seats::new(),
             created_at: now_unix,
             last_seen: now,
             cols,
@@ -262,17 +261,6 @@ impl Session {
     pub fn touch(&mut self, now: Instant) {
         if now > self.last_seen {
             self.last_seen = now;
-        }
-    }
-
-    /// Removes a client; returns true if it was the writer.
-    pub fn detach(&mut self, conn: usize) -> bool {
-        self.clients.retain(|&c| c != conn);
-        if self.writer == Some(conn) {
-            self.writer = None;
-            true
-        } else {
-            false
         }
     }
 }

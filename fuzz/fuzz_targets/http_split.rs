@@ -15,10 +15,15 @@ fn outcome(buf: &[u8]) -> String {
 
 fuzz_target!(|data: &[u8]| {
     // The first two bytes pick the split points; the rest is the stream.
-    let Some((&[a, b], stream)) = data.split_first_chunk::<2>() else { return };
+    let Some((&[a, b], stream)) = data.split_first_chunk::<2>() else {
+        return;
+    };
     let stream = &stream[..stream.len().min(http::MAX_HEAD + 64)];
     let whole = outcome(stream);
-    let cuts = [usize::from(a) * stream.len() / 256, usize::from(b) * stream.len() / 256];
+    let cuts = [
+        usize::from(a) * stream.len() / 256,
+        usize::from(b) * stream.len() / 256,
+    ];
     let (lo, hi) = (cuts[0].min(cuts[1]), cuts[0].max(cuts[1]));
     // What the connection sees: the buffer after each read. Once a prefix gives a final
     // answer (a head or an error), it is what the whole stream must give.

@@ -6,7 +6,9 @@ use keepty::{auth, config, http, protocol};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(s) = std::str::from_utf8(data) else { return };
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
     if let Ok(p) = protocol::parse_ws_query(s) {
         if let Some(id) = &p.session {
             assert!(protocol::valid_id(id), "accepted a bad id {id:?}");
@@ -17,7 +19,10 @@ fuzz_target!(|data: &[u8]| {
     }
     if protocol::valid_id(s) {
         assert!((1..=64).contains(&s.len()));
-        assert!(s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert!(
+            s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        );
     }
     let _ = config::parse_size(s);
     let _ = config::parse_duration(s);

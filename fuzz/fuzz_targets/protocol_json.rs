@@ -5,7 +5,9 @@ use keepty::protocol::{self, ClientMsg, ErrorCode};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     match protocol::parse_client_msg(text) {
         Ok(ClientMsg::Resize { cols, rows }) => {
             assert!(protocol::valid_dim(cols) && protocol::valid_dim(rows))

@@ -4,7 +4,9 @@ use keepty::ring::Ring;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&cap, mut rest)) = data.split_first() else { return };
+    let Some((&cap, mut rest)) = data.split_first() else {
+        return;
+    };
     let cap = usize::from(cap % 64) + 1;
     let mut ring = Ring::new(cap);
     let mut model: Vec<u8> = Vec::new();

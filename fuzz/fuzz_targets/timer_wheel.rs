@@ -9,7 +9,9 @@ use keepty::timer::Wheel;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&tick, mut rest)) = data.split_first() else { return };
+    let Some((&tick, mut rest)) = data.split_first() else {
+        return;
+    };
     let tick = Duration::from_millis(u64::from(tick % 16) + 1);
     let origin = Instant::now();
     let mut wheel = Wheel::new(tick, origin);
@@ -25,7 +27,8 @@ fuzz_target!(|data: &[u8]| {
             let deadline = if op & 2 == 0 {
                 now + Duration::from_millis(amount)
             } else {
-                now.checked_sub(Duration::from_millis(amount / 10)).unwrap_or(now)
+                now.checked_sub(Duration::from_millis(amount / 10))
+                    .unwrap_or(now)
             };
             wheel.insert(deadline, id);
             model.insert((deadline, id), ());
@@ -36,10 +39,19 @@ fuzz_target!(|data: &[u8]| {
             fired.clear();
             wheel.poll(now, &mut fired);
             fired.sort_unstable();
-            let mut due: Vec<u32> = model.keys().filter(|(d, _)| *d <= now).map(|&(_, i)| i).collect();
+            let mut due: Vec<u32> = model
+                .keys()
+                .filter(|(d, _)| *d <= now)
+                .map(|&(_, i)| i)
+                .collect();
             model.retain(|(d, _), _| *d > now);
             due.sort_unstable();
-            assert_eq!(fired, due, "poll at {:?} fired the wrong entries", now - origin);
+            assert_eq!(
+                fired,
+                due,
+                "poll at {:?} fired the wrong entries",
+                now - origin
+            );
         }
         assert_eq!(wheel.len(), model.len());
         assert_eq!(wheel.next_deadline(), model.keys().next().map(|&(d, _)| d));

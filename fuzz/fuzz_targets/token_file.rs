@@ -5,7 +5,9 @@ use keepty::auth;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     match auth::parse_users(text) {
         Ok(users) => {
             for u in &users {
