@@ -63,8 +63,15 @@ const EXIT_GRACE: Duration = Duration::from_secs(2);
 const PENDING_PER_PEER: usize = 8;
 /// How long to wait before retrying `accept` after running out of file descriptors.
 const ACCEPT_RETRY: Duration = Duration::from_millis(500);
-/// Memory charged per connection against `--max-memory`, the most its buffers can hold:
-/// tungstenite's read buffer, a partial frame and an assembled message (64 KiB each), its
+/// Memory charged per HTTP connection (one that has not upgraded) against `--max-memory`:
+/// its request head and its structs. Response bodies are the embedded files (static) or
+/// small JSON built and freed per request. Charging the WebSocket's buffers only at the
+/// upgrade keeps unfinished requests (a slowloris) from eating a small cap: 32 pending
+/// connections hold about 0.3 MiB, not 8 MiB.
+pub const HTTP_RESERVE: usize = http::MAX_HEAD + 2048;
+
+/// Memory charged per WebSocket connection against `--max-memory`, the most its buffers can
+/// hold: tungstenite's read buffer, a partial frame and an assembled message (64 KiB each), its
 /// write buffer cap, the tail of a part-written output frame, a request head, and the
 /// connection's own structs.
 pub const CONN_RESERVE: usize = ws::READ_BUFFER
@@ -486,8 +493,14 @@ impl Server {
     /// Memory reserved against `--max-memory`: every ring in full, every connection at its
     /// buffers' caps, every tombstone. Checked before anything is created, so the cap holds.
     fn memory_reserved(&self) -> usize {
+        let ws = self
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(c.kind, ConnKind::Ws(_)))
+            .count();
         self.sessions.len() * self.session_reserve()
-            + self.conns.len() * CONN_RESERVE
+            + ws * CONN_RESERVE
+            + (self.conns.len() - ws) * HTTP_RESERVE
             + self.tombstones.len() * tombstones::RESERVE
     }
 
@@ -510,7 +523,7 @@ impl Server {
             listener::refuse(stream, 429, "limit", "too many unfinished requests");
             return;
         }
-        if self.memory_reserved() + CONN_RESERVE > self.cfg.max_memory {
+        if self.memory_reserved() + HTTP_RESERVE > self.cfg.max_memory {
             eprintln!("keepty: refused connection from {peer}: --max-memory reached");
             self.stats.connections_refused += 1;
             listener::refuse(stream, 503, "memory", "memory cap reached");
@@ -1150,6 +1163,13 @@ impl Server {
         };
         if let Err(resp) = self.check_origin(req) {
             return (resp, After::Close);
+        }
+        // The connection was charged as HTTP; as a WebSocket it may hold far more.
+        if self.memory_reserved() - HTTP_RESERVE + CONN_RESERVE > self.cfg.max_memory {
+            return (
+                Response::error(503, "memory", "memory cap reached"),
+                After::Close,
+            );
         }
         let protocol = req
             .header_has_token("sec-websocket-protocol", "keepty.v1")

@@ -15,12 +15,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use common::http::{self, Response};
-use common::support::{StrayGuard, assert_json_error, echo_roundtrip, number_after};
-use common::ws::{self, Msg, WAIT, Ws, find, tail};
+use common::support::{Canary, StrayGuard, assert_json_error, number_after};
+use common::ws::{self, WAIT, find, tail};
 use common::{Server, spawn_server};
 
-/// How long the canary may take to echo: a generous liveness bound, not a benchmark.
-const LIVENESS: Duration = Duration::from_millis(200);
 /// How soon a protocol violation must be answered with a Close frame.
 const PROMPT: Duration = Duration::from_secs(2);
 
@@ -30,52 +28,6 @@ const PROMPT: Duration = Duration::from_secs(2);
 fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-// ---- the canary ---------------------------------------------------------------------------
-
-/// A client attached to a running shell in session `canary`, opened before any hostile input.
-struct Canary {
-    c: Ws,
-    n: u32,
-}
-
-impl Canary {
-    fn open(srv: &Server) -> Canary {
-        let mut c = ws::connect(srv.port, "session=canary&new=1");
-        c.expect_attached();
-        echo_roundtrip(&mut c, "canary-ready");
-        Canary { c, n: 0 }
-    }
-
-    /// Sends `echo canary-N` and waits until `canary-N` has come back twice: the terminal's
-    /// echo of the command line and the shell's output (a prompt may land between them).
-    fn alive(&mut self, after: &str) {
-        self.n += 1;
-        let n = self.n;
-        self.c.send_input(format!("echo canary-{n}\n").as_bytes());
-        let want = format!("canary-{n}\r");
-        let start = Instant::now();
-        let mut out = Vec::new();
-        loop {
-            let left = LIVENESS.saturating_sub(start.elapsed());
-            match self.c.next_msg(left) {
-                Some(Msg::Binary(b)) => {
-                    out.extend_from_slice(&b);
-                    let seen = out.windows(want.len()).filter(|w| *w == want.as_bytes());
-                    if seen.count() >= 2 {
-                        return;
-                    }
-                }
-                Some(Msg::Text(v)) => panic!("canary got {v} after {after}"),
-                Some(other) => panic!("canary connection ended after {after}: {other:?}"),
-                None => panic!(
-                    "canary did not echo within {LIVENESS:?} after {after}; got {}",
-                    tail(&out)
-                ),
-            }
-        }
-    }
 }
 
 // ---- raw HTTP -----------------------------------------------------------------------------

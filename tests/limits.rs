@@ -7,13 +7,13 @@ mod common;
 
 use std::io::{self, BufReader, Write};
 use std::net::{Ipv4Addr, TcpStream};
-use std::os::fd::FromRawFd;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use common::http::{self, Response};
+use common::proc::{connect_from, cpu_secs, rss_kib};
 use common::spawn_server;
 use common::support::echo_roundtrip;
 use common::ws::{self, Msg, WAIT, Ws};
@@ -196,87 +196,6 @@ fn turned_away(s: &mut TcpStream, addr: &str, within: Duration) -> bool {
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
         ),
     }
-}
-
-#[repr(C)]
-struct SockaddrIn {
-    family: u16,
-    port: u16,
-    addr: u32,
-    zero: [u8; 8],
-}
-
-unsafe extern "C" {
-    #[link_name = "socket"]
-    fn c_socket(domain: i32, ty: i32, protocol: i32) -> i32;
-    #[link_name = "bind"]
-    fn c_bind(fd: i32, addr: *const SockaddrIn, len: u32) -> i32;
-    #[link_name = "connect"]
-    fn c_connect(fd: i32, addr: *const SockaddrIn, len: u32) -> i32;
-    #[link_name = "sysconf"]
-    fn c_sysconf(name: i32) -> i64;
-}
-
-const AF_INET: i32 = 2;
-const SOCK_STREAM: i32 = 1;
-const SOCK_CLOEXEC: i32 = 0o2_000_000;
-const SC_CLK_TCK: i32 = 2;
-
-/// A loopback connection to `port` from source address `src` (any of 127.0.0.0/8), so one
-/// test can be several peers. std cannot bind before connecting.
-fn connect_from(src: Ipv4Addr, port: u16) -> io::Result<TcpStream> {
-    let sockaddr = |ip: Ipv4Addr, port: u16| SockaddrIn {
-        family: AF_INET as u16,
-        port: port.to_be(),
-        addr: u32::from(ip).to_be(),
-        zero: [0; 8],
-    };
-    let len = std::mem::size_of::<SockaddrIn>() as u32;
-    // SAFETY: plain socket calls on a descriptor this function owns; the addresses point at
-    // live, correctly sized sockaddr_in values. CLOEXEC keeps the socket out of the servers
-    // other tests spawn meanwhile.
-    unsafe {
-        let fd = c_socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // Owns the descriptor from here, so the error paths close it.
-        let stream = TcpStream::from_raw_fd(fd);
-        if c_bind(fd, &sockaddr(src, 0), len) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if c_connect(fd, &sockaddr(Ipv4Addr::LOCALHOST, port), len) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(stream)
-    }
-}
-
-/// User plus system CPU time of process `pid`, in seconds.
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
-    // Fields after the parenthesised name, which may contain spaces: state is first, so
-    // utime (field 14) and stime (15) are at 11 and 12.
-    let rest: Vec<&str> = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = rest[11].parse::<u64>().unwrap() + rest[12].parse::<u64>().unwrap();
-    // SAFETY: sysconf takes and returns plain integers.
-    let hz = unsafe { c_sysconf(SC_CLK_TCK) }.max(1);
-    ticks as f64 / hz as f64
-}
-
-/// Resident set size of process `pid`, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
 }
 
 fn session_ids(list: &Value) -> Vec<String> {
@@ -716,4 +635,30 @@ fn emfile_on_accept_does_not_spin_and_recovers() {
 
     drop(conns);
     wait_healthy(&addr, Duration::from_secs(5));
+}
+
+/// Unfinished requests are charged only their head buffer: 24 of them (from 3 addresses,
+/// leaving room under --max-pending 32 for the real client) must not fill a small memory cap
+/// and keep sessions out, as they did when each was charged a WebSocket's full buffers
+/// (~250 KB each, 6 MB in all).
+#[test]
+fn pending_requests_do_not_fill_a_small_memory_cap() {
+    let srv = spawn_server(&["--max-memory", "4M", "--", "/bin/sh"]);
+    let mut held = Vec::new();
+    for i in 0..24u8 {
+        let src = Ipv4Addr::new(127, 0, 0, 10 + i / 8);
+        let mut s = connect_from(src, srv.port).expect("connect from a loopback address");
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            .expect("half a request");
+        held.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (mut c, attached) = attach_or_refusal(srv.port, "new=1")
+        .unwrap_or_else(|e| panic!("24 half-sent requests kept a session out: {e:?}"));
+    assert_eq!(attached["type"], "attached", "{attached}");
+    echo_roundtrip(&mut c, "pend");
+    let list = srv.admin_sessions();
+    let reserved = list["memory"]["reserved"].as_u64().unwrap_or(u64::MAX);
+    assert!(reserved <= 4 << 20, "{list}");
+    drop(held);
 }

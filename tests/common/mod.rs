@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod http;
+pub mod proc;
 pub mod support;
 pub mod ws;
 

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::Server;
 use super::http::Response;
-use super::ws::{self, WAIT, Ws};
+use super::ws::{self, Msg, WAIT, Ws};
 
 /// The fields every session record carries (SPEC section 2).
 pub const RECORD_FIELDS: &[&str] = &[
@@ -114,4 +114,60 @@ pub fn number_after(out: &[u8], key: &[u8]) -> Option<i32> {
         from = start;
     }
     None
+}
+
+/// A client attached to a running shell in session `canary`, opened before any hostile
+/// input or load: after each step it must still echo within `liveness`.
+pub struct Canary {
+    /// The connection.
+    pub c: Ws,
+    n: u32,
+    /// How long an echo may take: a generous liveness bound, not a benchmark.
+    pub liveness: Duration,
+}
+
+impl Canary {
+    /// Opens the canary with a 200 ms liveness bound.
+    pub fn open(srv: &Server) -> Canary {
+        Canary::open_with(srv, Duration::from_millis(200))
+    }
+
+    /// Opens the canary with the given liveness bound.
+    pub fn open_with(srv: &Server, liveness: Duration) -> Canary {
+        let mut c = ws::connect(srv.port, "session=canary&new=1");
+        c.expect_attached();
+        echo_roundtrip(&mut c, "canary-ready");
+        Canary { c, n: 0, liveness }
+    }
+
+    /// Sends `echo canary-N` and waits until `canary-N` has come back twice: the terminal's
+    /// echo of the command line and the shell's output (a prompt may land between them).
+    /// Returns how long that took.
+    pub fn alive(&mut self, after: &str) -> Duration {
+        self.n += 1;
+        let n = self.n;
+        let start = Instant::now();
+        self.c.send_input(format!("echo canary-{n}\n").as_bytes());
+        let want = format!("canary-{n}\r");
+        let mut out = Vec::new();
+        loop {
+            let left = self.liveness.saturating_sub(start.elapsed());
+            match self.c.next_msg(left) {
+                Some(Msg::Binary(b)) => {
+                    out.extend_from_slice(&b);
+                    let seen = out.windows(want.len()).filter(|w| *w == want.as_bytes());
+                    if seen.count() >= 2 {
+                        return start.elapsed();
+                    }
+                }
+                Some(Msg::Text(v)) => panic!("canary got {v} after {after}"),
+                Some(other) => panic!("canary connection ended after {after}: {other:?}"),
+                None => panic!(
+                    "canary did not echo within {:?} after {after}; got {}",
+                    self.liveness,
+                    ws::tail(&out)
+                ),
+            }
+        }
+    }
 }
