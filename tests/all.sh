@@ -12,6 +12,21 @@ if [ ! -x /usr/bin/chromium ]; then
     DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends chromium >/dev/null
 fi
 
+# The fault tests inject syscall failures with strace, fake the wall clock with libfaketime
+# and cut a client off in a network namespace (iproute2).
+missing=""
+command -v strace >/dev/null || missing="$missing strace"
+[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || missing="$missing faketime"
+command -v ip >/dev/null || missing="$missing iproute2"
+if [ -n "$missing" ]; then
+    echo "tests/all.sh: installing$missing for the fault tests" >&2
+    sudo_cmd=""
+    [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
 # npm ci installs exactly package-lock.json; it is needed again only when the lock changed.
 if [ ! node_modules/.package-lock.json -nt package-lock.json ]; then
     npm ci --no-audit --no-fund

@@ -23,7 +23,7 @@ use tungstenite::Message;
 use common::auth::TempDir;
 use common::http;
 use common::proc::{children, connect_from, cpu_secs, fd_count, hwm_kib, zombies};
-use common::support::{Canary, StrayGuard, echo_roundtrip, number_after};
+use common::support::{Canary, StrayGuard, echo_roundtrip, number_after, wait_unlisted};
 use common::ws::{self, Msg, WAIT, find, tail};
 use common::{Server, process_alive, spawn_cmd, spawn_server};
 
@@ -834,4 +834,72 @@ fn memory_cap_gate_peak_rss_stays_under_the_cap_plus_fixed_overhead() {
     canary.alive("the memory gate");
     drop(pending);
     drop(slow);
+}
+
+/// The wall clock jumping (NTP stepping it, a router without a battery-backed clock setting
+/// the date after boot) must neither reap a session early nor keep it forever: TTLs run on
+/// the monotonic clock. libfaketime fakes only the wall clock here
+/// (FAKETIME_DONT_FAKE_MONOTONIC), read afresh from a file the test rewrites while the
+/// server runs; the admin list's `now` (wall clock) shows the jump really happened.
+#[test]
+fn the_wall_clock_jumping_does_not_move_the_ttl() {
+    let _one = one_at_a_time();
+    let lib = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+    assert!(
+        std::path::Path::new(lib).exists(),
+        "needs {lib} (`apt-get install faketime`; tests/all.sh installs it)"
+    );
+    let dir = TempDir::new("faketime");
+    let rc = dir.write("faketimerc", "+0\n", 0o644);
+    let mut cmd = Command::new(common::bin());
+    cmd.args(["--listen", "127.0.0.1:0", "--ttl", "3s", "--", "/bin/sh"])
+        .env("LD_PRELOAD", lib)
+        .env("FAKETIME_TIMESTAMP_FILE", &rc)
+        .env("FAKETIME_NO_CACHE", "1")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    let srv = spawn_cmd(cmd);
+    let wall = |srv: &Server| srv.admin_sessions()["now"].as_i64().unwrap_or(0);
+    let real_now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    };
+
+    let mut c = ws::connect(srv.port, "session=clock&new=1");
+    c.expect_attached();
+    echo_roundtrip(&mut c, "clock");
+    drop(c);
+    wait_until(WAIT, "the client to detach", || {
+        srv.session_record("clock")
+            .is_some_and(|s| s["clients"] == 0)
+    });
+    let detached = Instant::now();
+
+    // A day ahead: a wall-clock TTL would reap the session at once.
+    fs::write(&rc, "+1d\n").expect("rewrite the faketime file");
+    let skew = wall(&srv) - real_now();
+    assert!(
+        (86_000..87_000).contains(&skew),
+        "libfaketime did not move the server's wall clock (skew {skew} s)"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        srv.session_record("clock").is_some(),
+        "reaped {:?} after detaching, when the wall clock jumped a day ahead",
+        detached.elapsed()
+    );
+
+    // A day behind: a wall-clock TTL would never come; the monotonic one still fires at 3 s.
+    fs::write(&rc, "-1d\n").expect("rewrite the faketime file");
+    assert!(
+        wall(&srv) - real_now() < -86_000,
+        "the clock did not jump back"
+    );
+    wait_unlisted(&srv, "clock", Duration::from_secs(6));
+    let took = detached.elapsed();
+    assert!(
+        took >= Duration::from_millis(2500),
+        "reaped {took:?} after detaching with --ttl 3s"
+    );
 }
