@@ -73,6 +73,15 @@ pub struct Config {
     pub detached_output: DetachedOutput,
     /// Allows a non-loopback listen address without tokens.
     pub insecure_no_auth: bool,
+    /// TLS certificate chain, PEM (`--tls-cert`, feature `tls`).
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key, PEM (`--tls-key`, feature `tls`).
+    pub tls_key: Option<PathBuf>,
+    /// Make (once) and use a self-signed certificate (`--tls-self-signed`, feature `tls`).
+    pub tls_self_signed: bool,
+    /// Where the self-signed pair is kept (`--tls-dir`); default `$XDG_STATE_HOME/keepty`,
+    /// else `~/.local/state/keepty`.
+    pub tls_dir: Option<PathBuf>,
     /// Program and arguments each session runs.
     pub command: Vec<String>,
 }
@@ -96,6 +105,10 @@ impl Default for Config {
             ping_interval: Duration::from_secs(20),
             detached_output: DetachedOutput::DropOldest,
             insecure_no_auth: false,
+            tls_cert: None,
+            tls_key: None,
+            tls_self_signed: false,
+            tls_dir: None,
             command: Vec::new(),
         }
     }
@@ -145,6 +158,11 @@ Options:
   --detached-output MODE        drop-oldest | block (default drop-oldest)
   --ping-interval DURATION      ping clients this often; 3 silent intervals close one (default 20s)
   --insecure-no-auth            allow a non-loopback --listen without tokens
+  --tls-cert PATH               serve HTTPS with this PEM certificate chain (needs --tls-key)
+  --tls-key PATH                the PEM private key for --tls-cert
+  --tls-self-signed             make a certificate on first start, keep and reuse it
+  --tls-dir DIR                 where --tls-self-signed keeps it
+                                (default $XDG_STATE_HOME/keepty, else ~/.local/state/keepty)
   --help, --version
 
 COMMAND defaults to $SHELL, else /bin/sh. Durations: ms, s, m, h, d.
@@ -221,6 +239,11 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, CliErr
                 cfg.insecure_no_auth = true;
                 continue;
             }
+            "--tls-self-signed" => {
+                flag(&inline)?;
+                cfg.tls_self_signed = true;
+                continue;
+            }
             _ => {}
         }
         if !name.starts_with('-') {
@@ -279,7 +302,25 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, CliErr
             "--admin-token-file" => cfg.admin_token_file = Some(PathBuf::from(value)),
             "--allow-origin" => cfg.allow_origins.push(value),
             "--allow-host" => cfg.allow_hosts.push(value.to_ascii_lowercase()),
+            "--tls-cert" => cfg.tls_cert = Some(PathBuf::from(value)),
+            "--tls-key" => cfg.tls_key = Some(PathBuf::from(value)),
+            "--tls-dir" => cfg.tls_dir = Some(PathBuf::from(value)),
             _ => return Err(CliError(format!("unknown option {name}"))),
+        }
+    }
+    if cfg.tls_requested() {
+        if !cfg!(feature = "tls") {
+            return Err(CliError(
+                "this keepty was built without TLS (cargo feature `tls`)".into(),
+            ));
+        }
+        if cfg.tls_self_signed && (cfg.tls_cert.is_some() || cfg.tls_key.is_some()) {
+            return Err(CliError(
+                "--tls-self-signed and --tls-cert/--tls-key exclude each other".into(),
+            ));
+        }
+        if !cfg.tls_self_signed && (cfg.tls_cert.is_none() || cfg.tls_key.is_none()) {
+            return Err(CliError("--tls-cert and --tls-key go together".into()));
         }
     }
     if cfg.command.is_empty() {
@@ -293,6 +334,22 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, CliErr
 }
 
 impl Config {
+    /// True when any TLS option was given (whether this build has TLS or not).
+    pub fn tls_requested(&self) -> bool {
+        self.tls_cert.is_some() || self.tls_key.is_some() || self.tls_self_signed
+    }
+
+    /// The one-time warning for plain HTTP off loopback: tokens cross the network in clear.
+    pub fn transport_warning(&self) -> Option<String> {
+        if self.tls_requested() || self.listen.ip().is_loopback() || self.token_file.is_none() {
+            return None;
+        }
+        Some(format!(
+            "WARNING: serving plain HTTP on {}: tokens and everything typed cross the network unencrypted; use --tls-cert/--tls-key or --tls-self-signed, or a TLS proxy",
+            self.listen
+        ))
+    }
+
     /// Why this configuration must not start, if it must not: a non-loopback listen address
     /// without tokens would hand a shell to the whole network.
     pub fn refusal(&self) -> Option<String> {

@@ -33,6 +33,7 @@ use crate::protocol::{self, ClientMsg, ErrorCode, ProtoError, Role, ServerMsg, W
 use crate::pty::{self, ExitStatus, Pty};
 use crate::session::{self, Session, State};
 use crate::signals;
+use crate::stream::Stream;
 use crate::timer::Wheel;
 use crate::token::{self, Source};
 use crate::tombstones::{self, Cause, Tombstones};
@@ -153,7 +154,7 @@ enum HttpPhase {
 }
 
 struct HttpConn {
-    stream: TcpStream,
+    stream: Stream,
     peer: SocketAddr,
     buf: Vec<u8>,
     phase: HttpPhase,
@@ -266,6 +267,9 @@ pub struct Server {
     /// The wall clock at `started`, in milliseconds: monotonic instants shown as Unix times
     /// are converted through this one anchor, so a time shown twice reads the same.
     started_unix_ms: u128,
+    /// TLS state when serving HTTPS (feature `tls`).
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::Tls>,
 }
 
 fn unix_now() -> u64 {
@@ -350,6 +354,9 @@ impl Server {
     pub fn bind(cfg: Config) -> io::Result<Server> {
         let tokens =
             load_tokens(&cfg).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        #[cfg(feature = "tls")]
+        let tls = crate::tls::Tls::from_config(&cfg)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let poll = Poll::new()?;
         let mut listener = TcpListener::bind(cfg.listen)?;
         let local_addr = listener.local_addr()?;
@@ -391,7 +398,46 @@ impl Server {
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_millis())
                 .unwrap_or(0),
+            #[cfg(feature = "tls")]
+            tls,
         })
+    }
+
+    /// True when serving HTTPS.
+    pub fn is_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            return true;
+        }
+        false
+    }
+
+    /// The SHA-256 fingerprint of the certificate served, when serving HTTPS.
+    pub fn tls_fingerprint(&self) -> Option<&str> {
+        #[cfg(feature = "tls")]
+        if let Some(t) = &self.tls {
+            return Some(&t.fingerprint);
+        }
+        None
+    }
+
+    /// Memory a connection holds beyond its HTTP or WebSocket buffers: rustls's, with TLS.
+    fn conn_overhead(&self) -> usize {
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            return crate::tls::CONN_OVERHEAD;
+        }
+        0
+    }
+
+    /// Wraps an accepted socket: as is, or as the server side of a TLS handshake.
+    fn wrap(&self, stream: TcpStream) -> io::Result<Stream> {
+        #[cfg(feature = "tls")]
+        if let Some(t) = &self.tls {
+            let t = crate::stream::TlsStream::new(stream, t.config.clone())?;
+            return Ok(Stream::Tls(Box::new(t)));
+        }
+        Ok(Stream::Plain(stream))
     }
 
     /// The bound address (the real port when port 0 was asked for).
@@ -501,6 +547,7 @@ impl Server {
         self.sessions.len() * self.session_reserve()
             + ws * CONN_RESERVE
             + (self.conns.len() - ws) * HTTP_RESERVE
+            + self.conns.len() * self.conn_overhead()
             + self.tombstones.len() * tombstones::RESERVE
     }
 
@@ -514,22 +561,35 @@ impl Server {
         self.conns.len() - self.pending
     }
 
-    fn add_conn(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
+    fn add_conn(&mut self, stream: TcpStream, peer: SocketAddr, now: Instant) {
         let ip = peer.ip();
         let from_peer = self.pending_by_ip.get(&ip).copied().unwrap_or(0);
+        // Over TLS a refusal cannot be read before a handshake we will not do: just close.
+        let tls = self.is_tls();
         if self.pending >= self.cfg.max_pending || from_peer >= PENDING_PER_PEER {
             eprintln!("keepty: refused connection from {peer}: too many unfinished requests");
             self.stats.connections_refused += 1;
-            listener::refuse(stream, 429, "limit", "too many unfinished requests");
+            if !tls {
+                listener::refuse(stream, 429, "limit", "too many unfinished requests");
+            }
             return;
         }
-        if self.memory_reserved() + HTTP_RESERVE > self.cfg.max_memory {
+        if self.memory_reserved() + HTTP_RESERVE + self.conn_overhead() > self.cfg.max_memory {
             eprintln!("keepty: refused connection from {peer}: --max-memory reached");
             self.stats.connections_refused += 1;
-            listener::refuse(stream, 503, "memory", "memory cap reached");
+            if !tls {
+                listener::refuse(stream, 503, "memory", "memory cap reached");
+            }
             return;
         }
         let _ = stream.set_nodelay(true);
+        let mut stream = match self.wrap(stream) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("keepty: cannot start TLS with {peer}: {e}");
+                return;
+            }
+        };
         let generation = self.next_generation();
         let entry = self.conns.vacant_entry();
         let key = entry.key();
@@ -564,8 +624,16 @@ impl Server {
     // ---- connections -----------------------------------------------------------------
 
     fn on_conn_writable(&mut self, k: usize) {
-        if let Some(w) = live_ws(&mut self.conns, k) {
-            w.on_writable();
+        // TLS records a write left in rustls go out now; an error shows on the next I/O.
+        match self.conns.get_mut(k).map(|c| &mut c.kind) {
+            Some(ConnKind::Http(h)) => {
+                let _ = h.stream.flush_tls();
+            }
+            Some(ConnKind::Ws(w)) => {
+                let _ = w.stream_mut().flush_tls();
+                w.on_writable();
+            }
+            _ => {}
         }
     }
 
@@ -701,6 +769,11 @@ impl Server {
                             Ok(n) => h.buf.extend_from_slice(&chunk[..n]),
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                                // A TLS failure: not a client hello, a bad handshake.
+                                eprintln!("keepty: TLS failed with {}: {e}", h.peer);
+                                return self.kill_conn(k);
+                            }
                             Err(_) => return self.kill_conn(k),
                         }
                     }
@@ -739,6 +812,15 @@ impl Server {
                             Err(_) => return self.kill_conn(k),
                         }
                     }
+                    // With TLS the last records may still be in rustls: they must be on the
+                    // socket before a close, and before the WebSocket takes the stream over
+                    // is merely tidier.
+                    match h.stream.flush() {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(_) => return self.kill_conn(k),
+                    }
                     let HttpPhase::Writing { after, .. } =
                         std::mem::replace(&mut h.phase, HttpPhase::Reading)
                     else {
@@ -751,7 +833,7 @@ impl Server {
                             h.arm(&mut self.wheel, Timer::Conn(k, generation), now);
                         }
                         After::Close => {
-                            let _ = h.stream.shutdown(std::net::Shutdown::Write);
+                            h.stream.shutdown_write();
                             h.phase = HttpPhase::Lingering;
                             h.deadline = now + LINGER;
                             h.arm(&mut self.wheel, Timer::Conn(k, generation), now);
@@ -801,6 +883,14 @@ impl Server {
         };
         if req.method == "HEAD" {
             resp.omit_body = true;
+        }
+        #[cfg(feature = "tls")]
+        if self.tls.as_ref().is_some_and(|t| t.hsts()) {
+            // A year, the usual; no includeSubDomains: other names on the box are not ours.
+            resp.headers.push((
+                "Strict-Transport-Security",
+                Cow::Borrowed("max-age=31536000"),
+            ));
         }
         let (head, body) = match &after {
             #[cfg(feature = "echo")]
@@ -1126,11 +1216,13 @@ impl Server {
             return Err(Response::error(403, "forbidden", "more than one Origin"));
         }
         let host = req.header("host").unwrap_or("");
-        // Our own origin is plain http on the Host asked for; a TLS proxy in front is
-        // another origin and is named with --allow-origin.
+        // Our own origin is the Host asked for under the scheme we serve; a TLS proxy in
+        // front of a plain keepty is another origin and is named with --allow-origin.
+        let scheme = if self.is_tls() { "https://" } else { "http://" };
         let own = origin
-            .strip_prefix("http://")
-            .is_some_and(|rest| rest.eq_ignore_ascii_case(host));
+            .get(..scheme.len())
+            .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
+            && origin[scheme.len()..].eq_ignore_ascii_case(host);
         if own || self.cfg.allow_origins.iter().any(|o| o == origin) {
             Ok(())
         } else {
@@ -1608,6 +1700,17 @@ impl Server {
                         eprintln!("keepty: SIGHUP: token files reloaded");
                     }
                     Err(e) => eprintln!("keepty: SIGHUP: keeping the old tokens: {e}"),
+                }
+                // Open connections keep the certificate they started with.
+                #[cfg(feature = "tls")]
+                if let Some(t) = &mut self.tls {
+                    match t.reload() {
+                        Ok(()) => eprintln!(
+                            "keepty: SIGHUP: TLS certificate reloaded, SHA-256 {}",
+                            t.fingerprint
+                        ),
+                        Err(e) => eprintln!("keepty: SIGHUP: keeping the old TLS certificate: {e}"),
+                    }
                 }
             }
         }

@@ -25,7 +25,10 @@ pub mod pty;
 pub mod ring;
 pub mod session;
 pub mod signals;
+pub mod stream;
 pub mod timer;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod token;
 pub mod tombstones;
 pub mod ws;

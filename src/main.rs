@@ -26,6 +26,7 @@ fn main() -> ExitCode {
         eprintln!("keepty: {why}");
         return ExitCode::from(2);
     }
+    let cfg_warning = cfg.transport_warning();
     let mut server = match Server::bind(*cfg) {
         Ok(s) => s,
         // A token file that cannot be used is a configuration mistake, like a bad option.
@@ -43,11 +44,23 @@ fn main() -> ExitCode {
         std::net::IpAddr::V6(ip) => format!("[{ip}]"),
         ip => ip.to_string(),
     };
+    let scheme = if server.is_tls() { "https" } else { "http" };
     // Tests and scripts read the port from this line, so it goes out before anything else.
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "keepty listening on http://{host}:{}/", addr.port());
+    let _ = writeln!(
+        out,
+        "keepty listening on {scheme}://{host}:{}/",
+        addr.port()
+    );
     let _ = out.flush();
     drop(out);
+    if let Some(fp) = server.tls_fingerprint() {
+        // What a phone user compares with the certificate their browser shows.
+        eprintln!("keepty: TLS certificate SHA-256 fingerprint {fp}");
+    }
+    if let Some(w) = cfg_warning {
+        eprintln!("keepty: {w}");
+    }
     match server.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

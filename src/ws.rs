@@ -17,7 +17,6 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write as _};
 use std::net::SocketAddr;
 
-use mio::net::TcpStream;
 use tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -26,6 +25,7 @@ use tungstenite::{Message, WebSocket};
 
 use crate::protocol::{self, ErrorCode, ProtoError, Role, ServerMsg};
 use crate::ring::Ring;
+use crate::stream::Stream;
 
 /// Largest output frame. A frame is written straight from the ring, so its size costs
 /// nothing unless the socket takes only part of it (then the rest is copied aside); large
@@ -85,7 +85,7 @@ pub enum Incoming {
 
 /// A WebSocket client of a session.
 pub struct WsConn {
-    ws: WebSocket<TcpStream>,
+    ws: WebSocket<Stream>,
     /// Peer address, for logs and the admin list.
     pub peer: SocketAddr,
     /// The attached session's key and generation.
@@ -145,7 +145,7 @@ pub const TIMEOUT_TICKS: u8 = 3;
 impl WsConn {
     /// Wraps a stream whose upgrade response has been sent; `leftover` is whatever the client
     /// sent after its request head.
-    pub fn new(stream: TcpStream, leftover: Vec<u8>, peer: SocketAddr) -> WsConn {
+    pub fn new(stream: Stream, leftover: Vec<u8>, peer: SocketAddr) -> WsConn {
         WsConn {
             ws: WebSocket::from_partially_read(stream, leftover, WsRole::Server, Some(config())),
             peer,
@@ -177,7 +177,7 @@ impl WsConn {
     }
 
     /// The stream, for (de)registration.
-    pub fn stream_mut(&mut self) -> &mut TcpStream {
+    pub fn stream_mut(&mut self) -> &mut Stream {
         self.ws.get_mut()
     }
 
@@ -373,7 +373,7 @@ impl WsConn {
                         // Our Close frame is out. After a failure nothing more is read from
                         // the peer (RFC 6455 7.1.7), so end our half now: the peer sees the
                         // end at once instead of after the linger.
-                        let _ = self.ws.get_mut().shutdown(std::net::Shutdown::Write);
+                        self.ws.get_mut().shutdown_write();
                     }
                     return true; // wait for the peer's close frame
                 }

@@ -131,7 +131,11 @@ fn pair() -> (WsConn, TcpStream) {
     let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let (server, peer) = listener.accept().unwrap();
     server.set_nonblocking(true).unwrap();
-    let mut w = WsConn::new(mio::net::TcpStream::from_std(server), Vec::new(), peer);
+    let mut w = WsConn::new(
+        keepty::stream::Stream::Plain(mio::net::TcpStream::from_std(server)),
+        Vec::new(),
+        peer,
+    );
     w.session = Some((0, 1));
     (w, client)
 }

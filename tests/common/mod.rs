@@ -226,6 +226,7 @@ pub fn spawn_cmd(mut cmd: Command) -> Server {
     let port = line
         .trim()
         .strip_prefix("keepty listening on http://")
+        .or_else(|| line.trim().strip_prefix("keepty listening on https://"))
         .and_then(|rest| rest.trim_end_matches('/').rsplit(':').next())
         .and_then(|p| p.parse::<u16>().ok())
         .unwrap_or_else(|| panic!("unexpected startup line: {line:?}"));

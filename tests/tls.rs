@@ -1,0 +1,1 @@
+//! TLS tests (feature `tls`).
