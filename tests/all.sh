@@ -33,3 +33,5 @@ if [ ! node_modules/.package-lock.json -nt package-lock.json ]; then
 fi
 
 cargo test "$@"
+# HTTPS and wss:// are behind the `tls` feature (off by default): their tests need it on.
+cargo test --features tls --test tls "$@"
