@@ -494,3 +494,73 @@ fn plain_http_off_loopback_warns_and_tls_does_not() {
     seen.extend(server.stderr_lines());
     assert!(!seen.iter().any(|l| l.contains("WARNING")), "{seen:#?}");
 }
+
+/// One client taking `mib` MiB of `base64` output from connect to `exited`: MiB/s and the
+/// server's CPU seconds. `tls` picks wss:// over ws://.
+fn flood(bin: &str, mib: u64, pki: Option<&Pki>) -> (f64, f64) {
+    let script = format!("stty -opost; head -c {mib}M /dev/zero | base64");
+    let mut cmd = Command::new(bin);
+    cmd.args(["--listen", "127.0.0.1:0"]);
+    if let Some(p) = pki {
+        cmd.args(p.args());
+    }
+    cmd.args(["--", "/bin/sh", "-c", &script]);
+    let server = common::spawn_cmd(cmd);
+    let cpu = |pid: u32| -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<f64> = rest
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        f.iter().sum::<f64>() / 100.0
+    };
+    let start = Instant::now();
+    let cpu0 = cpu(server.child.id());
+    let mut bytes = 0u64;
+    let mut on_frame = |m: Message| -> bool {
+        match m {
+            Message::Binary(b) => bytes += b.len() as u64,
+            Message::Text(t) if t.as_str().contains("\"exited\"") => return false,
+            _ => {}
+        }
+        true
+    };
+    match pki {
+        Some(p) => {
+            let mut c = Wss::connect(server.port, &p.ca, "new=1");
+            while on_frame(c.ws.read().unwrap()) {}
+        }
+        None => {
+            let mut c = common::ws::connect(server.port, "new=1");
+            while on_frame(c.sock.read().unwrap()) {}
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = cpu(server.child.id()) - cpu0;
+    (bytes as f64 / secs / (1 << 20) as f64, cpu)
+}
+
+/// Throughput with and without TLS, for docs/performance.md. Not a check (timing on a
+/// shared machine): `KEEPTY_BIN=target/release/keepty cargo test --release --features tls
+/// --test tls -- --ignored --nocapture throughput`.
+#[test]
+#[ignore]
+fn throughput() {
+    let bin = std::env::var("KEEPTY_BIN").unwrap_or_else(|_| common::bin().to_string());
+    let mib = std::env::var("E2E_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(128);
+    let pki = Pki::new();
+    pki.issue();
+    for run in 1..=3 {
+        let (plain, plain_cpu) = flood(&bin, mib, None);
+        let (tls, tls_cpu) = flood(&bin, mib, Some(&pki));
+        println!(
+            "run {run}: ws:// {plain:.1} MiB/s (server CPU {plain_cpu:.2} s), wss:// {tls:.1} MiB/s (server CPU {tls_cpu:.2} s), {mib} MiB of base64"
+        );
+    }
+}
