@@ -10,7 +10,6 @@ mod common;
 
 use std::io::{self, Read};
 use std::net::{Ipv4Addr, TcpStream};
-use std::os::fd::FromRawFd;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -103,55 +102,10 @@ fn non_loopback_ip() -> Option<std::net::IpAddr> {
     (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
 }
 
-#[repr(C)]
-struct SockaddrIn {
-    family: u16,
-    port: u16,
-    addr: u32,
-    zero: [u8; 8],
-}
-
-// The same declarations as tests/limits.rs, so the two never clash.
-unsafe extern "C" {
-    #[link_name = "socket"]
-    fn c_socket(domain: i32, ty: i32, protocol: i32) -> i32;
-    #[link_name = "bind"]
-    fn c_bind(fd: i32, addr: *const SockaddrIn, len: u32) -> i32;
-    #[link_name = "connect"]
-    fn c_connect(fd: i32, addr: *const SockaddrIn, len: u32) -> i32;
-}
-
-const AF_INET: i32 = 2;
-const SOCK_STREAM: i32 = 1;
-const SOCK_CLOEXEC: i32 = 0o2_000_000;
-
-/// A connection to `127.0.0.1:port` from source address `src` (any of 127.0.0.0/8), which the
-/// server sees as another peer. std cannot bind before connecting.
+/// A connection to `127.0.0.1:port` from `src` (another peer to the server), with the
+/// harness's read timeout.
 fn connect_from(src: Ipv4Addr, port: u16) -> io::Result<TcpStream> {
-    let sockaddr = |ip: Ipv4Addr, port: u16| SockaddrIn {
-        family: AF_INET as u16,
-        port: port.to_be(),
-        addr: u32::from(ip).to_be(),
-        zero: [0; 8],
-    };
-    let len = std::mem::size_of::<SockaddrIn>() as u32;
-    // SAFETY: plain socket calls on a descriptor this function owns; the addresses point at
-    // live, correctly sized sockaddr_in values.
-    let stream = unsafe {
-        let fd = c_socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // Owns the descriptor from here, so the error paths close it.
-        let stream = TcpStream::from_raw_fd(fd);
-        if c_bind(fd, &sockaddr(src, 0), len) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if c_connect(fd, &sockaddr(Ipv4Addr::LOCALHOST, port), len) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        stream
-    };
+    let stream = common::proc::connect_from(src, port)?;
     stream.set_read_timeout(Some(http::IO_TIMEOUT))?;
     stream.set_write_timeout(Some(http::IO_TIMEOUT))?;
     Ok(stream)

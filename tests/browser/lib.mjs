@@ -71,14 +71,18 @@ export function createHarness({ name, overallTimeoutMs = 90_000, redact = (s) =>
 
     // A new browser context whose pages record every WebSocket they make in
     // window.__sockets, so a test can see the URLs and drop a socket as a network would.
+    // While window.__noNetwork is true, new sockets go to a path the server refuses (404) and
+    // fail at once, as they would with the network gone, without touching any session
+    // (Chromium's offline emulation may leave a closing socket hanging for a long time).
     async newContext(options) {
       const context = await h.browser.newContext(options);
       await context.addInitScript(() => {
         const Native = window.WebSocket;
         window.__sockets = [];
+        window.__noNetwork = false;
         window.WebSocket = class extends Native {
           constructor(url, protocols) {
-            super(url, protocols);
+            super(window.__noNetwork ? new URL('/no-network', url).href : url, protocols);
             this.__protocols = [].concat(protocols || []);
             window.__sockets.push(this);
           }
