@@ -5,44 +5,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::auth::TempDir;
 use common::ws::{self, Msg, WAIT};
 use common::{Server, http, spawn_server};
 use keepty::modes::ModeTracker;
 
 /// The ring in these tests: small, so that little output overwrites it.
 const RING: usize = 4096;
-
-/// A scratch directory removed when the test ends.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("keepty-fidelity-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-
-    /// Writes `data` to a file in the directory; returns its path, quoted for the shell.
-    fn file(&self, name: &str, data: &[u8]) -> String {
-        let path = self.0.join(name);
-        std::fs::write(&path, data).unwrap();
-        quoted(&path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn quoted(p: &Path) -> String {
-    format!("'{}'", p.display())
-}
 
 fn u(v: &serde_json::Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a u64: {v}"))
@@ -104,9 +75,9 @@ fn fresh_attach_starts_after_a_cut_sequence_with_modes_and_repaint() {
     let script = format!(
         "stty -opost cols 100 rows 30; trap 'n=$((n+1)); printf \"REPAINT %d\\n\" $n' WINCH; \
          cat {}; sleep 1; cat {} {}; while :; do sleep 0.1; done",
-        dir.file("modes", modes),
-        dir.file("seq", &seq),
-        dir.file("text", &text)
+        dir.shell_file("modes", modes),
+        dir.shell_file("seq", &seq),
+        dir.shell_file("text", &text)
     );
     let srv = server(&script, &[]);
     create_and_leave(&srv, "cut");
@@ -169,8 +140,8 @@ fn fresh_attach_never_starts_inside_a_character() {
     let text = "€".repeat(2000).into_bytes();
     let script = format!(
         "stty -opost; sleep 1; cat {} {}; exec sleep 60",
-        dir.file("head", head),
-        dir.file("text", &text)
+        dir.shell_file("head", head),
+        dir.shell_file("text", &text)
     );
     let srv = server(&script, &[]);
     create_and_leave(&srv, "utf8");
@@ -216,10 +187,10 @@ fn restore_reflects_the_modes_where_the_replay_starts() {
     let tail = b"$ back on the main screen\n".repeat(20);
     let script = format!(
         "stty -opost; sleep 1; cat {} {} {} {}; exec sleep 60",
-        dir.file("enter", &stream),
-        dir.file("screen", &screen),
-        dir.file("leave", leave),
-        dir.file("tail", &tail)
+        dir.shell_file("enter", &stream),
+        dir.shell_file("screen", &screen),
+        dir.shell_file("leave", leave),
+        dir.shell_file("tail", &tail)
     );
     stream.extend_from_slice(&screen);
     let leave_at = stream.len();
@@ -270,7 +241,7 @@ fn lagging_viewer_gap_lands_on_a_clean_boundary() {
     }
     let script = format!(
         "stty -opost; printf start; sleep 1; cat {}; exec sleep 60",
-        dir.file("out", &stream)
+        dir.shell_file("out", &stream)
     );
     stream.splice(0..0, b"start".iter().copied());
     let srv = spawn_server(&[
@@ -330,8 +301,8 @@ fn session_records_show_title_and_alt_screen() {
     let dir = TempDir::new("record");
     let script = format!(
         "stty -opost -echo; cat {}; read x; cat {}; exec sleep 60",
-        dir.file("a", b"\x1b[?1049h\x1b]0;rec\xc2\x9b \xff title\x07ready\n"),
-        dir.file("b", b"\x1b[?1049l\x1b]2;after\x07done\n")
+        dir.shell_file("a", b"\x1b[?1049h\x1b]0;rec\xc2\x9b \xff title\x07ready\n"),
+        dir.shell_file("b", b"\x1b[?1049l\x1b]2;after\x07done\n")
     );
     let srv = spawn_server(&["--", "/bin/sh", "-c", &script]);
     let addr = srv.addr();

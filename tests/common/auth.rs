@@ -39,6 +39,15 @@ impl TempDir {
     }
 }
 
+impl TempDir {
+    /// Writes `data` to `name` (mode 0644) and returns the path quoted for `sh -c`.
+    pub fn shell_file(&self, name: &str, data: &[u8]) -> String {
+        let path = self.path(name);
+        fs::write(&path, data).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        format!("'{}'", path.display())
+    }
+}
+
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.0);
