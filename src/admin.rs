@@ -833,24 +833,7 @@ mod tests {
             );
         }
         assert!(!lower.contains("javascript:"));
-        let mut refs = 0;
-        for attr in ["src=\"", "href=\""] {
-            for (i, _) in html.match_indices(attr) {
-                let rest = &html[i + attr.len()..];
-                let url = &rest[..rest.find('"').unwrap()];
-                if url.starts_with("data:") {
-                    continue;
-                }
-                // Relative, so /admin works under a reverse-proxy prefix.
-                assert!(url.starts_with("assets/"), "{url} should be relative");
-                assert!(
-                    crate::assets::get(&format!("/{url}")).is_some(),
-                    "{url} is not embedded"
-                );
-                refs += 1;
-            }
-        }
-        assert_eq!(refs, 2);
+        assert_eq!(crate::assets::tests::assert_references_embedded(html), 2);
         let js =
             std::str::from_utf8(crate::assets::get("/assets/admin.js").unwrap().body()).unwrap();
         // Session data reaches the page through textContent only.

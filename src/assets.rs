@@ -79,7 +79,7 @@ pub fn get(path: &str) -> Option<&'static Asset> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -160,9 +160,9 @@ mod tests {
         assert_eq!(tags.len(), ASSETS.len());
     }
 
-    #[test]
-    fn everything_the_page_references_is_embedded() {
-        let html = std::str::from_utf8(get("/").unwrap().body()).unwrap();
+    /// Checks that every `src`/`href` of `html` (but `data:`) is relative and embedded;
+    /// returns how many there are. Shared with the admin page's test.
+    pub(crate) fn assert_references_embedded(html: &str) -> usize {
         let mut refs = 0;
         for attr in ["src=\"", "href=\""] {
             for (i, _) in html.match_indices(attr) {
@@ -171,12 +171,19 @@ mod tests {
                 if url.starts_with("data:") {
                     continue;
                 }
-                // Relative on purpose, so the page works under a reverse-proxy prefix.
+                // Relative on purpose, so the pages work under a reverse-proxy prefix.
                 assert!(url.starts_with("assets/"), "{url} should be relative");
                 assert!(get(&format!("/{url}")).is_some(), "{url} is not embedded");
                 refs += 1;
             }
         }
+        refs
+    }
+
+    #[test]
+    fn everything_the_page_references_is_embedded() {
+        let html = std::str::from_utf8(get("/").unwrap().body()).unwrap();
+        let refs = assert_references_embedded(html);
         assert!(refs >= 5, "found only {refs} references");
     }
 
