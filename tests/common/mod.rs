@@ -186,6 +186,12 @@ pub fn spawn_cmd(mut cmd: Command) -> Server {
     // must not take the test runner down with it. And since Ctrl-C on the runner then no
     // longer reaches the server, it is told to stop when the thread that started it dies.
     cmd.process_group(0);
+    // Sessions that run the default command ($SHELL) get a shell without the developer's rc
+    // files: an interactive bash runs ~/.bashrc, whose tools (pyenv's rehash, say) can stall
+    // for a minute on a lock that a killed session left behind, and then no prompt comes.
+    if !cmd.get_envs().any(|(k, _)| k == "SHELL") {
+        cmd.env("SHELL", "/bin/sh").env_remove("ENV");
+    }
     // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
     unsafe {
         cmd.pre_exec(|| {
