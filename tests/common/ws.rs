@@ -57,22 +57,7 @@ pub fn try_connect(port: u16, query: &str) -> Result<Ws, String> {
     req.headers_mut()
         .insert("Sec-WebSocket-Protocol", "keepty.v1".parse().unwrap());
     let stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    stream.set_write_timeout(Some(WAIT)).unwrap();
-    stream.set_nodelay(true).unwrap();
-    let (sock, resp) = tungstenite::client::client(req, stream).map_err(|e| match e {
-        tungstenite::HandshakeError::Failure(Error::Http(r)) => format!(
-            "handshake refused: HTTP {} {}",
-            r.status(),
-            String::from_utf8_lossy(r.body().as_deref().unwrap_or_default())
-        ),
-        other => format!("handshake failed: {other}"),
-    })?;
-    let proto = resp
-        .headers()
-        .get("Sec-WebSocket-Protocol")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
+    let (sock, proto) = handshake(req, stream)?;
     if proto != "keepty.v1" {
         return Err(format!("server chose subprotocol {proto:?}, not keepty.v1"));
     }
@@ -374,22 +359,7 @@ pub fn try_connect_on(
         req.headers_mut()
             .insert(name, v.parse().map_err(|e| format!("header {k}: {e}"))?);
     }
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    stream.set_write_timeout(Some(WAIT)).unwrap();
-    stream.set_nodelay(true).unwrap();
-    let (sock, resp) = tungstenite::client::client(req, stream).map_err(|e| match e {
-        tungstenite::HandshakeError::Failure(Error::Http(r)) => format!(
-            "handshake refused: HTTP {} {}",
-            r.status(),
-            String::from_utf8_lossy(r.body().as_deref().unwrap_or_default())
-        ),
-        other => format!("handshake failed: {other}"),
-    })?;
-    let proto = resp
-        .headers()
-        .get("Sec-WebSocket-Protocol")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
+    let (sock, proto) = handshake(req, stream)?;
     let offered_v1 = protocols.is_some_and(|p| p.split(',').any(|x| x.trim() == "keepty.v1"));
     if offered_v1 && proto != "keepty.v1" {
         return Err(format!("server chose subprotocol {proto:?}, not keepty.v1"));
@@ -415,4 +385,31 @@ pub fn try_connect_with(
 ) -> Result<Ws, String> {
     let stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
     try_connect_on(stream, port, query, protocols, headers)
+}
+
+/// Runs the client handshake on `stream` with the harness's timeouts; returns the socket and
+/// the subprotocol the server chose ("" if none). A refusal reads "handshake refused: HTTP
+/// STATUS BODY".
+fn handshake(
+    req: tungstenite::handshake::client::Request,
+    stream: TcpStream,
+) -> Result<(tungstenite::WebSocket<TcpStream>, String), String> {
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream.set_write_timeout(Some(WAIT)).unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (sock, resp) = tungstenite::client::client(req, stream).map_err(|e| match e {
+        tungstenite::HandshakeError::Failure(Error::Http(r)) => format!(
+            "handshake refused: HTTP {} {}",
+            r.status(),
+            String::from_utf8_lossy(r.body().as_deref().unwrap_or_default())
+        ),
+        other => format!("handshake failed: {other}"),
+    })?;
+    let proto = resp
+        .headers()
+        .get("Sec-WebSocket-Protocol")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    Ok((sock, proto))
 }
