@@ -4,9 +4,9 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use keepty::checkpoint::Checkpoints;
-use keepty::modes::ModeTracker;
-use keepty::ring::Ring;
+use keepty::sessions::checkpoint::Checkpoints;
+use keepty::sessions::modes::ModeTracker;
+use keepty::sessions::ring::Ring;
 
 const SIZE: usize = 1 << 20;
 /// A typical PTY read.

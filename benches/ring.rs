@@ -5,8 +5,8 @@ use std::hint::black_box;
 use std::io::IoSlice;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use keepty::ring::Ring;
-use keepty::ws::{self, MAX_HEADER};
+use keepty::net::ws::{self, MAX_HEADER};
+use keepty::sessions::ring::Ring;
 
 const RING: usize = 256 << 10;
 const MIB: usize = 1 << 20;

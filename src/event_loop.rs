@@ -22,22 +22,22 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 use tungstenite::Message;
 
-use crate::admin;
-use crate::assets;
-use crate::auth::{self, FailureLimiter, Tokens};
+use crate::access::auth::{self, FailureLimiter, Tokens};
+use crate::api::admin;
+use crate::api::assets;
+use crate::api::protocol::{self, ClientMsg, ErrorCode, ProtoError, Role, ServerMsg, WsParams};
 use crate::config::{Config, DetachedOutput};
-use crate::http::{self, Request, Response, Route};
-use crate::listener::{self, Accepted};
-use crate::policy::Admission;
-use crate::protocol::{self, ClientMsg, ErrorCode, ProtoError, Role, ServerMsg, WsParams};
-use crate::pty::{self, ExitStatus, Pty};
-use crate::session::{self, Session, State};
+use crate::net::http::{self, Request, Response, Route};
+use crate::net::listener::{self, Accepted};
+use crate::net::stream::Stream;
+use crate::net::ws::{self, Incoming, Phase, WsConn};
+use crate::sessions::policy::Admission;
+use crate::sessions::pty::{self, ExitStatus, Pty};
+use crate::sessions::session::{self, Session, State};
+use crate::sessions::tombstones::{self, Cause, Tombstones};
 use crate::signals;
-use crate::stream::Stream;
 use crate::timer::Wheel;
 use crate::token::{self, Source};
-use crate::tombstones::{self, Cause, Tombstones};
-use crate::ws::{self, Incoming, Phase, WsConn};
 
 /// Timer wheel slot width. It sets only how timers are filed, not how often the server wakes:
 /// the poll timeout is the exact next deadline, so an idle server sleeps until its next real
@@ -269,7 +269,7 @@ pub struct Server {
     started_unix_ms: u128,
     /// TLS state when serving HTTPS (feature `tls`).
     #[cfg(feature = "tls")]
-    tls: Option<crate::tls::Tls>,
+    tls: Option<crate::net::tls::Tls>,
 }
 
 fn unix_now() -> u64 {
@@ -355,7 +355,7 @@ impl Server {
         let tokens =
             load_tokens(&cfg).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         #[cfg(feature = "tls")]
-        let tls = crate::tls::Tls::from_config(&cfg)
+        let tls = crate::net::tls::Tls::from_config(&cfg)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let poll = Poll::new()?;
         let mut listener = TcpListener::bind(cfg.listen)?;
@@ -425,7 +425,7 @@ impl Server {
     fn conn_overhead(&self) -> usize {
         #[cfg(feature = "tls")]
         if self.tls.is_some() {
-            return crate::tls::CONN_OVERHEAD;
+            return crate::net::tls::CONN_OVERHEAD;
         }
         0
     }
@@ -434,7 +434,7 @@ impl Server {
     fn wrap(&self, stream: TcpStream) -> io::Result<Stream> {
         #[cfg(feature = "tls")]
         if let Some(t) = &self.tls {
-            let t = crate::stream::TlsStream::new(stream, t.config.clone())?;
+            let t = crate::net::stream::TlsStream::new(stream, t.config.clone())?;
             return Ok(Stream::Tls(Box::new(t)));
         }
         Ok(Stream::Plain(stream))

@@ -1,8 +1,19 @@
 //! keepty: a persistent browser terminal for small boxes.
 //!
 //! One thread, one `mio::Poll`: the listener, every connection and every PTY master are
-//! driven from [`event_loop::Server`]. The pieces below are kept free of I/O and clocks where
-//! possible so they can be unit-tested, fuzzed and benchmarked on their own.
+//! driven from [`event_loop::Server`], which only conducts. Each piece of state has a type
+//! that owns it, in a folder named for its layer:
+//!
+//! - [`net`]: bytes on the wire: accepting, TLS, one HTTP connection's I/O, HTTP heads and
+//!   responses, one WebSocket client.
+//! - [`access`]: who may ask: hosts, origins, fetch metadata, tokens, failure limits.
+//! - [`sessions`]: a shell and everything it owns: PTY, ring, modes, replay points, seats.
+//! - [`api`]: what the server offers: routes, the WebSocket messages, the admin views, the
+//!   embedded page.
+//!
+//! The pure parts (ring, modes, wheel, HTTP parsing, protocol, policy) are public so the
+//! benches, fuzz targets and tests can drive them; the rest is `pub(crate)`, so rustc finds
+//! what nothing uses.
 #![deny(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
@@ -10,25 +21,14 @@
 #[cfg(all(feature = "echo", not(debug_assertions)))]
 compile_error!("the `echo` feature is for conformance-test (debug) builds only");
 
-pub mod admin;
-pub mod assets;
-pub mod auth;
-pub mod checkpoint;
+pub mod access;
+pub mod api;
 pub mod config;
+pub mod error;
 pub mod event_loop;
-pub mod http;
-pub mod listener;
-pub mod modes;
-pub mod policy;
-pub mod protocol;
-pub mod pty;
-pub mod ring;
-pub mod session;
-pub mod signals;
-pub mod stream;
+pub(crate) mod limits;
+pub mod net;
+pub mod sessions;
+pub(crate) mod signals;
 pub mod timer;
-#[cfg(feature = "tls")]
-pub mod tls;
-pub mod token;
-pub mod tombstones;
-pub mod ws;
+pub(crate) mod token;

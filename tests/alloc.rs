@@ -12,8 +12,8 @@ use std::cell::Cell;
 use std::io::{ErrorKind, Read};
 use std::net::{TcpListener, TcpStream};
 
-use keepty::ring::Ring;
-use keepty::ws::WsConn;
+use keepty::net::ws::WsConn;
+use keepty::sessions::ring::Ring;
 
 struct Counting;
 
@@ -132,7 +132,7 @@ fn pair() -> (WsConn, TcpStream) {
     let (server, peer) = listener.accept().unwrap();
     server.set_nonblocking(true).unwrap();
     let mut w = WsConn::new(
-        keepty::stream::Stream::Plain(mio::net::TcpStream::from_std(server)),
+        keepty::net::stream::Stream::Plain(mio::net::TcpStream::from_std(server)),
         Vec::new(),
         peer,
     );

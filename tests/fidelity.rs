@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::auth::TempDir;
 use common::ws::{self, Msg, WAIT};
 use common::{Server, http, spawn_server};
-use keepty::modes::ModeTracker;
+use keepty::sessions::modes::ModeTracker;
 
 /// The ring in these tests: small, so that little output overwrites it.
 const RING: usize = 4096;

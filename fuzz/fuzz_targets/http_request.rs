@@ -1,7 +1,7 @@
 //! Any bytes a peer sends as a request head: parsing, routing and the answer must not panic,
 //! and a complete head never claims more bytes than were given.
 #![no_main]
-use keepty::http::{self, parse_head};
+use keepty::net::http::{self, parse_head};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = req.is_upgrade();
         let _ = req.has_body();
         let _ = http::route(&req);
-        let _ = keepty::protocol::parse_ws_query(&req.query);
+        let _ = keepty::api::protocol::parse_ws_query(&req.query);
     } else if let Err(e) = parse_head(data) {
         let r = e.response();
         assert!(r.status >= 400);

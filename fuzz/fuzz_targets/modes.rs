@@ -3,9 +3,9 @@
 //! clean point really is clean; and a replay from the checkpoints of a small ring, after its
 //! `restore`, brings a fresh tracker to the same modes as one that saw everything.
 #![no_main]
-use keepty::checkpoint::Checkpoints;
-use keepty::modes::ModeTracker;
-use keepty::ring::Ring;
+use keepty::sessions::checkpoint::Checkpoints;
+use keepty::sessions::modes::ModeTracker;
+use keepty::sessions::ring::Ring;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,7 +2,10 @@
 //! ids, sizes, durations, base64url tokens, single query parameters. None may panic, and what
 //! is accepted must be within the documented bounds.
 #![no_main]
-use keepty::{auth, config, http, protocol};
+use keepty::access::auth;
+use keepty::api::protocol;
+use keepty::config;
+use keepty::net::http;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -3,7 +3,7 @@
 //! take_control requests must give the same answers and the same clients and writer.
 #![no_main]
 use keepty::config::AttachPolicy;
-use keepty::policy::{Admission, Seats};
+use keepty::sessions::policy::{Admission, Seats};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Default)]

@@ -1,7 +1,7 @@
 //! Client text frames and /ws queries: any input is either accepted with valid values or
 //! refused as bad_request, never a panic.
 #![no_main]
-use keepty::protocol::{self, ClientMsg, ErrorCode};
+use keepty::api::protocol::{self, ClientMsg, ErrorCode};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

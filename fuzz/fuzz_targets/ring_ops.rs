@@ -1,6 +1,6 @@
 //! Random pushes and reads against a model that keeps the last `capacity` bytes.
 #![no_main]
-use keepty::ring::Ring;
+use keepty::sessions::ring::Ring;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

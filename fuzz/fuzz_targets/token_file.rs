@@ -1,7 +1,7 @@
 //! Token files are read on every SIGHUP: no content may panic the parser, a rejected file's
 //! error must never quote the file (a token), and every accepted user has a name.
 #![no_main]
-use keepty::auth;
+use keepty::access::auth;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

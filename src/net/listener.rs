@@ -49,7 +49,7 @@ pub fn accept(listener: &TcpListener) -> io::Result<Accepted> {
 /// Turns away a connection past a cap with an answer it can read, without keeping any state
 /// for it: one best-effort non-blocking write, then close.
 pub fn refuse(mut stream: TcpStream, status: u16, code: &str, message: &str) {
-    let resp = crate::http::Response::error(status, code, message);
+    let resp = crate::net::http::Response::error(status, code, message);
     let mut msg = resp.encode_head(false);
     msg.extend_from_slice(&resp.body);
     let _ = stream.write(&msg);

@@ -23,9 +23,9 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{Role as WsRole, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
-use crate::protocol::{self, ErrorCode, ProtoError, Role, ServerMsg};
-use crate::ring::Ring;
-use crate::stream::Stream;
+use crate::api::protocol::{self, ErrorCode, ProtoError, Role, ServerMsg};
+use crate::net::stream::Stream;
+use crate::sessions::ring::Ring;
 
 /// Largest output frame. A frame is written straight from the ring, so its size costs
 /// nothing unless the socket takes only part of it (then the rest is copied aside); large

@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 
-use crate::assets;
+use crate::api::assets;
 
 /// Largest request head, bytes.
 pub const MAX_HEAD: usize = 8 << 10;

@@ -13,8 +13,8 @@
 //! start anywhere inside that run, at the first character boundary, and a session that prints
 //! only text loses no more than it did before.
 
-use crate::modes::{ModeTracker, Modes};
-use crate::ring::Ring;
+use crate::sessions::modes::{ModeTracker, Modes};
+use crate::sessions::ring::Ring;
 
 /// Points kept per session.
 pub const CHECKPOINTS: usize = 32;

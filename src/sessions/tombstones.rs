@@ -13,7 +13,7 @@ pub const KEEP: Duration = Duration::from_secs(24 * 3600);
 pub const MAX: usize = 4096;
 /// Bytes charged per tombstone against `--max-memory`: the id twice (map and queue) and the
 /// entries around it.
-pub const RESERVE: usize = 2 * crate::protocol::MAX_ID_LEN + 96;
+pub const RESERVE: usize = 2 * crate::api::protocol::MAX_ID_LEN + 96;
 
 /// Why a session is gone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

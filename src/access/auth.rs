@@ -56,7 +56,7 @@ pub fn parse_users(text: &str) -> Result<Vec<User>, String> {
         if f.next().is_some() {
             return Err(format!("line {}: too many fields", i + 1));
         }
-        if !crate::protocol::valid_id(name) {
+        if !crate::api::protocol::valid_id(name) {
             return Err(format!(
                 "line {}: NAME must be 1-64 characters of A-Z a-z 0-9 _ -",
                 i + 1

@@ -813,8 +813,12 @@ mod tests {
 
     #[test]
     fn admin_page_fits_the_csp_and_is_embedded() {
-        let html =
-            std::str::from_utf8(crate::assets::get("/assets/admin.html").unwrap().body()).unwrap();
+        let html = std::str::from_utf8(
+            crate::api::assets::get("/assets/admin.html")
+                .unwrap()
+                .body(),
+        )
+        .unwrap();
         let lower = html.to_ascii_lowercase();
         assert!(lower.starts_with("<!doctype html>"));
         // script-src 'self': scripts only by src, and no inline handlers.
@@ -833,9 +837,12 @@ mod tests {
             );
         }
         assert!(!lower.contains("javascript:"));
-        assert_eq!(crate::assets::tests::assert_references_embedded(html), 2);
-        let js =
-            std::str::from_utf8(crate::assets::get("/assets/admin.js").unwrap().body()).unwrap();
+        assert_eq!(
+            crate::api::assets::tests::assert_references_embedded(html),
+            2
+        );
+        let js = std::str::from_utf8(crate::api::assets::get("/assets/admin.js").unwrap().body())
+            .unwrap();
         // Session data reaches the page through textContent only.
         for sink in [
             "innerHTML",

@@ -16,7 +16,7 @@ use crate::config::Config;
 
 /// rustls's send buffer cap per connection: one full output frame and its record overhead,
 /// so a frame goes into rustls in one piece.
-pub const SEND_LIMIT: usize = crate::ws::CHUNK + 4096;
+pub const SEND_LIMIT: usize = crate::net::ws::CHUNK + 4096;
 
 /// Memory a TLS connection may hold beyond a plain one, charged against `--max-memory`:
 /// the send buffer, rustls's received-plaintext cap (16 KiB), its record buffer (a record is

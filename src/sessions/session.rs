@@ -6,11 +6,11 @@ use std::fmt;
 use std::io;
 use std::time::Instant;
 
-use crate::checkpoint::Checkpoints;
-use crate::modes::{ModeTracker, Modes};
-use crate::policy::Seats;
-use crate::pty::{ExitStatus, Pty};
-use crate::ring::Ring;
+use crate::sessions::checkpoint::Checkpoints;
+use crate::sessions::modes::{ModeTracker, Modes};
+use crate::sessions::policy::Seats;
+use crate::sessions::pty::{ExitStatus, Pty};
+use crate::sessions::ring::Ring;
 
 /// Input waiting for the PTY, bytes. A client is not read while this much is queued, so a
 /// program that stops reading its terminal pushes back on the client instead of growing memory.
@@ -18,7 +18,7 @@ pub const INPUT_CAP: usize = 64 << 10;
 
 /// Memory the input queue can hold at most: the cap, plus the one message (64 KiB) that may
 /// arrive while the queue is just under it.
-pub const INPUT_RESERVE: usize = INPUT_CAP + crate::protocol::MAX_MESSAGE;
+pub const INPUT_RESERVE: usize = INPUT_CAP + crate::api::protocol::MAX_MESSAGE;
 
 /// Most output taken from one PTY in one pass, so a flood from one session cannot starve
 /// the others; the session stays marked readable and the loop comes back at once.

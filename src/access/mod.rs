@@ -1,0 +1,4 @@
+//! Who may ask: token files, the failed-login limiter and (in `gate`) the admission of one
+//! request by its Host, Origin, fetch metadata and token.
+
+pub mod auth;

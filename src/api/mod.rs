@@ -1,0 +1,6 @@
+//! What the server offers: the WebSocket messages and close codes, the admin views and the
+//! embedded page.
+
+pub(crate) mod admin;
+pub(crate) mod assets;
+pub mod protocol;

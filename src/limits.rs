@@ -1,0 +1,1 @@
+//! Every cap in one place.

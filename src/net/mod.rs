@@ -1,0 +1,10 @@
+//! Bytes on the wire: accepting connections, the TLS layer, HTTP heads and responses, one
+//! HTTP connection's I/O and one WebSocket client. Nothing here knows about sessions beyond
+//! a ring to send from.
+
+pub mod http;
+pub(crate) mod listener;
+pub mod stream;
+#[cfg(feature = "tls")]
+pub(crate) mod tls;
+pub mod ws;

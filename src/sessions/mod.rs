@@ -1,0 +1,11 @@
+//! A shell and everything it owns: the PTY and its process, the ring of its output, the
+//! terminal modes and clean replay points, the attach seats, and the tombstones of sessions
+//! that ended.
+
+pub mod checkpoint;
+pub mod modes;
+pub mod policy;
+pub(crate) mod pty;
+pub mod ring;
+pub(crate) mod session;
+pub(crate) mod tombstones;
