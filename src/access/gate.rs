@@ -1,0 +1,749 @@
+//! Admission of one request: whether its Host names this server, whether its Origin and
+//! fetch metadata may act here, and which user or admin its token makes it. The gate sees a
+//! parsed request head and the peer's address, never a socket, so every rule is testable
+//! with a literal request; the event loop only carries out the answer.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::access::auth::{self, FailureLimiter, Tokens};
+use crate::config::Config;
+use crate::net::http::{self, Request, Response};
+
+/// The authenticated user behind a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Caller {
+    /// Who owns the sessions this request creates or sees.
+    pub(crate) name: String,
+    /// The most sessions this user may have at once, if limited.
+    pub(crate) max_sessions: Option<usize>,
+}
+
+#[cfg(feature = "echo")]
+impl Caller {
+    /// The caller of the conformance-test echo socket: nobody, who may create no session.
+    pub(crate) fn echo() -> Caller {
+        Caller {
+            name: String::new(),
+            max_sessions: Some(0),
+        }
+    }
+}
+
+/// Why a request is not admitted. [`Refusal::response`] is the one place each one's status,
+/// code and message are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// More than one `Host` header: a proxy in front could read another one than we do.
+    /// 400.
+    TwoHosts,
+    /// No `Host` header. 400.
+    NoHost,
+    /// `Host` names another server or port: what a DNS rebinding attack looks like. 403.
+    ForeignHost,
+    /// More than one `Origin` header: judging only the first would be a bypass. 403.
+    TwoOrigins,
+    /// `Origin` is neither this server's own nor an `--allow-origin` (`null` included). 403.
+    ForeignOrigin,
+    /// A request with a side effect whose `Sec-Fetch-Site` says another site sent it: a link
+    /// or an image elsewhere. 403.
+    CrossSite,
+    /// An admin request from a peer off loopback, with no admin token file to let it prove
+    /// itself. 403.
+    AdminNotLoopback,
+    /// A user route without a user token while a token file is configured. 401.
+    NoUserToken,
+    /// An admin route without an admin token while an admin token file is configured. 401.
+    NoAdminToken,
+    /// A token that is not in the file (user or admin); counted against the address. 401.
+    WrongToken,
+    /// The address used up its failed attempts and is refused until its window ends. 429.
+    TooManyFailures,
+}
+
+impl Refusal {
+    /// Status, error code and message, as the JSON error body shows them.
+    fn parts(self) -> (u16, &'static str, &'static str) {
+        match self {
+            Refusal::TwoHosts => (400, "bad_request", "more than one Host header"),
+            Refusal::NoHost => (400, "bad_request", "Host header required"),
+            Refusal::ForeignHost => (403, "forbidden", "Host does not name this server"),
+            Refusal::TwoOrigins => (403, "forbidden", "more than one Origin"),
+            Refusal::ForeignOrigin => (403, "forbidden", "Origin not allowed"),
+            Refusal::CrossSite => (
+                403,
+                "forbidden",
+                "a request from another site cannot change sessions",
+            ),
+            Refusal::AdminNotLoopback => (
+                403,
+                "forbidden",
+                "without --admin-token-file the admin surface answers loopback peers only",
+            ),
+            Refusal::NoUserToken => (401, "unauthorized", "a user token is required"),
+            Refusal::NoAdminToken => (401, "unauthorized", "an admin token is required"),
+            Refusal::WrongToken => (401, "unauthorized", "wrong token"),
+            Refusal::TooManyFailures => (
+                429,
+                "limit",
+                "too many failed attempts from this address; try again in a minute",
+            ),
+        }
+    }
+
+    /// The HTTP answer: the status and the JSON error `{"error", "message"}`.
+    pub(crate) fn response(&self) -> Response {
+        let (status, code, message) = self.parts();
+        Response::error(status, code, message)
+    }
+}
+
+/// Who may ask: the loaded tokens, the failed-attempt limiter and the Host and Origin
+/// allow-lists, with the counter of wrong tokens for the metrics.
+pub(crate) struct Gate {
+    tokens: Tokens,
+    failures: FailureLimiter,
+    /// `--allow-host` names, lowercased by the command line parser.
+    allow_hosts: Vec<String>,
+    allow_origins: Vec<String>,
+    /// The bound port: a `Host` with another port names another server.
+    port: u16,
+    /// Serving HTTPS: our own origin is `https://` + Host.
+    tls: bool,
+    token_file: Option<PathBuf>,
+    admin_token_file: Option<PathBuf>,
+    auth_failures: u64,
+}
+
+/// Reads the token files and logs what was loaded (counts and warnings, never a token).
+fn load_tokens(user_file: Option<&Path>, admin_file: Option<&Path>) -> Result<Tokens, String> {
+    let loaded = Tokens::load(user_file, admin_file)?;
+    for w in &loaded.warnings {
+        eprintln!("keepty: warning: {w}");
+    }
+    let (users, admins) = loaded.tokens.counts();
+    eprintln!(
+        "keepty: auth: {}; admin: {}",
+        users.map_or(
+            "no token file, every request is user local".to_string(),
+            |n| format!("{n} user tokens")
+        ),
+        admins.map_or("loopback peers only".to_string(), |n| format!(
+            "{n} admin tokens"
+        ))
+    );
+    Ok(loaded.tokens)
+}
+
+/// The token in `Authorization: Bearer TOKEN`.
+fn bearer(req: &Request) -> Option<&[u8]> {
+    let v = req.header("authorization")?.trim();
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().as_bytes())
+}
+
+/// The token a browser sends as the subprotocol `keepty.token.BASE64URL(TOKEN)`: it cannot
+/// set `Authorization` on a WebSocket.
+fn subprotocol_token(req: &Request) -> Option<Vec<u8>> {
+    req.headers
+        .iter()
+        .filter(|(n, _)| n == "sec-websocket-protocol")
+        .flat_map(|(_, v)| v.split(','))
+        .find_map(|p| p.trim().strip_prefix("keepty.token."))
+        .and_then(auth::base64url_decode)
+}
+
+impl Gate {
+    /// Loads the token files named in `cfg` and logs what was loaded. `port` is the bound
+    /// port (the real one when 0 was asked for); `tls` whether the server speaks HTTPS.
+    pub(crate) fn new(cfg: &Config, port: u16, tls: bool) -> Result<Gate, String> {
+        let tokens = load_tokens(cfg.token_file.as_deref(), cfg.admin_token_file.as_deref())?;
+        Ok(Gate {
+            tokens,
+            failures: FailureLimiter::default(),
+            allow_hosts: cfg.allow_hosts.clone(),
+            allow_origins: cfg.allow_origins.clone(),
+            port,
+            tls,
+            token_file: cfg.token_file.clone(),
+            admin_token_file: cfg.admin_token_file.clone(),
+            auth_failures: 0,
+        })
+    }
+
+    /// SIGHUP: reads both token files again. A file that no longer reads or parses keeps the
+    /// old tokens, so an editing slip does not lock everyone out. Sessions and clients stay
+    /// as they are; only new requests see new tokens.
+    pub(crate) fn reload(&mut self) {
+        match load_tokens(self.token_file.as_deref(), self.admin_token_file.as_deref()) {
+            Ok(t) => {
+                self.tokens = t;
+                eprintln!("keepty: SIGHUP: token files reloaded");
+            }
+            Err(e) => eprintln!("keepty: SIGHUP: keeping the old tokens: {e}"),
+        }
+    }
+
+    /// Wrong tokens seen since start, for the metrics.
+    pub(crate) fn auth_failures(&self) -> u64 {
+        self.auth_failures
+    }
+
+    /// The Host allowlist: the only defence against DNS rebinding, where an attacker's page
+    /// reaches us under its own name with a matching Origin.
+    pub(crate) fn host(&self, req: &Request) -> Result<(), Refusal> {
+        // Two Host headers could be read differently by a proxy in front and by us.
+        if req.headers.iter().filter(|(n, _)| n == "host").count() > 1 {
+            return Err(Refusal::TwoHosts);
+        }
+        let Some(host) = req.header("host") else {
+            return Err(Refusal::NoHost);
+        };
+        let host = host.trim().to_ascii_lowercase();
+        let (name, port) = match host.rsplit_once(':') {
+            Some((n, p))
+                if !n.is_empty()
+                    && (n.starts_with('[') || !n.contains(':'))
+                    && p.chars().all(|c| c.is_ascii_digit()) =>
+            {
+                (n, Some(p))
+            }
+            _ => (host.as_str(), None),
+        };
+        if port.is_some_and(|p| p.parse::<u16>().ok() != Some(self.port)) {
+            return Err(Refusal::ForeignHost);
+        }
+        // An IP literal cannot be a rebinding attack (that needs a name the attacker's DNS
+        // answers), and it is how an operator reaches a box listening on 0.0.0.0.
+        let ip_literal = name.parse::<Ipv4Addr>().is_ok()
+            || name
+                .strip_prefix('[')
+                .and_then(|n| n.strip_suffix(']'))
+                .is_some_and(|n| n.parse::<Ipv6Addr>().is_ok());
+        let ok = ip_literal
+            || name == "localhost"
+            || self.allow_hosts.iter().any(|h| *h == name || *h == host);
+        if ok {
+            Ok(())
+        } else {
+            Err(Refusal::ForeignHost)
+        }
+    }
+
+    /// A request carrying `Origin` must come from our own origin or an allowed one; one
+    /// without it (curl, scripts) is judged by its token alone.
+    pub(crate) fn origin(&self, req: &Request) -> Result<(), Refusal> {
+        let Some(origin) = req.header("origin") else {
+            return Ok(());
+        };
+        // A browser sends one Origin; judging only the first of several would be a bypass.
+        if req.headers.iter().filter(|(n, _)| n == "origin").count() > 1 {
+            return Err(Refusal::TwoOrigins);
+        }
+        let host = req.header("host").unwrap_or("");
+        // Our own origin is the Host asked for under the scheme we serve; a TLS proxy in
+        // front of a plain keepty is another origin and is named with --allow-origin.
+        let scheme = if self.tls { "https://" } else { "http://" };
+        let own = origin
+            .get(..scheme.len())
+            .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
+            && origin[scheme.len()..].eq_ignore_ascii_case(host);
+        if own || self.allow_origins.iter().any(|o| o == origin) {
+            Ok(())
+        } else {
+            Err(Refusal::ForeignOrigin)
+        }
+    }
+
+    /// The user a request acts as: `local` without a token file, else the owner of the
+    /// token it carries (Bearer, or the `keepty.token.` subprotocol for browsers).
+    pub(crate) fn user(
+        &mut self,
+        req: &Request,
+        peer: SocketAddr,
+        now: Instant,
+    ) -> Result<Caller, Refusal> {
+        if !self.tokens.users_required() {
+            return Ok(Caller {
+                name: auth::LOCAL_USER.to_string(),
+                max_sessions: None,
+            });
+        }
+        // The block is on guessing tokens, so it applies where a token is checked.
+        if self.failures.blocked(peer.ip(), now) {
+            return Err(Refusal::TooManyFailures);
+        }
+        let token = bearer(req)
+            .map(<[u8]>::to_vec)
+            .or_else(|| subprotocol_token(req));
+        let Some(token) = token else {
+            return Err(Refusal::NoUserToken);
+        };
+        match self.tokens.user(&token) {
+            Some(u) => Ok(Caller {
+                name: u.name.clone(),
+                max_sessions: u.max_sessions,
+            }),
+            None => Err(self.wrong_token(peer, now, "user")),
+        }
+    }
+
+    /// Admin access, in the order the admin routes have always applied it: the Origin, then
+    /// an admin token when an admin token file is configured (else a loopback peer), then,
+    /// for a route with a side effect, the fetch metadata.
+    pub(crate) fn admin(
+        &mut self,
+        req: &Request,
+        side_effect: bool,
+        peer: SocketAddr,
+        now: Instant,
+    ) -> Result<(), Refusal> {
+        self.origin(req)?;
+        self.admin_token(req, peer, now)?;
+        fetch_site(req, side_effect)
+    }
+
+    fn admin_token(
+        &mut self,
+        req: &Request,
+        peer: SocketAddr,
+        now: Instant,
+    ) -> Result<(), Refusal> {
+        if !self.tokens.admins_required() {
+            return if peer.ip().is_loopback() {
+                Ok(())
+            } else {
+                Err(Refusal::AdminNotLoopback)
+            };
+        }
+        if self.failures.blocked(peer.ip(), now) {
+            return Err(Refusal::TooManyFailures);
+        }
+        // The query parameter is for a phone's address bar, which cannot set a header.
+        let token = bearer(req)
+            .map(<[u8]>::to_vec)
+            .or_else(|| http::query_param(&req.query, "token").map(String::into_bytes));
+        match token {
+            None => Err(Refusal::NoAdminToken),
+            Some(t) if self.tokens.is_admin(&t) => Ok(()),
+            Some(_) => Err(self.wrong_token(peer, now, "admin")),
+        }
+    }
+
+    /// Counts a wrong token from `peer` (never logging it). Once the address has used up its
+    /// attempts, its next requests get 429 (checked before any token).
+    fn wrong_token(&mut self, peer: SocketAddr, now: Instant, kind: &str) -> Refusal {
+        self.auth_failures += 1;
+        let blocked = self.failures.fail(peer.ip(), now);
+        eprintln!(
+            "keepty: wrong {kind} token from {}{}",
+            peer.ip(),
+            if blocked {
+                "; refusing that address for a minute"
+            } else {
+                ""
+            }
+        );
+        // This failure is answered as one; the block applies to the address's next requests.
+        Refusal::WrongToken
+    }
+}
+
+/// A request with a side effect must not come from another site: a link or an image
+/// elsewhere would otherwise be enough to drop sessions.
+fn fetch_site(req: &Request, side_effect: bool) -> Result<(), Refusal> {
+    match req.header("sec-fetch-site") {
+        Some(site) if side_effect && !matches!(site.trim(), "same-origin" | "none") => {
+            Err(Refusal::CrossSite)
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::auth::{FAILURE_WINDOW, MAX_FAILURES};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    const PORT: u16 = 7700;
+
+    /// A directory of its own under the system temp dir, removed when dropped.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> TempDir {
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let p = std::env::temp_dir().join(format!("keepty-gate-{}-{n}", std::process::id()));
+            std::fs::create_dir_all(&p).unwrap();
+            TempDir(p)
+        }
+
+        /// Writes a token file, private as the server asks, so the test log stays quiet.
+        fn write(&self, name: &str, text: &str) -> PathBuf {
+            use std::os::unix::fs::PermissionsExt;
+            let p = self.0.join(name);
+            std::fs::write(&p, text).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+            p
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn req(head: &str) -> Request {
+        http::parse_head(head.as_bytes()).unwrap().unwrap().0
+    }
+
+    /// `GET /ws` carrying `token` as a Bearer token.
+    fn ws_bearer(token: &str) -> Request {
+        req(&format!(
+            "GET /ws HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\r\n"
+        ))
+    }
+
+    fn peer(ip: &str) -> SocketAddr {
+        SocketAddr::new(ip.parse().unwrap(), 50000)
+    }
+
+    fn open(cfg: &Config) -> Gate {
+        Gate::new(cfg, PORT, false).unwrap()
+    }
+
+    /// A gate with user tokens `alice s3cret 2` and `bob b0b`, and admin token `r00t`, and
+    /// the directory holding its files (for rewriting them; dropping it removes them).
+    fn with_tokens() -> (TempDir, Gate) {
+        let dir = TempDir::new();
+        let cfg = Config {
+            token_file: Some(dir.write("users", "alice s3cret 2\nbob b0b\n")),
+            admin_token_file: Some(dir.write("admins", "r00t\n")),
+            ..Config::default()
+        };
+        let g = open(&cfg);
+        (dir, g)
+    }
+
+    fn code(r: Refusal) -> (u16, String) {
+        let resp = r.response();
+        let body: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+        assert_eq!(body["message"].as_str(), Some(r.parts().2));
+        (resp.status, body["error"].as_str().unwrap().to_string())
+    }
+
+    #[test]
+    fn host_allowed_forms() {
+        let cfg = Config {
+            allow_hosts: vec!["box.lan".into()],
+            ..Config::default()
+        };
+        let g = open(&cfg);
+        for host in [
+            "localhost",
+            "localhost:7700",
+            "LocalHost:7700",
+            "127.0.0.1",
+            "127.0.0.1:7700",
+            "192.168.1.20:7700",
+            "[::1]",
+            "[::1]:7700",
+            "[fe80::1]:7700",
+            "box.lan",
+            "Box.Lan:7700",
+        ] {
+            let r = req(&format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n"));
+            assert_eq!(g.host(&r), Ok(()), "{host}");
+        }
+    }
+
+    #[test]
+    fn host_refused_forms() {
+        let g = open(&Config::default());
+        for host in [
+            "localhost:7701",
+            "127.0.0.1:80",
+            "[::1]:99999",
+            "localhost:x",
+            "evil.example",
+            "evil.example:7700",
+            "box.lan",
+            // Unbracketed IPv6 is not a Host form; it is refused rather than guessed at.
+            "::1",
+        ] {
+            let r = req(&format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n"));
+            assert_eq!(g.host(&r), Err(Refusal::ForeignHost), "{host}");
+        }
+        let two = req("GET / HTTP/1.1\r\nHost: localhost\r\nHost: evil.example\r\n\r\n");
+        assert_eq!(g.host(&two), Err(Refusal::TwoHosts));
+        assert_eq!(g.host(&req("GET / HTTP/1.0\r\n\r\n")), Err(Refusal::NoHost));
+    }
+
+    #[test]
+    fn origin_rules() {
+        let cfg = Config {
+            allow_origins: vec!["https://term.example".into()],
+            ..Config::default()
+        };
+        let g = open(&cfg);
+        let with = |origin: &str| {
+            req(&format!(
+                "GET /ws HTTP/1.1\r\nHost: localhost:7700\r\nOrigin: {origin}\r\n\r\n"
+            ))
+        };
+        assert_eq!(
+            g.origin(&req("GET /ws HTTP/1.1\r\nHost: localhost:7700\r\n\r\n")),
+            Ok(())
+        );
+        assert_eq!(g.origin(&with("http://localhost:7700")), Ok(()));
+        assert_eq!(g.origin(&with("HTTP://LOCALHOST:7700")), Ok(()));
+        assert_eq!(g.origin(&with("https://term.example")), Ok(()));
+        for bad in [
+            "null",
+            "https://localhost:7700",
+            "http://localhost:7701",
+            "http://localhost",
+            "https://term.example/",
+            "https://Term.example",
+            "http://evil.example",
+        ] {
+            assert_eq!(g.origin(&with(bad)), Err(Refusal::ForeignOrigin), "{bad}");
+        }
+        let two = req(
+            "GET /ws HTTP/1.1\r\nHost: localhost:7700\r\nOrigin: http://localhost:7700\r\n\
+             Origin: http://localhost:7700\r\n\r\n",
+        );
+        assert_eq!(g.origin(&two), Err(Refusal::TwoOrigins));
+
+        // Under TLS our own origin is the https one.
+        let g = Gate::new(&cfg, PORT, true).unwrap();
+        assert_eq!(g.origin(&with("https://localhost:7700")), Ok(()));
+        assert_eq!(
+            g.origin(&with("http://localhost:7700")),
+            Err(Refusal::ForeignOrigin)
+        );
+    }
+
+    #[test]
+    fn no_token_file_is_local() {
+        let mut g = open(&Config::default());
+        let c = g
+            .user(
+                &req("GET /ws HTTP/1.1\r\nHost: localhost\r\n\r\n"),
+                peer("127.0.0.1"),
+                Instant::now(),
+            )
+            .unwrap();
+        assert_eq!(c.name, auth::LOCAL_USER);
+        assert_eq!(c.max_sessions, None);
+    }
+
+    #[test]
+    fn user_tokens() {
+        let (_dir, mut g) = with_tokens();
+        let (p, now) = (peer("10.0.0.1"), Instant::now());
+        let alice = Caller {
+            name: "alice".into(),
+            max_sessions: Some(2),
+        };
+        let bearer = ws_bearer("s3cret");
+        assert_eq!(g.user(&bearer, p, now), Ok(alice.clone()));
+        let lower =
+            req("GET /ws HTTP/1.1\r\nHost: localhost\r\nAuthorization: bearer  b0b \r\n\r\n");
+        assert_eq!(g.user(&lower, p, now).unwrap().name, "bob");
+        // base64url("s3cret") = czNjcmV0, next to the protocol the page really speaks.
+        let sub = req("GET /ws HTTP/1.1\r\nHost: localhost\r\n\
+             Sec-WebSocket-Protocol: keepty.v1, keepty.token.czNjcmV0\r\n\r\n");
+        assert_eq!(g.user(&sub, p, now), Ok(alice));
+        let none = req("GET /ws HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        assert_eq!(g.user(&none, p, now), Err(Refusal::NoUserToken));
+        let basic =
+            req("GET /ws HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic s3cret\r\n\r\n");
+        assert_eq!(g.user(&basic, p, now), Err(Refusal::NoUserToken));
+        assert_eq!(g.auth_failures(), 0, "a missing token is not a guess");
+        let wrong = ws_bearer("s3creT");
+        assert_eq!(g.user(&wrong, p, now), Err(Refusal::WrongToken));
+        // An admin token is not a user token.
+        let admin = ws_bearer("r00t");
+        assert_eq!(g.user(&admin, p, now), Err(Refusal::WrongToken));
+        assert_eq!(g.auth_failures(), 2);
+    }
+
+    #[test]
+    fn failures_block_the_address_for_a_window() {
+        let (_dir, mut g) = with_tokens();
+        let (p, other, t0) = (peer("10.0.0.1"), peer("10.0.0.2"), Instant::now());
+        let wrong = ws_bearer("nope");
+        let right = ws_bearer("s3cret");
+        for _ in 0..MAX_FAILURES {
+            assert_eq!(g.user(&wrong, p, t0), Err(Refusal::WrongToken));
+        }
+        assert_eq!(g.user(&wrong, p, t0), Err(Refusal::TooManyFailures));
+        assert_eq!(
+            g.user(&right, p, t0),
+            Err(Refusal::TooManyFailures),
+            "a right token does not lift the block"
+        );
+        let admin = req("GET /admin/sessions?token=r00t HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        assert_eq!(
+            g.admin(&admin, false, p, t0),
+            Err(Refusal::TooManyFailures),
+            "one limiter for user and admin tokens"
+        );
+        assert_eq!(
+            g.auth_failures(),
+            u64::from(MAX_FAILURES),
+            "refused, not counted"
+        );
+        assert_eq!(g.user(&right, other, t0).unwrap().name, "alice");
+        let later = t0 + FAILURE_WINDOW - Duration::from_millis(1);
+        assert_eq!(g.user(&right, p, later), Err(Refusal::TooManyFailures));
+        assert_eq!(
+            g.user(&right, p, t0 + FAILURE_WINDOW).unwrap().name,
+            "alice"
+        );
+    }
+
+    #[test]
+    fn admin_without_a_file_is_loopback_only() {
+        let mut g = open(&Config::default());
+        let r = req("GET /admin/sessions HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        let now = Instant::now();
+        assert_eq!(g.admin(&r, false, peer("127.0.0.1"), now), Ok(()));
+        assert_eq!(g.admin(&r, true, peer("::1"), now), Ok(()));
+        assert_eq!(
+            g.admin(&r, false, peer("192.168.1.5"), now),
+            Err(Refusal::AdminNotLoopback)
+        );
+    }
+
+    #[test]
+    fn admin_tokens() {
+        let (_dir, mut g) = with_tokens();
+        let (p, now) = (peer("192.168.1.5"), Instant::now());
+        let bearer =
+            req("GET /admin/sessions HTTP/1.1\r\nHost: box\r\nAuthorization: Bearer r00t\r\n\r\n");
+        assert_eq!(g.admin(&bearer, false, p, now), Ok(()));
+        let query =
+            req("GET /admin/sessions?format=text&token=r%300t HTTP/1.1\r\nHost: box\r\n\r\n");
+        assert_eq!(g.admin(&query, false, p, now), Ok(()));
+        let none = req("GET /admin/sessions HTTP/1.1\r\nHost: box\r\n\r\n");
+        assert_eq!(g.admin(&none, false, p, now), Err(Refusal::NoAdminToken));
+        // A user token is not an admin token, even from loopback.
+        let user = req("GET /admin/sessions?token=s3cret HTTP/1.1\r\nHost: box\r\n\r\n");
+        assert_eq!(
+            g.admin(&user, false, peer("127.0.0.1"), now),
+            Err(Refusal::WrongToken)
+        );
+        assert_eq!(g.auth_failures(), 1);
+    }
+
+    #[test]
+    fn admin_checks_origin_then_token_then_fetch_site() {
+        let (_dir, mut g) = with_tokens();
+        let (p, now) = (peer("127.0.0.1"), Instant::now());
+        let site = |site: &str, token: &str| {
+            req(&format!(
+                "POST /admin/drop-all?confirm=0&token={token} HTTP/1.1\r\nHost: localhost:7700\r\n\
+                 Sec-Fetch-Site: {site}\r\n\r\n"
+            ))
+        };
+        assert_eq!(
+            g.admin(&site("cross-site", "r00t"), true, p, now),
+            Err(Refusal::CrossSite)
+        );
+        assert_eq!(
+            g.admin(&site("same-site", "r00t"), true, p, now),
+            Err(Refusal::CrossSite)
+        );
+        assert_eq!(g.admin(&site("same-origin", "r00t"), true, p, now), Ok(()));
+        assert_eq!(g.admin(&site("none", "r00t"), true, p, now), Ok(()));
+        assert_eq!(
+            g.admin(&site("cross-site", "r00t"), false, p, now),
+            Ok(()),
+            "only a side effect is refused cross-site"
+        );
+        // A wrong token is found before the fetch metadata, so the guess is counted.
+        assert_eq!(
+            g.admin(&site("cross-site", "nope"), true, p, now),
+            Err(Refusal::WrongToken)
+        );
+        assert_eq!(g.auth_failures(), 1);
+        // A foreign Origin is refused before the token is looked at: no guess counted.
+        let foreign = req(
+            "GET /admin/sessions?token=nope HTTP/1.1\r\nHost: localhost:7700\r\n\
+             Origin: http://evil.example\r\n\r\n",
+        );
+        assert_eq!(
+            g.admin(&foreign, false, p, now),
+            Err(Refusal::ForeignOrigin)
+        );
+        assert_eq!(g.auth_failures(), 1);
+    }
+
+    #[test]
+    fn reload_takes_a_good_file_and_keeps_the_old_tokens_for_a_bad_one() {
+        let (dir, mut g) = with_tokens();
+        let (p, now) = (peer("10.0.0.1"), Instant::now());
+        dir.write("users", "carol c4rol\n");
+        dir.write("admins", "n3w-r00t\n");
+        g.reload();
+        assert_eq!(g.user(&ws_bearer("c4rol"), p, now).unwrap().name, "carol");
+        assert_eq!(
+            g.user(&ws_bearer("s3cret"), p, now),
+            Err(Refusal::WrongToken)
+        );
+        let admin =
+            req("GET /admin HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer n3w-r00t\r\n\r\n");
+        assert_eq!(g.admin(&admin, false, p, now), Ok(()));
+
+        dir.write("users", "dave\n");
+        g.reload();
+        assert_eq!(g.user(&ws_bearer("c4rol"), p, now).unwrap().name, "carol");
+        std::fs::remove_file(dir.0.join("users")).unwrap();
+        g.reload();
+        assert_eq!(g.user(&ws_bearer("c4rol"), p, now).unwrap().name, "carol");
+    }
+
+    #[test]
+    fn a_broken_file_fails_the_start() {
+        let dir = TempDir::new();
+        let cfg = Config {
+            token_file: Some(dir.write("users", "alice\n")),
+            ..Config::default()
+        };
+        let e = Gate::new(&cfg, PORT, false).err().unwrap();
+        assert!(e.contains("users") && e.contains("line 1"), "{e}");
+        let cfg = Config {
+            token_file: Some(dir.0.join("missing")),
+            ..Config::default()
+        };
+        assert!(Gate::new(&cfg, PORT, false).is_err());
+    }
+
+    #[test]
+    fn refusal_responses() {
+        for (r, status, c) in [
+            (Refusal::TwoHosts, 400, "bad_request"),
+            (Refusal::NoHost, 400, "bad_request"),
+            (Refusal::ForeignHost, 403, "forbidden"),
+            (Refusal::TwoOrigins, 403, "forbidden"),
+            (Refusal::ForeignOrigin, 403, "forbidden"),
+            (Refusal::CrossSite, 403, "forbidden"),
+            (Refusal::AdminNotLoopback, 403, "forbidden"),
+            (Refusal::NoUserToken, 401, "unauthorized"),
+            (Refusal::NoAdminToken, 401, "unauthorized"),
+            (Refusal::WrongToken, 401, "unauthorized"),
+            (Refusal::TooManyFailures, 429, "limit"),
+        ] {
+            assert_eq!(code(r), (status, c.to_string()), "{r:?}");
+        }
+    }
+}
