@@ -629,10 +629,7 @@ impl Server {
             Some(ConnKind::Http(h)) => {
                 let _ = h.stream.flush_tls();
             }
-            Some(ConnKind::Ws(w)) => {
-                let _ = w.stream_mut().flush_tls();
-                w.on_writable();
-            }
+            Some(ConnKind::Ws(w)) => w.on_writable(),
             _ => {}
         }
     }
@@ -666,7 +663,7 @@ impl Server {
         let conn = &mut self.conns[k];
         if let ConnKind::Ws(w) = &mut conn.kind {
             w.finish();
-            if let Some((s, _)) = w.session.take() {
+            if let Some((s, _)) = w.detach() {
                 self.detach(s, k);
             }
         }
@@ -696,7 +693,7 @@ impl Server {
         // It was attached until now, so it was seen until now.
         s.touch(self.now);
         if let Some(w) = any_ws(&self.conns, k) {
-            eprintln!("keepty: session {} detached by {}", s.id, w.peer);
+            eprintln!("keepty: session {} detached by {}", s.id, w.peer());
         }
         self.touched_sessions.push(skey);
         if let Some(next) = promoted {
@@ -713,16 +710,14 @@ impl Server {
         if let Some(old) = old
             && let Some(w) = live_ws(&mut self.conns, old)
         {
-            w.role = Role::Viewer;
-            w.send(&ServerMsg::Role { role: Role::Viewer });
+            w.set_role(Role::Viewer);
             self.touched_conns.push(old);
         }
         if let Some(w) = live_ws(&mut self.conns, k) {
-            w.role = Role::Writer;
             // A writer is protected from being overwritten from here on: what it still needs
             // is what it has been sent (or acked), which the ring holds right now.
-            w.send(&ServerMsg::Role { role: Role::Writer });
-            eprintln!("keepty: session {} writer is now {}", s.id, w.peer);
+            w.set_role(Role::Writer);
+            eprintln!("keepty: session {} writer is now {}", s.id, w.peer());
             self.touched_conns.push(k);
         }
         if let Some(pty) = &s.pty {
@@ -1292,7 +1287,7 @@ impl Server {
         if let Err(e) = result {
             eprintln!(
                 "keepty: refused WebSocket from {}: {} ({})",
-                w.peer,
+                w.peer(),
                 e.code.name(),
                 e.message
             );
@@ -1317,7 +1312,7 @@ impl Server {
             return;
         };
         let mut w = Box::new(WsConn::new(h.stream, h.buf, h.peer));
-        w.echo = Some(std::collections::VecDeque::new());
+        w.set_echo();
         self.conns[k].kind = ConnKind::Ws(w);
         self.touched_conns.push(k);
         self.read_ws(k, now);
@@ -1482,10 +1477,10 @@ impl Server {
             Admission::Writer { evicted } => {
                 for old in evicted {
                     if let Some(ow) = live_ws(&mut self.conns, old) {
-                        eprintln!("keepty: session {} taken over from {}", s.id, ow.peer);
+                        eprintln!("keepty: session {} taken over from {}", s.id, ow.peer());
                         ow.send(&ServerMsg::TakenOver);
                         ow.close_with(protocol::CLOSE_TAKEN_OVER, "taken_over");
-                        ow.session = None;
+                        ow.detach();
                         self.touched_conns.push(old);
                     }
                 }
@@ -1502,11 +1497,7 @@ impl Server {
                 (at, at - p.since.unwrap_or(0), Some(restore))
             }
         };
-        w.cursor = offset;
-        w.acked = offset;
-        w.flow = p.flow;
-        w.role = role;
-        w.session = Some((skey, s.generation));
+        w.attach((skey, s.generation), offset, p.flow, role);
         if role == Role::Writer {
             let (cols, rows) = (p.cols.unwrap_or(s.cols), p.rows.unwrap_or(s.rows));
             if let Some(pty) = &s.pty {
@@ -1540,7 +1531,9 @@ impl Server {
         });
         eprintln!(
             "keepty: session {} attached by {} as {:?} (offset {offset}, lost {lost})",
-            s.id, w.peer, role
+            s.id,
+            w.peer(),
+            role
         );
         self.touched_sessions.push(skey);
         Ok(())
@@ -1552,45 +1545,38 @@ impl Server {
             let Some(w) = live_ws(&mut self.conns, k) else {
                 return;
             };
-            if w.read_paused {
+            if w.read_paused() {
                 return;
             }
             let attached = w
-                .session
+                .session()
                 .filter(|(s, g)| self.sessions.get(*s).is_some_and(|s| s.generation == *g));
             // The writer waits while the terminal has not taken its earlier input, so the
             // queue never holds more than INPUT_RESERVE (the next message could be input).
             if let Some((skey, _)) = attached
-                && w.role == Role::Writer
+                && w.role() == Role::Writer
                 && self.sessions[skey].has_input()
                 && !self.sessions[skey].can_take_input()
                 && self.sessions[skey].exit.is_none()
             {
-                w.read_paused = true;
+                w.pause_read();
                 return;
             }
             match w.read() {
                 Incoming::Idle => return,
                 Incoming::Closed => return self.kill_conn(k),
                 Incoming::Failed(code, reason) => {
-                    eprintln!("keepty: closing WebSocket from {}: {reason}", w.peer);
+                    eprintln!("keepty: closing WebSocket from {}: {reason}", w.peer());
                     w.close_with(code, reason);
                     self.detach_ws(k, now);
                     return;
                 }
                 Incoming::Message(msg) => {
                     #[cfg(feature = "echo")]
-                    if let Some(q) = w.echo.as_mut()
-                        && matches!(msg, Message::Text(_) | Message::Binary(_))
-                    {
-                        if q.len() >= ws::ECHO_CAP {
-                            w.close_with(1008, "echo queue full");
-                        } else {
-                            q.push_back(msg);
-                        }
+                    let Some(msg) = w.echo(msg) else {
                         self.touched_conns.push(k);
                         continue;
-                    }
+                    };
                     let Some((skey, _)) = attached else {
                         // Not attached (closing, or taken over): only the close matters.
                         if let Message::Close(_) = msg {
@@ -1598,7 +1584,7 @@ impl Server {
                         }
                         continue;
                     };
-                    let is_writer = w.role == Role::Writer && w.is_open();
+                    let is_writer = w.is_writer();
                     let s = &mut self.sessions[skey];
                     s.touch(now);
                     match msg {
@@ -1607,7 +1593,7 @@ impl Server {
                                 eprintln!("keepty: session {} input failed: {e}", s.id);
                             }
                             if !s.can_take_input() && s.exit.is_none() {
-                                w.read_paused = true;
+                                w.pause_read();
                             }
                         }
                         Message::Text(text) => match protocol::parse_client_msg(&text) {
@@ -1663,7 +1649,7 @@ impl Server {
         };
         let generation = conn.generation;
         if let ConnKind::Ws(w) = &mut conn.kind
-            && let Some((s, _)) = w.session.take()
+            && let Some((s, _)) = w.detach()
         {
             self.detach(s, k);
         }
@@ -1758,9 +1744,8 @@ impl Server {
                 if s.can_take_input()
                     && let Some(k) = s.seats.writer()
                     && let Some(w) = live_ws(&mut self.conns, k)
-                    && w.read_paused
+                    && w.resume_read()
                 {
-                    w.read_paused = false;
                     self.touched_conns.push(k);
                 }
             }
@@ -1791,7 +1776,7 @@ impl Server {
                 let Some(w) = live_ws(&mut self.conns, c) else {
                     continue;
                 };
-                let before = w.cursor;
+                let before = w.cursor();
                 if !w.pump_write(Some(&s.ring)) {
                     self.kill_conn(c);
                     continue;
@@ -1799,7 +1784,7 @@ impl Server {
                 if w.take_read_deferred() {
                     self.touched_conns.push(c);
                 }
-                progress |= w.cursor != before;
+                progress |= w.cursor() != before;
                 if s.state() == State::Exited && w.is_open() && w.caught_up(&s.ring) {
                     let (code, signal) = s.exit.map(|e| (e.code, e.signal)).unwrap_or((None, None));
                     w.send(&ServerMsg::Exited { code, signal });
@@ -1858,7 +1843,7 @@ impl Server {
             if let Some(w) = live_ws(&mut self.conns, c) {
                 w.send(&msg);
                 w.close_with(code, "");
-                w.session = None;
+                w.detach();
                 self.wheel
                     .insert(now + LINGER, Timer::Conn(c, self.conns[c].generation));
                 self.touched_conns.push(c);
@@ -1948,7 +1933,7 @@ impl Server {
                     return; // closing: the linger timer ends it
                 }
                 let ring = w
-                    .session
+                    .session()
                     .and_then(|(s, g)| self.sessions.get(s).filter(|s| s.generation == g))
                     .map(|s| &s.ring);
                 if w.on_ping_tick(ring) {
@@ -1957,7 +1942,7 @@ impl Server {
                 } else {
                     eprintln!(
                         "keepty: closing WebSocket from {}: {} for {} pings",
-                        w.peer,
+                        w.peer(),
                         w.timeout_reason(),
                         ws::TIMEOUT_TICKS
                     );
@@ -2118,14 +2103,14 @@ impl Server {
         match &mut conn.kind {
             ConnKind::Http(_) => self.drive_http(k, now),
             ConnKind::Ws(w) => {
-                if !w.read_paused {
+                if !w.read_paused() {
                     self.read_ws(k, now);
                 }
                 let Some(w) = live_ws(&mut self.conns, k) else {
                     return;
                 };
                 let ring = w
-                    .session
+                    .session()
                     .and_then(|(s, g)| self.sessions.get(s).filter(|s| s.generation == g))
                     .map(|s| &s.ring);
                 if !w.pump_write(ring) || w.phase() == Phase::Done {
@@ -2135,7 +2120,7 @@ impl Server {
                 if w.take_read_deferred() {
                     self.touched_conns.push(k);
                 }
-                if let Some((s, _)) = w.session {
+                if let Some((s, _)) = w.session() {
                     // Sending may have freed read budget for the session.
                     self.touched_sessions.push(s);
                 }
@@ -2190,7 +2175,7 @@ impl Server {
                         .seats
                         .writer()
                         .and_then(|w| any_ws(&self.conns, w))
-                        .map(|w| w.peer.to_string()),
+                        .map(|w| w.peer().to_string()),
                     cols: s.cols,
                     rows: s.rows,
                     title: admin::title_text(s.modes.title()),

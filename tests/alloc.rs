@@ -12,6 +12,7 @@ use std::cell::Cell;
 use std::io::{ErrorKind, Read};
 use std::net::{TcpListener, TcpStream};
 
+use keepty::api::protocol::Role;
 use keepty::net::ws::WsConn;
 use keepty::sessions::ring::Ring;
 
@@ -136,7 +137,7 @@ fn pair() -> (WsConn, TcpStream) {
         Vec::new(),
         peer,
     );
-    w.session = Some((0, 1));
+    w.attach((0, 1), 0, false, Role::Writer);
     (w, client)
 }
 
@@ -172,7 +173,7 @@ fn whole_frames_allocate_nothing() {
             assert!(n > 0, "client saw EOF");
             checker.feed(&buf[..n]);
         }
-        assert_eq!(w.cursor, ring.end());
+        assert_eq!(w.cursor(), ring.end());
     };
     for i in 0..20 {
         round(&mut w, &mut ring, &mut checker, i);
@@ -201,7 +202,7 @@ fn part_written_frames_allocate_nothing_after_the_first() {
     let mut cycle = |w: &mut WsConn, ring: &mut Ring, checker: &mut Checker| {
         // Write until the socket pushes back, so the last frame is usually part-written.
         for _ in 0..100_000 {
-            if w.cursor == ring.end() {
+            if w.cursor() == ring.end() {
                 produce(ring, 64 << 10);
             }
             assert!(w.pump_write(Some(ring)), "connection broke");
@@ -240,7 +241,7 @@ fn part_written_frames_allocate_nothing_after_the_first() {
         checker.frames
     );
     // Finish: everything handed to the socket arrives intact.
-    while w.cursor < ring.end() || !w.can_take_frame() {
+    while w.cursor() < ring.end() || !w.can_take_frame() {
         w.on_writable();
         assert!(w.pump_write(Some(&ring)), "connection broke");
         while let Ok(n) = client.read(&mut buf) {

@@ -1,24 +1,57 @@
-//! The SPEC's WebSocket protocol: the `/ws` query, the JSON messages both ways, and the one
-//! table that maps an error code to its close code.
+//! The SPEC's WebSocket protocol: the `/ws` query, the JSON messages both ways, every close
+//! code in one table, and the map from an error code to its close code.
 
 use serde::{Deserialize, Serialize};
 
-/// Close code after `exited`.
-pub const CLOSE_NORMAL: u16 = 1000;
-/// Close code after `shutdown`.
-pub const CLOSE_GOING_AWAY: u16 = 1001;
-/// Close code for a frame that breaks the WebSocket protocol.
-pub const CLOSE_PROTOCOL: u16 = 1002;
-/// Close code for a message over the size limit.
-pub const CLOSE_TOO_BIG: u16 = 1009;
-/// Close code for a server-side failure (e.g. the command could not start).
-pub const CLOSE_INTERNAL: u16 = 1011;
-/// Close code after `dropped`.
-pub const CLOSE_DROPPED: u16 = 4000;
-/// Close code after `taken_over`.
-pub const CLOSE_TAKEN_OVER: u16 = 4410;
-/// Close code after `expired` (the session was reaped while attached... or on reconnect).
-pub const CLOSE_EXPIRED: u16 = 4404;
+/// Defines the close codes as constants and lists them all in [`CLOSE_CODES`], so the list
+/// cannot miss one.
+macro_rules! close_codes {
+    ($($(#[doc = $doc:literal])+ $name:ident = $code:literal;)+) => {
+        $($(#[doc = $doc])+ pub const $name: u16 = $code;)+
+
+        /// Every close code the server may send, with its constant's name.
+        pub const CLOSE_CODES: &[(u16, &str)] = &[$(($code, stringify!($name))),+];
+    };
+}
+
+// The one table of WebSocket close codes: RFC 6455's (1000-1015) and ours (4000-4999, the
+// range for applications; 44xx/45xx echo the HTTP status of the same refusal).
+close_codes! {
+    /// After `exited`, and a close without a code.
+    CLOSE_NORMAL = 1000;
+    /// After `shutdown`, and for a client that stopped answering pings or taking output.
+    CLOSE_GOING_AWAY = 1001;
+    /// A frame that breaks the WebSocket protocol.
+    CLOSE_PROTOCOL = 1002;
+    /// A text frame that is not UTF-8.
+    CLOSE_INVALID_PAYLOAD = 1007;
+    /// The echo socket of a test build gave up on a peer that does not read.
+    CLOSE_POLICY = 1008;
+    /// A message over the size limit.
+    CLOSE_TOO_BIG = 1009;
+    /// A server-side failure (the command could not start, too many queued messages).
+    CLOSE_INTERNAL = 1011;
+    /// The server is restarting in place (an upgrade) and its sessions survive: reconnect
+    /// with `since` after a short delay.
+    CLOSE_RESTART = 1012;
+    /// After `dropped`: an admin ended the session while the client was attached.
+    CLOSE_DROPPED = 4000;
+    /// Error `bad_request`: a malformed query or message.
+    CLOSE_BAD_REQUEST = 4400;
+    /// Error `forbidden`: another user's session, or a refused origin.
+    CLOSE_FORBIDDEN = 4403;
+    /// The session is gone: after `expired` while attached, and the errors `not_found`,
+    /// `expired` and `dropped` on attach.
+    CLOSE_EXPIRED = 4404;
+    /// Error `attached_elsewhere`: the `reject` policy and the session has a client.
+    CLOSE_ATTACHED_ELSEWHERE = 4409;
+    /// After `taken_over`: another client took the session.
+    CLOSE_TAKEN_OVER = 4410;
+    /// Error `limit`: a session or connection limit.
+    CLOSE_LIMIT = 4429;
+    /// Error `memory`: the memory cap.
+    CLOSE_MEMORY = 4503;
+}
 
 /// Bytes of output a `flow=1` client may have unacknowledged.
 pub const FLOW_WINDOW: u64 = 256 << 10;
@@ -67,12 +100,12 @@ impl ErrorCode {
     /// The WebSocket close code that follows the message.
     pub fn close_code(self) -> u16 {
         match self {
-            ErrorCode::NotFound | ErrorCode::Expired | ErrorCode::Dropped => 4404,
-            ErrorCode::Forbidden => 4403,
-            ErrorCode::AttachedElsewhere => 4409,
-            ErrorCode::Limit => 4429,
-            ErrorCode::Memory => 4503,
-            ErrorCode::BadRequest => 4400,
+            ErrorCode::NotFound | ErrorCode::Expired | ErrorCode::Dropped => CLOSE_EXPIRED,
+            ErrorCode::Forbidden => CLOSE_FORBIDDEN,
+            ErrorCode::AttachedElsewhere => CLOSE_ATTACHED_ELSEWHERE,
+            ErrorCode::Limit => CLOSE_LIMIT,
+            ErrorCode::Memory => CLOSE_MEMORY,
+            ErrorCode::BadRequest => CLOSE_BAD_REQUEST,
             ErrorCode::Internal => CLOSE_INTERNAL,
         }
     }
@@ -450,5 +483,20 @@ mod tests {
         assert_eq!(ErrorCode::NotFound.close_code(), 4404);
         assert_eq!(ErrorCode::BadRequest.close_code(), 4400);
         assert_eq!(ErrorCode::AttachedElsewhere.close_code(), 4409);
+        assert_eq!(ErrorCode::Memory.close_code(), 4503);
+    }
+
+    #[test]
+    fn close_code_table() {
+        for (i, (code, name)) in CLOSE_CODES.iter().enumerate() {
+            assert!(
+                (1000..=1015).contains(code) || (4000..=4999).contains(code),
+                "{name} {code} is neither RFC 6455's nor an application's"
+            );
+            for (other, other_name) in &CLOSE_CODES[i + 1..] {
+                assert_ne!(code, other, "{name} and {other_name}");
+            }
+        }
+        assert!(CLOSE_CODES.contains(&(1012, "CLOSE_RESTART")));
     }
 }

@@ -54,21 +54,37 @@ impl Stream {
         }
     }
 
-    /// True when TLS records are waiting for the socket.
-    pub fn tls_pending(&self) -> bool {
-        match self {
-            Stream::Plain(_) => false,
-            #[cfg(feature = "tls")]
-            Stream::Tls(t) => t.conn.wants_write(),
-        }
-    }
-
     fn sock(&mut self) -> &mut TcpStream {
         match self {
             Stream::Plain(s) => s,
             #[cfg(feature = "tls")]
             Stream::Tls(t) => &mut t.sock,
         }
+    }
+}
+
+/// What a WebSocket connection runs over: a non-blocking byte stream (`WouldBlock` when the
+/// socket is full or empty) that can end its sending half. [`Stream`] in the server; tests put
+/// a scripted one in its place, so the connection's state machine is exercised without a
+/// socket.
+pub trait Transport: Read + Write {
+    /// Ends our sending half (best effort): the peer reads the end of the stream.
+    fn shutdown_write(&mut self);
+
+    /// Sends bytes an earlier write left inside the stream (TLS records), on a writable
+    /// event. A stream that keeps nothing back has nothing to do.
+    fn flush_pending(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Transport for Stream {
+    fn shutdown_write(&mut self) {
+        Stream::shutdown_write(self);
+    }
+
+    fn flush_pending(&mut self) -> io::Result<()> {
+        self.flush_tls()
     }
 }
 

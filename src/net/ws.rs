@@ -1,5 +1,9 @@
-//! One WebSocket client: tungstenite over a non-blocking mio stream, plus the client's place
-//! in its session's output (a cursor into the ring, never a copy of it).
+//! One WebSocket client: tungstenite over a non-blocking stream, plus the client's place in
+//! its session's output (a cursor into the ring, never a copy of it).
+//!
+//! The stream is a [`Transport`]: the server's socket ([`Stream`]), or in the unit tests below
+//! a scripted one, which is how every short write and `WouldBlock` the rules here guard
+//! against is reproduced byte for byte.
 //!
 //! Writes follow one rule: a new frame starts only when the previous one is fully on the
 //! socket, so at most one frame per client is ever held and the memory per client is fixed
@@ -14,7 +18,7 @@
 //! part-written tungstenite is not called at all (`read` too can write: it answers pings).
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice, Write as _};
+use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 
 use tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
@@ -24,7 +28,7 @@ use tungstenite::protocol::{Role as WsRole, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
 use crate::api::protocol::{self, ErrorCode, ProtoError, Role, ServerMsg};
-use crate::net::stream::Stream;
+use crate::net::stream::{Stream, Transport};
 use crate::sessions::ring::Ring;
 
 /// Largest output frame. A frame is written straight from the ring, so its size costs
@@ -84,24 +88,22 @@ pub enum Incoming {
 }
 
 /// A WebSocket client of a session.
-pub struct WsConn {
-    ws: WebSocket<Stream>,
+pub struct WsConn<S = Stream> {
+    ws: WebSocket<S>,
     /// Peer address, for logs and the admin list.
-    pub peer: SocketAddr,
+    peer: SocketAddr,
     /// The attached session's key and generation.
-    pub session: Option<(usize, u64)>,
+    session: Option<(usize, u64)>,
     /// Next output offset to send.
-    pub cursor: u64,
+    cursor: u64,
     /// With `flow`: everything before this offset has reached the client.
-    pub acked: u64,
+    acked: u64,
     /// The client acknowledges output (`flow=1`).
-    pub flow: bool,
+    flow: bool,
     /// Writer or viewer.
-    pub role: Role,
-    /// Once output has ended: send `exited` after the last byte.
-    pub exit_notice: Option<(Option<i32>, Option<i32>)>,
+    role: Role,
     /// Input is waiting because the session's input queue is full.
-    pub read_paused: bool,
+    read_paused: bool,
     outbox: VecDeque<String>,
     close: Option<(u16, String)>,
     phase: Phase,
@@ -123,7 +125,7 @@ pub struct WsConn {
     ping_due: bool,
     /// Messages to send back, on the conformance-test echo socket only.
     #[cfg(feature = "echo")]
-    pub echo: Option<VecDeque<Message>>,
+    echo: Option<VecDeque<Message>>,
     /// Some frame arrived since the last ping tick.
     heard: bool,
     /// Ping ticks in a row without a frame from the peer.
@@ -137,15 +139,15 @@ pub struct WsConn {
 
 /// Messages an echo socket holds before it gives up on a peer that does not read.
 #[cfg(feature = "echo")]
-pub const ECHO_CAP: usize = 1024;
+const ECHO_CAP: usize = 1024;
 
 /// Ping ticks without a frame, or without output taken, after which a client is closed.
 pub const TIMEOUT_TICKS: u8 = 3;
 
-impl WsConn {
+impl<S: Transport> WsConn<S> {
     /// Wraps a stream whose upgrade response has been sent; `leftover` is whatever the client
     /// sent after its request head.
-    pub fn new(stream: Stream, leftover: Vec<u8>, peer: SocketAddr) -> WsConn {
+    pub fn new(stream: S, leftover: Vec<u8>, peer: SocketAddr) -> WsConn<S> {
         WsConn {
             ws: WebSocket::from_partially_read(stream, leftover, WsRole::Server, Some(config())),
             peer,
@@ -154,7 +156,6 @@ impl WsConn {
             acked: 0,
             flow: false,
             role: Role::Writer,
-            exit_notice: None,
             read_paused: false,
             outbox: VecDeque::new(),
             close: None,
@@ -177,8 +178,95 @@ impl WsConn {
     }
 
     /// The stream, for (de)registration.
-    pub fn stream_mut(&mut self) -> &mut Stream {
+    pub fn stream_mut(&mut self) -> &mut S {
         self.ws.get_mut()
+    }
+
+    /// Peer address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The attached session's key and generation.
+    pub fn session(&self) -> Option<(usize, u64)> {
+        self.session
+    }
+
+    /// Next output offset to send.
+    pub fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
+    /// Writer or viewer.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// True if this client's input and resizes may reach the PTY.
+    pub fn is_writer(&self) -> bool {
+        self.role == Role::Writer && self.phase == Phase::Open
+    }
+
+    /// Attaches to `session` (key, generation) with output from `offset`; `flow`: the client
+    /// acknowledges output.
+    pub fn attach(&mut self, session: (usize, u64), offset: u64, flow: bool, role: Role) {
+        self.session = Some(session);
+        self.cursor = offset;
+        self.acked = offset;
+        self.flow = flow;
+        self.role = role;
+    }
+
+    /// Leaves the session, if attached, and says which it was. No output follows.
+    pub fn detach(&mut self) -> Option<(usize, u64)> {
+        self.session.take()
+    }
+
+    /// Changes the role and tells the client.
+    pub fn set_role(&mut self, role: Role) {
+        self.role = role;
+        self.send(&ServerMsg::Role { role });
+    }
+
+    /// True while input waits for room in the session's input queue: nothing is read.
+    pub fn read_paused(&self) -> bool {
+        self.read_paused
+    }
+
+    /// Stops reading until [`WsConn::resume_read`].
+    pub fn pause_read(&mut self) {
+        self.read_paused = true;
+    }
+
+    /// Reads again; true if reading was paused (the caller reads now: edge-triggered, the
+    /// bytes waiting bring no new event).
+    pub fn resume_read(&mut self) -> bool {
+        std::mem::take(&mut self.read_paused)
+    }
+
+    /// Makes this the conformance-test echo socket: messages are sent back, not served.
+    #[cfg(feature = "echo")]
+    pub fn set_echo(&mut self) {
+        self.echo = Some(VecDeque::new());
+    }
+
+    /// On an echo socket, queues a data message to be sent back and returns `None`; any other
+    /// message (and every message elsewhere) is handed back. A peer that lets [`ECHO_CAP`]
+    /// messages pile up is closed.
+    #[cfg(feature = "echo")]
+    pub fn echo(&mut self, msg: Message) -> Option<Message> {
+        let Some(q) = self.echo.as_mut() else {
+            return Some(msg);
+        };
+        if !matches!(msg, Message::Text(_) | Message::Binary(_)) {
+            return Some(msg);
+        }
+        if q.len() >= ECHO_CAP {
+            self.close_with(protocol::CLOSE_POLICY, "echo queue full");
+        } else {
+            q.push_back(msg);
+        }
+        None
     }
 
     /// Current phase.
@@ -221,8 +309,10 @@ impl WsConn {
         }
     }
 
-    /// The peer's socket is writable again.
+    /// The peer's socket is writable again: what the stream itself holds back goes first.
     pub fn on_writable(&mut self) {
+        // An error here shows again on the next write, which handles it.
+        let _ = self.ws.get_mut().flush_pending();
         self.write_blocked = false;
     }
 
@@ -312,7 +402,9 @@ impl WsConn {
                 Incoming::Failed(protocol::CLOSE_TOO_BIG, "message too big")
             }
             Err(WsError::Capacity(_)) => Incoming::Failed(protocol::CLOSE_TOO_BIG, "frame too big"),
-            Err(WsError::Utf8(_)) => Incoming::Failed(1007, "text frame is not UTF-8"),
+            Err(WsError::Utf8(_)) => {
+                Incoming::Failed(protocol::CLOSE_INVALID_PAYLOAD, "text frame is not UTF-8")
+            }
             Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => Incoming::Closed,
             Err(WsError::Protocol(_)) => {
                 Incoming::Failed(protocol::CLOSE_PROTOCOL, "WebSocket protocol error")
@@ -406,7 +498,10 @@ impl WsConn {
                     None => return true,
                 }
             } else if self.phase == Phase::CloseQueued {
-                let (code, reason) = self.close.take().unwrap_or((1000, String::new()));
+                let (code, reason) = self
+                    .close
+                    .take()
+                    .unwrap_or((protocol::CLOSE_NORMAL, String::new()));
                 self.phase = Phase::Closing;
                 let frame = CloseFrame {
                     code: CloseCode::from(code),
@@ -555,13 +650,6 @@ impl WsConn {
         }
         self.phase = Phase::Done;
         false
-    }
-
-    /// True if this client has output it could be sent from `ring`.
-    pub fn wants_output(&self, ring: &Ring) -> bool {
-        self.phase == Phase::Open
-            && self.cursor < ring.end()
-            && (!self.flow || self.cursor - self.acked < protocol::FLOW_WINDOW)
     }
 
     /// True if every byte of output has been handed to the socket layer.
