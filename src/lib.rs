@@ -26,7 +26,7 @@ pub mod api;
 pub mod config;
 pub mod error;
 pub mod event_loop;
-pub(crate) mod limits;
+pub mod limits;
 pub mod net;
 pub mod sessions;
 pub(crate) mod signals;

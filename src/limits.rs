@@ -1,1 +1,306 @@
-//! Every cap in one place.
+//! Every cap keepty has, in one file: the operator's (from [`Config`]) in [`Limits`], the
+//! fixed ones as constants below, each with the reason for its number; and the one budget for
+//! `--max-memory`, [`Limits::admit`], which every site that creates something asks first.
+//!
+//! Memory is reserved up front, at the most each thing can hold (a ring in full, a connection
+//! at its buffer caps), so the cap holds whatever the peers do afterwards.
+
+use std::time::Duration;
+
+use crate::config::{Config, DetachedOutput};
+
+// ---- wire --------------------------------------------------------------------------------
+
+/// Largest request head, bytes: far past any browser's or curl's, small enough that 32
+/// unfinished requests hold a quarter of a megabyte.
+pub const MAX_HEAD: usize = 8 << 10;
+/// Most header fields in a request: a browser sends about 15.
+pub const MAX_HEADERS: usize = 32;
+/// Largest input message, and the cap on any incoming message or frame: a paste of a page
+/// or two of text; tungstenite's own default (64 MiB) would be a whole router's memory.
+pub const MAX_MESSAGE: usize = 64 << 10;
+/// Bytes of output a `flow=1` client may have unacknowledged (SPEC 3).
+pub const FLOW_WINDOW: u64 = 256 << 10;
+/// Longest session id (SPEC 3).
+pub const MAX_ID_LEN: usize = 64;
+/// Largest output frame. A frame is written straight from the ring, so its size costs
+/// nothing unless the socket takes only part of it (then the rest is copied aside); large
+/// enough that a flood is a few thousand `writev`s a second, and a quarter of the flow window
+/// so a `flow=1` client still has several frames in flight.
+pub const CHUNK: usize = 64 << 10;
+/// The longest header of a server-to-client frame (no mask): 2 bytes and a 64-bit length.
+pub const MAX_HEADER: usize = 10;
+/// tungstenite's read buffer, which it allocates eagerly per connection: 4 KiB holds many
+/// keystroke frames, and bigger messages are assembled up to [`MAX_MESSAGE`] anyway.
+pub const READ_BUFFER: usize = 4 << 10;
+/// tungstenite's write buffer cap. It carries only text and control frames (output frames
+/// bypass it), and a new one is handed over only once the last is on the socket.
+pub const MAX_WRITE_BUFFER: usize = (32 << 10) + 4096;
+/// Text messages a client may have queued (they are few: attached, role, exited, close);
+/// past it a peer is hopelessly behind on control messages and is closed.
+pub const OUTBOX_CAP: usize = 16;
+/// Messages an echo socket (test builds) holds before it gives up on a peer that does not read.
+#[cfg(feature = "echo")]
+pub const ECHO_CAP: usize = 1024;
+/// rustls's send buffer cap per connection: one full output frame and its record overhead,
+/// so a frame goes into rustls in one piece.
+#[cfg(feature = "tls")]
+pub const TLS_SEND_LIMIT: usize = CHUNK + 4096;
+
+// ---- fairness ----------------------------------------------------------------------------
+
+/// Messages read from one WebSocket before the others get a turn: a client flooding pings or
+/// control messages must not starve every other session.
+pub const WS_READ_BUDGET: usize = 64;
+/// Steps (a read, a parsed request, a write) taken for one HTTP connection before the others
+/// get a turn: an endless pipeline must not starve every other session.
+pub const HTTP_STEP_BUDGET: usize = 64;
+/// Most output taken from one PTY in one pass, so a flood from one session cannot starve
+/// the others; the session stays marked readable and the loop comes back at once.
+pub const READ_PASS: usize = 1 << 20;
+/// Passes (PTY -> ring -> clients) for one session in one turn before the others get theirs.
+pub const SESSION_PASSES: usize = 64;
+/// Rounds of servicing what a turn touched before the loop polls again (without sleeping).
+pub const SETTLE_ROUNDS: usize = 8;
+
+// ---- per-peer and per-session bounds -----------------------------------------------------
+
+/// Unfinished requests allowed from one peer address: a browser opens about six at once.
+pub const PENDING_PER_PEER: usize = 8;
+/// Input waiting for the PTY, bytes. A client is not read while this much is queued, so a
+/// program that stops reading its terminal pushes back on the client instead of growing memory.
+pub const INPUT_CAP: usize = 64 << 10;
+/// Failed logins allowed per address per [`FAILURE_WINDOW`] (SPEC 4).
+pub const MAX_FAILURES: u32 = 10;
+/// The failure window, and how long an address that used it up is refused (SPEC 4).
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// Addresses the failure limiter tracks at most; past it the stalest is forgotten first.
+pub const MAX_TRACKED: usize = 4096;
+/// How long the id of a reaped or dropped session is remembered (SPEC 4: 24 h).
+pub const TOMBSTONE_KEEP: Duration = Duration::from_secs(24 * 3600);
+/// Most ids remembered; past it the oldest is forgotten first. 4096 drops a day is far past
+/// any operator's; the list then holds about 0.9 MiB.
+pub const MAX_TOMBSTONES: usize = 4096;
+/// Clean replay points kept per session: enough that a replay starts near the ring's tail
+/// whatever the output's shape.
+pub const CHECKPOINTS: usize = 32;
+/// Parameters kept per CSI sequence; xterm.js keeps 32 and ignores the rest the same way.
+pub const MAX_CSI_PARAMS: usize = 32;
+/// Stored window title, bytes. Longer titles are cut (at a UTF-8 boundary where possible).
+pub const MAX_TITLE: usize = 256;
+
+// ---- time --------------------------------------------------------------------------------
+
+/// How long a closing connection may take to answer our close or finish its request.
+pub const LINGER: Duration = Duration::from_secs(2);
+/// How long a peer may take none of a response before it is dropped. A slow phone link still
+/// makes progress and keeps extending this; a peer that stopped reading does not.
+pub const WRITE_STALL: Duration = Duration::from_secs(60);
+/// Ping ticks without a frame, or without output taken, after which a client is closed
+/// (SPEC 3: 60 s at the default 20 s interval).
+pub const TIMEOUT_TICKS: u8 = 3;
+/// From SIGHUP to SIGKILL when a session is torn down (SPEC 1 and 4).
+pub const KILL_AFTER: Duration = Duration::from_secs(3);
+/// How long after SIGKILL the server waits for the last children before it exits anyway.
+pub const EXIT_GRACE: Duration = Duration::from_secs(2);
+/// How long to wait before retrying `accept` after running out of file descriptors.
+pub const ACCEPT_RETRY: Duration = Duration::from_millis(500);
+
+// ---- memory charges ----------------------------------------------------------------------
+
+/// Memory charged per HTTP connection (one that has not upgraded): its request head and its
+/// structs. Response bodies are the embedded files (static) or small JSON built and freed per
+/// request. Charging the WebSocket's buffers only at the upgrade keeps unfinished requests (a
+/// slowloris) from eating a small cap: 32 pending connections hold about 0.3 MiB, not 8 MiB.
+pub const HTTP_RESERVE: usize = MAX_HEAD + 2048;
+/// Memory charged per WebSocket connection, the most its buffers can hold: tungstenite's
+/// read buffer, a partial frame and an assembled message, its write buffer cap, the tail of a
+/// part-written output frame, a request head, and the connection's own structs.
+pub const WS_RESERVE: usize =
+    READ_BUFFER + 2 * MAX_MESSAGE + MAX_WRITE_BUFFER + MAX_HEADER + CHUNK + MAX_HEAD + 2048;
+/// Memory a TLS connection holds beyond a plain one: the send buffer, rustls's
+/// received-plaintext cap (16 KiB), its record buffer (a record is at most about 18 KiB; a
+/// handshake message up to 64 KiB) and its own state.
+#[cfg(feature = "tls")]
+pub const TLS_RESERVE: usize = TLS_SEND_LIMIT + (16 << 10) + (64 << 10) + (8 << 10);
+/// Memory a session's input queue holds at most: the cap, plus the one message that may
+/// arrive while the queue is just under it.
+pub const INPUT_RESERVE: usize = INPUT_CAP + MAX_MESSAGE;
+/// Bytes charged per tombstone: the id twice (map and queue) and the entries around it.
+pub const TOMBSTONE_RESERVE: usize = 2 * MAX_ID_LEN + 96;
+
+/// The operator's caps, from the command line.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// `--max-sessions`: sessions alive at once, all users together.
+    pub max_sessions: usize,
+    /// `--max-clients`: connections past their first request head.
+    pub max_clients: usize,
+    /// `--max-pending`: connections still sending their first request head.
+    pub max_pending: usize,
+    /// `--max-memory`: the cap every [`Charge`] is admitted against, bytes.
+    pub max_memory: usize,
+    /// `--scrollback`: each session's ring, bytes.
+    pub scrollback: usize,
+    /// `--ttl`: idle time after which a detached session is reaped.
+    pub ttl: Duration,
+    /// `--header-timeout`: total time for a request head.
+    pub header_timeout: Duration,
+    /// `--ping-interval`: the liveness tick of every WebSocket.
+    pub ping_interval: Duration,
+    /// `--detached-output`: whether a full ring with nobody attached blocks the program.
+    pub detached_output: DetachedOutput,
+    /// What each connection holds beyond its HTTP or WebSocket buffers (rustls's, with TLS).
+    pub conn_overhead: usize,
+}
+
+/// What exists now, as far as memory is concerned.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Sessions (each a ring and an input queue).
+    pub sessions: usize,
+    /// Connections that have not upgraded.
+    pub http: usize,
+    /// WebSocket connections.
+    pub ws: usize,
+    /// Remembered ids.
+    pub tombstones: usize,
+}
+
+/// Something about to be created, to be admitted against `--max-memory` first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Charge {
+    /// A new connection (charged as HTTP until it upgrades).
+    Connection,
+    /// An HTTP connection becoming a WebSocket.
+    Upgrade,
+    /// A new session.
+    Session,
+}
+
+/// `--max-memory` would be exceeded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OverBudget;
+
+impl Limits {
+    /// The caps of `cfg`; `tls` when connections carry rustls state.
+    pub fn new(cfg: &Config, tls: bool) -> Limits {
+        #[cfg(feature = "tls")]
+        let conn_overhead = if tls { TLS_RESERVE } else { 0 };
+        #[cfg(not(feature = "tls"))]
+        let conn_overhead = {
+            let _ = tls;
+            0
+        };
+        Limits {
+            max_sessions: cfg.max_sessions,
+            max_clients: cfg.max_clients,
+            max_pending: cfg.max_pending,
+            max_memory: cfg.max_memory,
+            scrollback: cfg.scrollback,
+            ttl: cfg.ttl,
+            header_timeout: cfg.header_timeout,
+            ping_interval: cfg.ping_interval,
+            detached_output: cfg.detached_output,
+            conn_overhead,
+        }
+    }
+
+    /// Memory charged per session: its ring in full and its input queue at the most it holds.
+    pub fn session_reserve(&self) -> usize {
+        self.scrollback + INPUT_RESERVE
+    }
+
+    /// Memory reserved by what `u` counts.
+    pub fn reserved(&self, u: Usage) -> usize {
+        u.sessions * self.session_reserve()
+            + u.ws * WS_RESERVE
+            + u.http * HTTP_RESERVE
+            + (u.http + u.ws) * self.conn_overhead
+            + u.tombstones * TOMBSTONE_RESERVE
+    }
+
+    /// Whether `charge` fits under `--max-memory` on top of `u`.
+    pub fn admit(&self, u: Usage, charge: Charge) -> Result<(), OverBudget> {
+        let after = match charge {
+            Charge::Connection => Usage {
+                http: u.http + 1,
+                ..u
+            },
+            Charge::Session => Usage {
+                sessions: u.sessions + 1,
+                ..u
+            },
+            Charge::Upgrade => Usage {
+                http: u.http.saturating_sub(1),
+                ws: u.ws + 1,
+                ..u
+            },
+        };
+        if self.reserved(after) <= self.max_memory {
+            Ok(())
+        } else {
+            Err(OverBudget)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max_memory: usize) -> Limits {
+        let cfg = Config {
+            max_memory,
+            scrollback: 256 << 10,
+            ..Config::default()
+        };
+        Limits::new(&cfg, false)
+    }
+
+    #[test]
+    fn charges_add_up() {
+        let l = limits(64 << 20);
+        let u = Usage {
+            sessions: 2,
+            http: 3,
+            ws: 1,
+            tombstones: 10,
+        };
+        assert_eq!(
+            l.reserved(u),
+            2 * ((256 << 10) + INPUT_RESERVE)
+                + 3 * HTTP_RESERVE
+                + WS_RESERVE
+                + 10 * TOMBSTONE_RESERVE
+        );
+    }
+
+    #[test]
+    fn admit_is_exact_at_the_cap() {
+        let session = (256 << 10) + INPUT_RESERVE;
+        let l = limits(session + HTTP_RESERVE);
+        let one_conn = Usage {
+            http: 1,
+            ..Usage::default()
+        };
+        assert_eq!(l.admit(one_conn, Charge::Session), Ok(()));
+        let full = Usage {
+            sessions: 1,
+            ..one_conn
+        };
+        assert_eq!(l.admit(full, Charge::Session), Err(OverBudget));
+        assert_eq!(l.admit(full, Charge::Connection), Err(OverBudget));
+        // An upgrade replaces the HTTP charge with the larger WebSocket one.
+        assert_eq!(l.admit(full, Charge::Upgrade), Err(OverBudget));
+        let l = limits(WS_RESERVE);
+        assert_eq!(l.admit(one_conn, Charge::Upgrade), Ok(()));
+    }
+
+    #[test]
+    fn websocket_charge_covers_its_buffers() {
+        // A slowloris costs the head buffer only; a WebSocket many times more.
+        const { assert!(WS_RESERVE > 4 * HTTP_RESERVE) };
+        const { assert!(CHUNK as u64 * 4 <= FLOW_WINDOW) };
+    }
+}

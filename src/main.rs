@@ -22,21 +22,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Some(why) = cfg.refusal() {
-        eprintln!("keepty: {why}");
-        return ExitCode::from(2);
-    }
     let cfg_warning = cfg.transport_warning();
     let mut server = match Server::bind(*cfg) {
         Ok(s) => s,
-        // A token file that cannot be used is a configuration mistake, like a bad option.
-        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
-            eprintln!("keepty: {e}");
-            return ExitCode::from(2);
-        }
         Err(e) => {
-            eprintln!("keepty: cannot listen: {e}");
-            return ExitCode::from(1);
+            eprintln!("keepty: {e}");
+            return ExitCode::from(e.exit_code());
         }
     };
     let addr = server.local_addr();

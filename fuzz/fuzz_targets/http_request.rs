@@ -5,7 +5,7 @@ use keepty::net::http::{self, parse_head};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let data = &data[..data.len().min(http::MAX_HEAD)];
+    let data = &data[..data.len().min(keepty::limits::MAX_HEAD)];
     if let Ok(Some((req, n))) = parse_head(data) {
         assert!(n <= data.len());
         let _ = req.keep_alive();

@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&[a, b], stream)) = data.split_first_chunk::<2>() else {
         return;
     };
-    let stream = &stream[..stream.len().min(http::MAX_HEAD + 64)];
+    let stream = &stream[..stream.len().min(keepty::limits::MAX_HEAD + 64)];
     let whole = outcome(stream);
     let cuts = [
         usize::from(a) * stream.len() / 256,

@@ -20,17 +20,6 @@ pub(crate) struct Caller {
     pub(crate) max_sessions: Option<usize>,
 }
 
-#[cfg(feature = "echo")]
-impl Caller {
-    /// The caller of the conformance-test echo socket: nobody, who may create no session.
-    pub(crate) fn echo() -> Caller {
-        Caller {
-            name: String::new(),
-            max_sessions: Some(0),
-        }
-    }
-}
-
 /// Why a request is not admitted. [`Refusal::response`] is the one place each one's status,
 /// code and message are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -172,6 +161,13 @@ impl Gate {
             admin_token_file: cfg.admin_token_file.clone(),
             auth_failures: 0,
         })
+    }
+
+    /// The bound port and whether the server speaks HTTPS, once known: `new` runs before the
+    /// bind so that a broken token file is reported first.
+    pub(crate) fn bound(&mut self, port: u16, tls: bool) {
+        self.port = port;
+        self.tls = tls;
     }
 
     /// SIGHUP: reads both token files again. A file that no longer reads or parses keeps the

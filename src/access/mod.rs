@@ -1,7 +1,5 @@
-//! Who may ask: token files, the failed-login limiter and (in `gate`) the admission of one
-//! request by its Host, Origin, fetch metadata and token.
+//! Who may ask: token files and the failed-login limiter (`auth`), and the admission of one
+//! request by its Host, Origin, fetch metadata and token (`gate`).
 
 pub mod auth;
-// Wired into the event loop at merge.
-#[allow(dead_code)]
 pub(crate) mod gate;

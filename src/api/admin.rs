@@ -1,6 +1,16 @@
-//! What the admin surface shows: serializable snapshots of sessions, limits and memory.
+//! What the admin surface shows: serializable snapshots of sessions, limits and memory,
+//! built here from the session table, and their JSON, text and Prometheus renderings.
+
+use std::net::SocketAddr;
+use std::time::Instant;
 
 use serde::Serialize;
+
+use crate::api::routes::View;
+use crate::config::{AttachPolicy, DetachedOutput};
+use crate::limits::Limits;
+use crate::net::http::Response;
+use crate::sessions::table::Table;
 
 /// One row of the session list (SPEC section 2). Times are Unix seconds.
 #[derive(Debug, Serialize)]
@@ -55,7 +65,7 @@ const TABLE_TITLE: usize = 24;
 
 /// The configured caps, as shown to operators.
 #[derive(Debug, Serialize)]
-pub struct Limits {
+pub struct Caps {
     /// `--max-sessions`.
     pub max_sessions: usize,
     /// `--max-clients`.
@@ -89,12 +99,13 @@ pub struct SessionList {
     /// Every session.
     pub sessions: Vec<SessionRecord>,
     /// Configured caps.
-    pub limits: Limits,
+    pub limits: Caps,
     /// Memory against the cap.
     pub memory: Memory,
 }
 
-/// Operator-facing counters that outlive the sessions they count; the event loop owns them.
+/// Operator-facing counters that outlive the sessions they count; the event loop owns them
+/// (failed logins are the gate's, uptime is read off the clock when shown).
 #[derive(Debug, Default, Clone)]
 pub struct Counters {
     /// Sessions removed by the idle TTL.
@@ -429,6 +440,143 @@ pub fn render_metrics(list: &SessionList, c: &Counters) -> String {
     out
 }
 
+/// Monotonic instants shown as Unix seconds, converted through one anchor so a time shown
+/// twice reads the same (and a wall-clock jump moves nothing that was shown).
+pub struct Clock {
+    started: Instant,
+    started_unix_ms: u128,
+}
+
+impl Clock {
+    /// The anchor: the monotonic and wall-clock readings of the same moment.
+    pub fn new(started: Instant, started_unix_ms: u128) -> Clock {
+        Clock {
+            started,
+            started_unix_ms,
+        }
+    }
+
+    /// `t` as Unix seconds.
+    pub fn unix_secs(&self, t: Instant) -> u64 {
+        let ms = self.started_unix_ms as i128
+            + (t.saturating_duration_since(self.started).as_millis() as i128)
+            - (self.started.saturating_duration_since(t).as_millis() as i128);
+        (ms.max(0) / 1000) as u64
+    }
+
+    /// Seconds since the anchor.
+    pub fn uptime_secs(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.started).as_secs()
+    }
+}
+
+/// What a snapshot is built from, read-only.
+pub struct Sources<'a> {
+    /// The sessions.
+    pub table: &'a Table,
+    /// The caps shown.
+    pub limits: &'a Limits,
+    /// `--attach-policy`.
+    pub policy: AttachPolicy,
+    /// Memory reserved now.
+    pub reserved: usize,
+    /// The anchor for Unix times.
+    pub clock: &'a Clock,
+    /// This turn's time, both clocks.
+    pub now: Instant,
+    /// Unix seconds now.
+    pub now_unix: u64,
+}
+
+impl Sources<'_> {
+    /// Every session, or only `owner`'s; `writer_peer` names the client with the keyboard.
+    pub fn list(
+        &self,
+        owner: Option<&str>,
+        writer_peer: impl Fn(usize) -> Option<SocketAddr>,
+    ) -> SessionList {
+        let ttl = self.limits.ttl.as_secs();
+        let sessions = self
+            .table
+            .iter()
+            .filter(|(_, s)| owner.is_none_or(|o| s.owner() == o))
+            .map(|(_, s)| {
+                // Attached means in use: seen now.
+                let (idle, last_seen) = if s.is_attached() {
+                    (0, self.now_unix)
+                } else {
+                    (
+                        self.now.saturating_duration_since(s.last_seen()).as_secs(),
+                        self.clock.unix_secs(s.last_seen()),
+                    )
+                };
+                let (cols, rows) = s.size();
+                SessionRecord {
+                    id: s.id().to_string(),
+                    owner: s.owner().to_string(),
+                    pid: s.pid(),
+                    state: s.state().name().to_string(),
+                    exit_code: s.exit().and_then(|e| e.code),
+                    created_at: s.created_at(),
+                    last_seen,
+                    idle_secs: idle,
+                    expires_in_secs: ttl.saturating_sub(idle),
+                    bytes_buffered: s.ring().len() as u64,
+                    bytes_total: s.ring().end(),
+                    clients: s.clients().len(),
+                    active_client: s.writer().and_then(&writer_peer).map(|p| p.to_string()),
+                    cols,
+                    rows,
+                    title: title_text(s.modes().title()),
+                    alt_screen: s.modes().alt_screen(),
+                }
+            })
+            .collect();
+        SessionList {
+            now: self.now_unix,
+            sessions,
+            limits: Caps {
+                max_sessions: self.limits.max_sessions,
+                max_clients: self.limits.max_clients,
+                max_memory: self.limits.max_memory,
+                scrollback: self.limits.scrollback,
+                ttl_secs: ttl,
+                attach_policy: self.policy.name(),
+                detached_output: match self.limits.detached_output {
+                    DetachedOutput::DropOldest => "drop-oldest",
+                    DetachedOutput::Block => "block",
+                },
+            },
+            memory: Memory {
+                reserved: self.reserved,
+                cap: self.limits.max_memory,
+            },
+        }
+    }
+}
+
+/// The answer for `view` of `list`.
+pub fn respond(view: View, list: &SessionList, counters: &Counters) -> Response {
+    match view {
+        // A user sees its own sessions, not the operator's limits and memory.
+        View::Own => Response::json(
+            200,
+            &serde_json::json!({ "now": list.now, "sessions": list.sessions }),
+        ),
+        View::Json => Response::json(200, list),
+        View::Text => Response::new(
+            200,
+            "text/plain; charset=utf-8",
+            render_text(list).into_bytes(),
+        ),
+        View::Metrics => Response::new(
+            200,
+            "text/plain; version=0.0.4; charset=utf-8",
+            render_metrics(list, counters).into_bytes(),
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -461,7 +609,7 @@ mod tests {
         SessionList {
             now: 1_700_000_105,
             sessions,
-            limits: Limits {
+            limits: Caps {
                 max_sessions: 32,
                 max_clients: 128,
                 max_memory: 64 << 20,

@@ -4,3 +4,4 @@
 pub(crate) mod admin;
 pub(crate) mod assets;
 pub mod protocol;
+pub(crate) mod routes;

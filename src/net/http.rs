@@ -8,10 +8,7 @@ use std::borrow::Cow;
 
 use crate::api::assets;
 
-/// Largest request head, bytes.
-pub const MAX_HEAD: usize = 8 << 10;
-/// Most headers in a request.
-pub const MAX_HEADERS: usize = 32;
+use crate::limits::{MAX_HEAD, MAX_HEADERS};
 
 /// Why a request head is refused; each maps to a status and error code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -151,7 +151,7 @@ impl TlsStream {
     pub fn new(sock: TcpStream, config: std::sync::Arc<rustls::ServerConfig>) -> io::Result<Self> {
         let mut conn = rustls::ServerConnection::new(config).map_err(io::Error::other)?;
         // One whole output frame fits, so a frame is not split across writes for want of room.
-        conn.set_buffer_limit(Some(crate::net::tls::SEND_LIMIT));
+        conn.set_buffer_limit(Some(crate::limits::TLS_SEND_LIMIT));
         Ok(TlsStream {
             sock,
             conn,

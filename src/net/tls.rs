@@ -14,15 +14,6 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::Config;
 
-/// rustls's send buffer cap per connection: one full output frame and its record overhead,
-/// so a frame goes into rustls in one piece.
-pub const SEND_LIMIT: usize = crate::net::ws::CHUNK + 4096;
-
-/// Memory a TLS connection may hold beyond a plain one, charged against `--max-memory`:
-/// the send buffer, rustls's received-plaintext cap (16 KiB), its record buffer (a record is
-/// at most about 18 KiB; a handshake message up to 64 KiB) and its own state.
-pub const CONN_OVERHEAD: usize = SEND_LIMIT + (16 << 10) + (64 << 10) + (8 << 10);
-
 /// File names of the self-signed pair inside the state directory.
 const CERT_FILE: &str = "tls-cert.pem";
 const KEY_FILE: &str = "tls-key.pem";

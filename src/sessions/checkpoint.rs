@@ -16,8 +16,7 @@
 use crate::sessions::modes::{ModeTracker, Modes};
 use crate::sessions::ring::Ring;
 
-/// Points kept per session.
-pub const CHECKPOINTS: usize = 32;
+use crate::limits::CHECKPOINTS;
 
 /// One clean point.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -8,4 +8,5 @@ pub mod policy;
 pub(crate) mod pty;
 pub mod ring;
 pub(crate) mod session;
+pub(crate) mod table;
 pub(crate) mod tombstones;

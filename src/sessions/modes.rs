@@ -33,10 +33,7 @@ const SUB: u8 = 0x1a;
 const ESC: u8 = 0x1b;
 const DEL: u8 = 0x7f;
 
-/// Parameters kept per CSI sequence; xterm.js keeps 32 and ignores the rest the same way.
-const MAX_PARAMS: usize = 32;
-/// Stored window title, bytes. Longer titles are cut (at a UTF-8 boundary where possible).
-const MAX_TITLE: usize = 256;
+use crate::limits::{MAX_CSI_PARAMS, MAX_TITLE};
 
 /// Where the parser is within the escape-sequence grammar.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -149,8 +146,8 @@ pub struct ModeTracker {
     prefix: u8,
     /// CSI intermediate byte (`!`, `$`, ...), 0 if none, 0xff if more than one.
     intermediate: u8,
-    params: [u16; MAX_PARAMS],
-    /// Parameters completed by a `;`, at most [`MAX_PARAMS`].
+    params: [u16; MAX_CSI_PARAMS],
+    /// Parameters completed by a `;`, at most [`MAX_CSI_PARAMS`].
     nparams: u8,
     /// The parameter being read; saturates, so any digit count needs no buffer.
     param: u16,
@@ -542,7 +539,7 @@ impl ModeTracker {
 
     #[inline]
     fn param_end(&mut self) {
-        if usize::from(self.nparams) < MAX_PARAMS {
+        if usize::from(self.nparams) < MAX_CSI_PARAMS {
             self.params[usize::from(self.nparams)] = self.param;
             self.nparams += 1;
         }
@@ -555,11 +552,11 @@ impl ModeTracker {
             (b'?', 0, b'h' | b'l') => {
                 // The parameter still open counts too, unless the list was already full.
                 let n = usize::from(self.nparams);
-                if n < MAX_PARAMS {
+                if n < MAX_CSI_PARAMS {
                     self.params[n] = self.param;
                 }
                 let on = fin == b'h';
-                for &mode in &self.params[..(n + 1).min(MAX_PARAMS)] {
+                for &mode in &self.params[..(n + 1).min(MAX_CSI_PARAMS)] {
                     self.modes.set_private(mode, on);
                 }
             }
@@ -1038,7 +1035,7 @@ mod tests {
             }
             prop_assert_eq!(format!("{bytewise:?}"), format!("{whole:?}"));
             prop_assert!(whole.title.len() <= MAX_TITLE);
-            prop_assert!(usize::from(whole.nparams) <= MAX_PARAMS);
+            prop_assert!(usize::from(whole.nparams) <= MAX_CSI_PARAMS);
         }
     }
 

@@ -5,15 +5,9 @@
 //! O(1) insert and expiry, and the list is capped so it cannot grow without bound.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-/// How long an id is remembered.
-pub const KEEP: Duration = Duration::from_secs(24 * 3600);
-/// Most ids remembered; past it the oldest is forgotten first.
-pub const MAX: usize = 4096;
-/// Bytes charged per tombstone against `--max-memory`: the id twice (map and queue) and the
-/// entries around it.
-pub const RESERVE: usize = 2 * crate::api::protocol::MAX_ID_LEN + 96;
+use crate::limits::{MAX_TOMBSTONES, TOMBSTONE_KEEP};
 
 /// Why a session is gone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,14 +26,14 @@ pub struct Tombstones {
 }
 
 impl Tombstones {
-    /// Remembers `id` until `now + KEEP`, replacing an older tombstone for it.
+    /// Remembers `id` until `now + TOMBSTONE_KEEP`, replacing an older tombstone for it.
     pub fn add(&mut self, id: &str, cause: Cause, now: Instant) {
-        if self.order.len() >= MAX
+        if self.order.len() >= MAX_TOMBSTONES
             && let Some((old, until)) = self.order.pop_front()
         {
             self.forget(&old, until);
         }
-        let until = now + KEEP;
+        let until = now + TOMBSTONE_KEEP;
         self.by_id.insert(id.to_string(), (cause, until));
         self.order.push_back((id.to_string(), until));
     }
@@ -83,16 +77,12 @@ impl Tombstones {
     pub fn len(&self) -> usize {
         self.order.len()
     }
-
-    /// True when nothing is remembered.
-    pub fn is_empty(&self) -> bool {
-        self.order.is_empty()
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn remembers_then_forgets() {
@@ -102,12 +92,12 @@ mod tests {
         t.add("b", Cause::Dropped, t0 + Duration::from_secs(1));
         assert_eq!(t.get("a"), Some(Cause::Expired));
         assert_eq!(t.get("b"), Some(Cause::Dropped));
-        assert_eq!(t.next_expiry(), Some(t0 + KEEP));
-        t.expire(t0 + KEEP);
+        assert_eq!(t.next_expiry(), Some(t0 + TOMBSTONE_KEEP));
+        t.expire(t0 + TOMBSTONE_KEEP);
         assert_eq!(t.get("a"), None);
         assert_eq!(t.get("b"), Some(Cause::Dropped));
-        t.expire(t0 + KEEP + Duration::from_secs(1));
-        assert!(t.is_empty());
+        t.expire(t0 + TOMBSTONE_KEEP + Duration::from_secs(1));
+        assert_eq!(t.len(), 0);
         assert_eq!(t.next_expiry(), None);
     }
 
@@ -118,7 +108,7 @@ mod tests {
         t.add("a", Cause::Expired, t0);
         t.remove("a");
         t.add("a", Cause::Dropped, t0 + Duration::from_secs(10));
-        t.expire(t0 + KEEP);
+        t.expire(t0 + TOMBSTONE_KEEP);
         assert_eq!(t.get("a"), Some(Cause::Dropped));
     }
 
@@ -126,11 +116,14 @@ mod tests {
     fn capped() {
         let t0 = Instant::now();
         let mut t = Tombstones::default();
-        for i in 0..MAX + 10 {
+        for i in 0..MAX_TOMBSTONES + 10 {
             t.add(&format!("id{i}"), Cause::Expired, t0);
         }
-        assert_eq!(t.len(), MAX);
+        assert_eq!(t.len(), MAX_TOMBSTONES);
         assert_eq!(t.get("id0"), None);
-        assert_eq!(t.get(&format!("id{}", MAX + 9)), Some(Cause::Expired));
+        assert_eq!(
+            t.get(&format!("id{}", MAX_TOMBSTONES + 9)),
+            Some(Cause::Expired)
+        );
     }
 }

@@ -1,0 +1,251 @@
+//! What a request gets, decided without touching the session table: either a finished
+//! response, or an [`Action`] value that the event loop carries out (a drop goes through its
+//! teardown, a list is built from its tables). Admission is asked of the [`Gate`] in the
+//! order each route needs.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use crate::access::gate::{Caller, Gate};
+use crate::api::assets;
+use crate::api::protocol::{self, ProtoError, WsParams};
+use crate::net::conn::After;
+use crate::net::http::{self, Request, Response, Route};
+
+/// What an upgraded connection becomes.
+pub enum Upgrade {
+    /// A client of a session, per its query.
+    Session(Result<WsParams, ProtoError>, Caller),
+    /// The conformance-test echo socket (test builds only).
+    #[cfg(feature = "echo")]
+    Echo,
+}
+
+/// Which view of the session list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum View {
+    /// `/api/sessions`: the caller's own, without the operator's limits and memory.
+    Own,
+    /// `/admin/sessions`: JSON.
+    Json,
+    /// `/admin/sessions?format=text`: the aligned table.
+    Text,
+    /// `/admin/metrics`: Prometheus text.
+    Metrics,
+}
+
+/// What the loop does for a request.
+pub enum Action {
+    /// Send this; then do what `After` says.
+    Respond(Response, After<Upgrade>),
+    /// A list of sessions: all, or `owner`'s only.
+    List {
+        /// Whose sessions; `None` for every session.
+        owner: Option<String>,
+        /// How it is shown.
+        view: View,
+    },
+    /// Drop the session with this (valid) id.
+    Drop(String),
+    /// Drop every session, if `confirm` equals their count.
+    DropAll(usize),
+}
+
+/// A request refused by a route (admission refusals are the gate's).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reject {
+    /// No route for the path.
+    NotFound,
+    /// The path takes only these methods.
+    MethodNotAllowed(&'static str),
+    /// `/ws` without `Upgrade: websocket`.
+    NotUpgrade,
+    /// A WebSocket version other than 13.
+    WsVersion,
+    /// A missing, repeated or malformed `Sec-WebSocket-Key`.
+    WsKey,
+    /// The upgrade would pass `--max-memory`.
+    Memory,
+    /// `--max-clients` connections are past their first request.
+    TooManyClients,
+    /// `/admin/drop` without a valid id.
+    BadId,
+    /// The id names no session.
+    NoSession,
+    /// `/admin/drop-all` without `confirm=N`.
+    ConfirmRequired,
+    /// `confirm` is not the session count.
+    ConfirmMismatch {
+        /// What was sent.
+        confirm: usize,
+        /// The count now.
+        count: usize,
+    },
+    /// The admin page is not in this build.
+    NoAdminPage,
+}
+
+impl Reject {
+    /// The one place each refusal's status, code and message are written.
+    pub fn response(&self) -> Response {
+        match self {
+            Reject::NotFound => Response::error(404, "not_found", "no such page"),
+            Reject::MethodNotAllowed(allow) => {
+                let mut r = Response::error(405, "method_not_allowed", "method not allowed here");
+                r.headers.push(("Allow", Cow::Borrowed(allow)));
+                r
+            }
+            Reject::NotUpgrade => {
+                Response::error(400, "bad_request", "expected a WebSocket upgrade")
+            }
+            Reject::WsVersion => {
+                let mut r = Response::error(426, "bad_request", "WebSocket version 13 required");
+                r.headers
+                    .push(("Sec-WebSocket-Version", Cow::Borrowed("13")));
+                r
+            }
+            Reject::WsKey => Response::error(
+                400,
+                "bad_request",
+                "one Sec-WebSocket-Key of 16 bytes in base64 required",
+            ),
+            Reject::Memory => Response::error(503, "memory", "memory cap reached"),
+            Reject::TooManyClients => Response::error(429, "limit", "too many connections"),
+            Reject::BadId => Response::error(400, "bad_request", "id must be a valid session id"),
+            Reject::NoSession => Response::error(404, "not_found", "no such session"),
+            Reject::ConfirmRequired => Response::error(
+                400,
+                "bad_request",
+                "confirm=N is required, N being the current session count",
+            ),
+            Reject::ConfirmMismatch { confirm, count } => Response::error(
+                409,
+                "confirm_mismatch",
+                &format!("confirm={confirm} but the session count is {count}; nothing dropped"),
+            ),
+            Reject::NoAdminPage => {
+                Response::error(404, "not_found", "the admin page is not built in")
+            }
+        }
+    }
+}
+
+/// What the loop knows that routing needs, read-only.
+pub struct Context {
+    /// Whether a WebSocket's buffers fit under `--max-memory` now.
+    pub upgrade_fits: bool,
+}
+
+/// Decides what `req` from `peer` gets. Host is judged before anything else.
+pub fn route(
+    req: &Request,
+    peer: SocketAddr,
+    now: Instant,
+    gate: &mut Gate,
+    cx: &Context,
+) -> Action {
+    if let Err(r) = gate.host(req) {
+        eprintln!("keepty: refused request from {peer}: Host not allowed");
+        return Action::Respond(r.response(), After::Close);
+    }
+    let keep = |r: Response| Action::Respond(r, After::KeepAlive);
+    match http::route(req) {
+        Route::Asset(a) => keep(Response::asset(req, a)),
+        Route::Health => keep(Response::new(
+            200,
+            "text/plain; charset=utf-8",
+            &b"ok\n"[..],
+        )),
+        Route::NotFound => keep(Reject::NotFound.response()),
+        Route::MethodNotAllowed(allow) => keep(Reject::MethodNotAllowed(allow).response()),
+        // The same handshake checks as /ws, but no token and no session: a test build's
+        // Autobahn run exercises the frame path.
+        #[cfg(feature = "echo")]
+        Route::Echo => handshake(req, gate, cx, |_| Upgrade::Echo),
+        Route::WebSocket => match gate.user(req, peer, now) {
+            Ok(caller) => handshake(req, gate, cx, |req| {
+                Upgrade::Session(protocol::parse_ws_query(&req.query), caller)
+            }),
+            Err(r) => Action::Respond(r.response(), After::Close),
+        },
+        Route::ApiSessions => match gate.user(req, peer, now) {
+            Ok(caller) => Action::List {
+                owner: Some(caller.name),
+                view: View::Own,
+            },
+            Err(r) => keep(r.response()),
+        },
+        route => match gate.admin(req, route.has_side_effect(), peer, now) {
+            Ok(()) => admin(req, &route),
+            Err(r) => keep(r.response()),
+        },
+    }
+}
+
+/// The admin surface, once the caller is known to be an admin.
+fn admin(req: &Request, route: &Route) -> Action {
+    let keep = |r: Reject| Action::Respond(r.response(), After::KeepAlive);
+    let list = |view| Action::List { owner: None, view };
+    match route {
+        Route::AdminSessions => {
+            if http::query_param(&req.query, "format").as_deref() == Some("text") {
+                list(View::Text)
+            } else {
+                list(View::Json)
+            }
+        }
+        Route::AdminMetrics => list(View::Metrics),
+        Route::AdminPage => match assets::get("/assets/admin.html") {
+            Some(a) => Action::Respond(
+                Response::new(200, a.content_type, a.body()),
+                After::KeepAlive,
+            ),
+            None => keep(Reject::NoAdminPage),
+        },
+        Route::AdminDrop => match http::query_param(&req.query, "id") {
+            Some(id) if protocol::valid_id(&id) => Action::Drop(id),
+            _ => keep(Reject::BadId),
+        },
+        Route::AdminDropAll => {
+            match http::query_param(&req.query, "confirm").and_then(|c| c.parse().ok()) {
+                Some(confirm) => Action::DropAll(confirm),
+                None => keep(Reject::ConfirmRequired),
+            }
+        }
+        _ => keep(Reject::NotFound),
+    }
+}
+
+/// Checks a WebSocket upgrade and answers it with 101, or refuses it.
+fn handshake(
+    req: &Request,
+    gate: &Gate,
+    cx: &Context,
+    upgrade: impl FnOnce(&Request) -> Upgrade,
+) -> Action {
+    if !req.is_upgrade() {
+        return Action::Respond(Reject::NotUpgrade.response(), After::KeepAlive);
+    }
+    let close = |r: Response| Action::Respond(r, After::Close);
+    if req.header("sec-websocket-version").map(str::trim) != Some("13") {
+        return close(Reject::WsVersion.response());
+    }
+    let Some(key) = req.ws_key() else {
+        return close(Reject::WsKey.response());
+    };
+    if let Err(r) = gate.origin(req) {
+        return close(r.response());
+    }
+    // The connection was charged as HTTP; as a WebSocket it may hold far more.
+    if !cx.upgrade_fits {
+        return close(Reject::Memory.response());
+    }
+    let protocol = req
+        .header_has_token("sec-websocket-protocol", "keepty.v1")
+        .then_some("keepty.v1");
+    let accept = tungstenite::handshake::derive_accept_key(key.trim().as_bytes());
+    let mut resp = Response::new(101, "", Vec::new());
+    resp.body = Cow::Owned(http::upgrade_response(&accept, protocol));
+    Action::Respond(resp, After::Upgrade(upgrade(req)))
+}

@@ -1,0 +1,516 @@
+//! The connection table, and one HTTP connection's I/O.
+//!
+//! [`HttpConn::advance`] reads a request head, writes a response and lingers after a close,
+//! without blocking, and says what happened ([`Step`]); the event loop only decides what a
+//! head gets and what follows a sent response. [`Conns`] holds every connection (HTTP or
+//! WebSocket) in a slab with generations, counts the ones still sending their first head
+//! against `--max-pending`, and frees slots only after the event batch (deferred removal), so
+//! an event for a closed connection never reaches a new one in the same slot.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::io::{self, IoSlice};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use mio::{Interest, Registry};
+use slab::Slab;
+
+use crate::limits::{HTTP_STEP_BUDGET, LINGER, MAX_HEAD, PENDING_PER_PEER, WRITE_STALL};
+use crate::net::http::{self, HeadError, Request, Response};
+use crate::net::stream::{Stream, Transport};
+use crate::net::ws::WsConn;
+use crate::token;
+
+/// What happens once a response is on the wire.
+pub enum After<U> {
+    /// Read the next request.
+    KeepAlive,
+    /// Shut our side and linger until the peer closes.
+    Close,
+    /// The connection becomes what `U` says (a WebSocket).
+    Upgrade(U),
+}
+
+/// What [`HttpConn::advance`] got to.
+pub enum Step<U> {
+    /// A request head arrived: answer it with [`HttpConn::respond`].
+    Head(Request),
+    /// The head cannot be parsed: answer with its error and close.
+    Bad(HeadError),
+    /// The upgrade response is sent: the stream is the WebSocket's now.
+    Upgraded(U),
+    /// Nothing more until the socket is ready again.
+    Blocked,
+    /// The turn's budget is spent with work perhaps left: come back after the others.
+    Yield,
+    /// The connection is finished.
+    Closed,
+}
+
+enum Phase<U> {
+    Reading,
+    Writing {
+        head: Vec<u8>,
+        body: Cow<'static, [u8]>,
+        pos: usize,
+        after: After<U>,
+    },
+    /// Response sent and write side shut: discard what the peer still sends until it closes,
+    /// so unread bytes do not make the kernel reset the connection under our response.
+    Lingering,
+    /// Upgraded; the stream is about to be handed over.
+    Done,
+}
+
+/// One HTTP/1.1 connection over `S` (the socket, or a scripted stream in tests).
+pub struct HttpConn<U, S = Stream> {
+    stream: S,
+    peer: SocketAddr,
+    buf: Vec<u8>,
+    phase: Phase<U>,
+    /// When this connection is dropped unless it progresses (head, write stall or linger).
+    deadline: Instant,
+    /// The earliest wheel entry pending for this connection.
+    timer_at: Instant,
+}
+
+impl<U, S: Transport> HttpConn<U, S> {
+    /// A connection that must send its first request head by `deadline`.
+    pub fn new(stream: S, peer: SocketAddr, deadline: Instant) -> Self {
+        HttpConn {
+            stream,
+            peer,
+            buf: Vec::new(),
+            phase: Phase::Reading,
+            deadline,
+            timer_at: deadline,
+        }
+    }
+
+    /// Peer address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The stream, for registration.
+    pub fn stream_mut(&mut self) -> &mut S {
+        &mut self.stream
+    }
+
+    /// True while a response is being written (a shutdown lets it finish).
+    pub fn is_writing(&self) -> bool {
+        matches!(self.phase, Phase::Writing { .. })
+    }
+
+    /// The stream and what the client sent after its head, once upgraded.
+    pub fn into_parts(self) -> (S, Vec<u8>, SocketAddr) {
+        (self.stream, self.buf, self.peer)
+    }
+
+    /// Goes as far as it can without blocking, at most [`HTTP_STEP_BUDGET`] steps.
+    /// `header_timeout` is the deadline a kept-alive connection gets for its next head.
+    pub fn advance(&mut self, now: Instant, header_timeout: std::time::Duration) -> Step<U> {
+        for _ in 0..HTTP_STEP_BUDGET {
+            let step = match &mut self.phase {
+                Phase::Reading => self.read_head(),
+                Phase::Writing { .. } => self.write_response(now, header_timeout),
+                Phase::Lingering => self.discard(),
+                Phase::Done => Some(Step::Closed),
+            };
+            if let Some(step) = step {
+                return step;
+            }
+        }
+        Step::Yield
+    }
+
+    /// One step of reading a head: `None` to go on.
+    fn read_head(&mut self) -> Option<Step<U>> {
+        match http::parse_head(&self.buf) {
+            Ok(Some((req, n))) => {
+                self.buf.drain(..n);
+                return Some(Step::Head(req));
+            }
+            Ok(None) => {}
+            Err(e) => return Some(Step::Bad(e)),
+        }
+        let mut chunk = [0u8; 2048];
+        let room = (MAX_HEAD - self.buf.len()).min(chunk.len());
+        match self.stream.read(&mut chunk[..room]) {
+            Ok(0) => Some(Step::Closed),
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                None
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Some(Step::Blocked),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => None,
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                // A TLS failure: not a client hello, a bad handshake.
+                eprintln!("keepty: TLS failed with {}: {e}", self.peer);
+                Some(Step::Closed)
+            }
+            Err(_) => Some(Step::Closed),
+        }
+    }
+
+    /// Writes the response and, once it is out, does what follows it: `None` to go on.
+    fn write_response(
+        &mut self,
+        now: Instant,
+        header_timeout: std::time::Duration,
+    ) -> Option<Step<U>> {
+        let Phase::Writing {
+            head, body, pos, ..
+        } = &mut self.phase
+        else {
+            return None;
+        };
+        let total = head.len() + body.len();
+        while *pos < total {
+            let r = if *pos < head.len() {
+                // One syscall for head and body when both fit.
+                self.stream
+                    .write_vectored(&[IoSlice::new(&head[*pos..]), IoSlice::new(body)])
+            } else {
+                self.stream.write(&body[*pos - head.len()..])
+            };
+            match r {
+                Ok(0) => return Some(Step::Closed),
+                Ok(n) => {
+                    *pos += n;
+                    self.deadline = now + WRITE_STALL;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(Step::Blocked),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Some(Step::Closed),
+            }
+        }
+        // With TLS the last records may still be in rustls: they must be on the socket
+        // before a close, and before the WebSocket takes the stream over is merely tidier.
+        match self.stream.flush() {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(Step::Blocked),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return None,
+            Err(_) => return Some(Step::Closed),
+        }
+        let Phase::Writing { after, .. } = std::mem::replace(&mut self.phase, Phase::Done) else {
+            return None;
+        };
+        match after {
+            After::KeepAlive => {
+                // A new request gets a fresh head deadline.
+                self.phase = Phase::Reading;
+                self.deadline = now + header_timeout;
+                None
+            }
+            After::Close => {
+                self.stream.shutdown_write();
+                self.phase = Phase::Lingering;
+                self.deadline = now + LINGER;
+                None
+            }
+            After::Upgrade(u) => Some(Step::Upgraded(u)),
+        }
+    }
+
+    /// One step of lingering: `None` to go on.
+    fn discard(&mut self) -> Option<Step<U>> {
+        let mut sink = [0u8; 2048];
+        match self.stream.read(&mut sink) {
+            Ok(0) => Some(Step::Closed),
+            Ok(_) => None,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Some(Step::Blocked),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => None,
+            Err(_) => Some(Step::Closed),
+        }
+    }
+
+    /// Starts writing `resp` to `req`. A request body is never expected; rather than parse
+    /// one, the connection ends after answering so its bytes are not mistaken for the next
+    /// request. `closing`: the server is shutting down, so nothing is kept alive.
+    pub fn respond(
+        &mut self,
+        req: &Request,
+        mut resp: Response,
+        after: After<U>,
+        closing: bool,
+        now: Instant,
+    ) {
+        let after = match after {
+            After::KeepAlive if !req.keep_alive() || req.has_body() || closing => After::Close,
+            a => a,
+        };
+        if req.method == "HEAD" {
+            resp.omit_body = true;
+        }
+        let (head, body) = match &after {
+            // An upgrade's 101 is all head.
+            After::Upgrade(_) => (
+                std::mem::take(&mut resp.body).into_owned(),
+                Cow::Borrowed(&[][..]),
+            ),
+            _ => {
+                let head = resp.encode_head(matches!(after, After::KeepAlive));
+                let body = if resp.omit_body {
+                    Cow::Borrowed(&[][..])
+                } else {
+                    resp.body
+                };
+                (head, body)
+            }
+        };
+        self.phase = Phase::Writing {
+            head,
+            body,
+            pos: 0,
+            after,
+        };
+        // The head deadline is met; from here the peer only has to keep taking the response.
+        self.deadline = now + WRITE_STALL;
+    }
+
+    /// When a wheel entry must be added for this connection's deadline. Deadlines move often
+    /// (every write extends the stall deadline) but an entry is added only when none pending
+    /// covers the new one, so a connection has at most a couple of entries however long it
+    /// lives.
+    pub fn rearm(&mut self, now: Instant) -> Option<Instant> {
+        if self.timer_at > now && self.timer_at <= self.deadline {
+            return None;
+        }
+        self.timer_at = self.deadline;
+        Some(self.deadline)
+    }
+
+    /// A wheel entry fired: true if the connection is past its deadline (and logs a head
+    /// that timed out half-sent); else the deadline moved on and [`HttpConn::rearm`] files it.
+    pub fn expired(&self, now: Instant) -> bool {
+        if self.deadline > now {
+            return false;
+        }
+        if matches!(self.phase, Phase::Reading) && !self.buf.is_empty() {
+            eprintln!("keepty: request head from {} timed out", self.peer);
+        }
+        true
+    }
+}
+
+/// What a slot holds. Both boxed: the slab stays a dense array of small slots whichever kind
+/// a slot holds.
+pub enum Kind<U> {
+    /// Not upgraded.
+    Http(Box<HttpConn<U>>),
+    /// A WebSocket client.
+    Ws(Box<WsConn>),
+    /// Being converted.
+    Gone,
+}
+
+/// One slot of the table.
+pub struct Conn<U> {
+    generation: u64,
+    /// What it is.
+    pub kind: Kind<U>,
+    dead: bool,
+    /// Has not finished its first request head: counted against `--max-pending`, not
+    /// `--max-clients`, so a slowloris cannot take the client slots.
+    pending: Option<IpAddr>,
+}
+
+/// Why a new connection is turned away before it is read.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TooManyPending;
+
+/// Every connection.
+pub struct Conns<U> {
+    slab: Slab<Conn<U>>,
+    generation: u64,
+    /// Connections still sending their first request head, in all and per peer address.
+    pending: usize,
+    pending_by_ip: HashMap<IpAddr, usize>,
+    ws: usize,
+    dead: Vec<usize>,
+}
+
+impl<U> Default for Conns<U> {
+    fn default() -> Self {
+        Conns {
+            slab: Slab::new(),
+            generation: 0,
+            pending: 0,
+            pending_by_ip: HashMap::new(),
+            ws: 0,
+            dead: Vec::new(),
+        }
+    }
+}
+
+impl<U> Conns<U> {
+    /// Whether one more unfinished request from `ip` fits `--max-pending` and the per-peer cap.
+    pub fn may_accept(&self, ip: IpAddr, max_pending: usize) -> Result<(), TooManyPending> {
+        let from_peer = self.pending_by_ip.get(&ip).copied().unwrap_or(0);
+        if self.pending >= max_pending || from_peer >= PENDING_PER_PEER {
+            return Err(TooManyPending);
+        }
+        Ok(())
+    }
+
+    /// Adds a new connection, registered for both directions; its slot and generation.
+    pub fn insert(&mut self, mut h: HttpConn<U>, registry: &Registry) -> io::Result<(usize, u64)> {
+        let entry = self.slab.vacant_entry();
+        let key = entry.key();
+        registry.register(
+            h.stream_mut(),
+            token::conn(key),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        let ip = h.peer().ip();
+        self.generation += 1;
+        entry.insert(Conn {
+            generation: self.generation,
+            kind: Kind::Http(Box::new(h)),
+            dead: false,
+            pending: Some(ip),
+        });
+        self.pending += 1;
+        *self.pending_by_ip.entry(ip).or_insert(0) += 1;
+        Ok((key, self.generation))
+    }
+
+    /// True when none is left.
+    pub fn is_empty(&self) -> bool {
+        self.slab.is_empty()
+    }
+
+    /// Connections past their first request head: the ones `--max-clients` counts.
+    pub fn active(&self) -> usize {
+        self.slab.len() - self.pending
+    }
+
+    /// Connections not upgraded, and WebSockets.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.slab.len() - self.ws, self.ws)
+    }
+
+    /// Every slot, for a loop that changes the table as it goes.
+    pub fn keys(&self) -> Vec<usize> {
+        self.slab.iter().map(|(k, _)| k).collect()
+    }
+
+    /// The generation of the connection in slot `k`, if it is live.
+    pub fn generation(&self, k: usize) -> Option<u64> {
+        self.slab.get(k).filter(|c| !c.dead).map(|c| c.generation)
+    }
+
+    /// The live connection in slot `k` if it is still generation `generation`.
+    pub fn live_mut(&mut self, k: usize, generation: u64) -> Option<&mut Kind<U>> {
+        self.slab
+            .get_mut(k)
+            .filter(|c| !c.dead && c.generation == generation)
+            .map(|c| &mut c.kind)
+    }
+
+    /// The live connection in slot `k`.
+    pub fn kind_mut(&mut self, k: usize) -> Option<&mut Kind<U>> {
+        self.slab
+            .get_mut(k)
+            .filter(|c| !c.dead)
+            .map(|c| &mut c.kind)
+    }
+
+    /// The live HTTP connection in slot `k`.
+    pub fn http_mut(&mut self, k: usize) -> Option<&mut HttpConn<U>> {
+        match self.kind_mut(k) {
+            Some(Kind::Http(h)) => Some(h),
+            _ => None,
+        }
+    }
+
+    /// The live WebSocket in slot `k`.
+    pub fn ws_mut(&mut self, k: usize) -> Option<&mut WsConn> {
+        match self.kind_mut(k) {
+            Some(Kind::Ws(w)) => Some(w),
+            _ => None,
+        }
+    }
+
+    /// The WebSocket in slot `k`, live or closing, read-only.
+    pub fn ws(&self, k: usize) -> Option<&WsConn> {
+        match self.slab.get(k).map(|c| &c.kind) {
+            Some(Kind::Ws(w)) => Some(w),
+            _ => None,
+        }
+    }
+
+    /// A connection's first request head is complete: it no longer counts as pending.
+    /// True if it was pending until now.
+    pub fn end_pending(&mut self, k: usize) -> bool {
+        let Some(ip) = self.slab.get_mut(k).and_then(|c| c.pending.take()) else {
+            return false;
+        };
+        self.pending -= 1;
+        if let Some(n) = self.pending_by_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.pending_by_ip.remove(&ip);
+            }
+        }
+        true
+    }
+
+    /// Marks a connection for removal after the batch. A WebSocket is finished at once and
+    /// its session binding returned, so the caller detaches it now and the session's read
+    /// budget no longer waits for it.
+    pub fn kill(&mut self, k: usize) -> Option<(usize, u64)> {
+        let conn = self.slab.get_mut(k).filter(|c| !c.dead)?;
+        conn.dead = true;
+        self.dead.push(k);
+        self.end_pending(k);
+        match &mut self.slab[k].kind {
+            Kind::Ws(w) => {
+                w.finish();
+                w.detach()
+            }
+            _ => None,
+        }
+    }
+
+    /// Takes the HTTP connection out of slot `k` to turn it into a WebSocket.
+    pub fn take_http(&mut self, k: usize) -> Option<Box<HttpConn<U>>> {
+        let conn = self.slab.get_mut(k).filter(|c| !c.dead)?;
+        match std::mem::replace(&mut conn.kind, Kind::Gone) {
+            Kind::Http(h) => Some(h),
+            other => {
+                conn.kind = other;
+                None
+            }
+        }
+    }
+
+    /// Puts the WebSocket made from slot `k`'s HTTP connection back in its slot.
+    pub fn put_ws(&mut self, k: usize, w: Box<WsConn>) {
+        if let Some(conn) = self.slab.get_mut(k) {
+            conn.kind = Kind::Ws(w);
+            self.ws += 1;
+        }
+    }
+
+    /// Frees the slots of connections killed during the batch.
+    pub fn reap(&mut self, registry: &Registry) {
+        for k in std::mem::take(&mut self.dead) {
+            let Some(mut conn) = self.slab.try_remove(k) else {
+                continue;
+            };
+            match &mut conn.kind {
+                Kind::Http(h) => {
+                    let _ = registry.deregister(h.stream_mut());
+                }
+                Kind::Ws(w) => {
+                    self.ws -= 1;
+                    let _ = registry.deregister(w.stream_mut());
+                }
+                Kind::Gone => {}
+            }
+        }
+    }
+}

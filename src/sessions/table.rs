@@ -1,0 +1,159 @@
+//! Every session the server holds, found by slot, id or child pid, and what is left of the
+//! ones that ended: their tombstones, and the children of torn-down sessions still to be
+//! killed and reaped. The event loop decides when sessions come and go; this keeps the
+//! indexes consistent with the slab whatever the order of events.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use slab::Slab;
+
+use crate::sessions::session::Session;
+use crate::sessions::tombstones::{Cause, Tombstones};
+
+/// The session table.
+#[derive(Default)]
+pub struct Table {
+    slab: Slab<Session>,
+    ids: HashMap<String, usize>,
+    /// Children not yet reaped, by pid: the leaders of live sessions.
+    pids: HashMap<i32, usize>,
+    /// Leaders of sessions already torn down, awaiting SIGKILL and reaping.
+    orphans: Vec<i32>,
+    tombstones: Tombstones,
+    generation: u64,
+}
+
+/// A session taken out of the table for good.
+pub struct Ended {
+    /// What it was.
+    pub session: Session,
+    /// Its leader was not reaped yet: its pid is still ours to signal, and it is an orphan
+    /// until it is reaped.
+    pub leader_alive: bool,
+}
+
+impl Table {
+    /// Sessions alive (running or exited but not freed).
+    pub fn len(&self) -> usize {
+        self.slab.len()
+    }
+
+    /// Remembered ids of sessions that ended.
+    pub fn tombstone_count(&self) -> usize {
+        self.tombstones.len()
+    }
+
+    /// The session in slot `k`.
+    pub fn get(&self, k: usize) -> Option<&Session> {
+        self.slab.get(k)
+    }
+
+    /// The session in slot `k`, to change.
+    pub fn get_mut(&mut self, k: usize) -> Option<&mut Session> {
+        self.slab.get_mut(k)
+    }
+
+    /// The session a client is bound to, if it is still the same one (not a later session
+    /// in the same slot).
+    pub fn bound(&self, (k, generation): (usize, u64)) -> Option<&Session> {
+        self.slab.get(k).filter(|s| s.generation() == generation)
+    }
+
+    /// The slot of session `id`.
+    pub fn find(&self, id: &str) -> Option<usize> {
+        self.ids.get(id).copied()
+    }
+
+    /// Every session, with its slot.
+    pub fn iter(&self) -> impl Iterator<Item = (usize, &Session)> {
+        self.slab.iter()
+    }
+
+    /// Every slot, for a loop that changes the table as it goes.
+    pub fn keys(&self) -> Vec<usize> {
+        self.slab.iter().map(|(k, _)| k).collect()
+    }
+
+    /// Sessions `owner` holds.
+    pub fn count_owned(&self, owner: &str) -> usize {
+        self.slab.iter().filter(|(_, s)| s.owner() == owner).count()
+    }
+
+    /// The slot and generation the next [`Table::insert`] gives, for registering its
+    /// terminal before the session exists.
+    pub fn next_slot(&mut self) -> (usize, u64) {
+        (self.slab.vacant_key(), self.generation + 1)
+    }
+
+    /// Adds a session made for [`Table::next_slot`]; an id that ended before is no longer
+    /// remembered as ended.
+    pub fn insert(&mut self, s: Session) -> usize {
+        self.generation = s.generation();
+        self.tombstones.remove(s.id());
+        let id = s.id().to_string();
+        let pid = s.pid();
+        let k = self.slab.insert(s);
+        self.ids.insert(id, k);
+        self.pids.insert(pid, k);
+        k
+    }
+
+    /// Why `id` is gone, if it ended within the tombstones' memory.
+    pub fn ended_as(&self, id: &str) -> Option<Cause> {
+        self.tombstones.get(id)
+    }
+
+    /// A child was reaped: the slot of the session it led, if it led one.
+    pub fn on_reaped(&mut self, pid: i32) -> Option<usize> {
+        self.orphans.retain(|&p| p != pid);
+        self.pids.remove(&pid)
+    }
+
+    /// True while `pid` leads a live session (a pid reused by a new session must not be
+    /// signalled for an old one).
+    pub fn leads_a_session(&self, pid: i32) -> bool {
+        self.pids.contains_key(&pid)
+    }
+
+    /// Leaders of torn-down sessions not reaped yet.
+    pub fn orphans(&self) -> &[i32] {
+        &self.orphans
+    }
+
+    /// Frees a session that ended by itself (its end seen).
+    pub fn free(&mut self, k: usize) -> Option<Session> {
+        let s = self.slab.try_remove(k)?;
+        self.ids.remove(s.id());
+        Some(s)
+    }
+
+    /// Removes session `k` for good and remembers its id as ended by `cause`.
+    pub fn end(&mut self, k: usize, cause: Cause, now: Instant) -> Option<Ended> {
+        let session = self.slab.try_remove(k)?;
+        self.ids.remove(session.id());
+        // Only while the leader lives is its pid surely ours to address by session: once it
+        // is reaped (an exited session), the terminal's hangup has already reached the rest,
+        // and the number may belong to somebody else by now.
+        let leader_alive = self.pids.remove(&session.pid()).is_some();
+        if leader_alive {
+            self.orphans.push(session.pid());
+        }
+        self.tombstones.add(session.id(), cause, now);
+        Some(Ended {
+            session,
+            leader_alive,
+        })
+    }
+
+    /// Forgets tombstones that are due; the next one's expiry, if any.
+    pub fn expire_tombstones(&mut self, now: Instant) -> Option<Instant> {
+        self.tombstones.expire(now);
+        self.tombstones.next_expiry()
+    }
+
+    /// True once no session's process and no orphan is left to reap.
+    pub fn all_reaped(&self) -> bool {
+        self.orphans.is_empty() && self.slab.iter().all(|(_, s)| !s.is_alive())
+    }
+}
