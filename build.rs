@@ -22,6 +22,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         "text/javascript; charset=utf-8",
     ),
     (
+        "/assets/conn.js",
+        "assets/conn.js",
+        "text/javascript; charset=utf-8",
+    ),
+    (
         "/assets/style.css",
         "assets/style.css",
         "text/css; charset=utf-8",
