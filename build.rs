@@ -17,6 +17,16 @@ const ASSETS: &[(&str, &str, &str)] = &[
         "text/javascript; charset=utf-8",
     ),
     (
+        "/assets/format.js",
+        "assets/format.js",
+        "text/javascript; charset=utf-8",
+    ),
+    (
+        "/assets/conn.js",
+        "assets/conn.js",
+        "text/javascript; charset=utf-8",
+    ),
+    (
         "/assets/style.css",
         "assets/style.css",
         "text/css; charset=utf-8",

@@ -80,18 +80,8 @@
     return Math.floor(s / 86400) + 'd';
   }
 
-  function humanBytes(n) {
-    if (n < 1024) return String(n);
-    const units = ['K', 'M', 'G', 'T', 'P', 'E'];
-    let v = n;
-    for (let i = 0; i < units.length; i++) {
-      v /= 1024;
-      const tenths = Math.round(v * 10);
-      if (tenths < 100) return (tenths % 10 === 0 ? tenths / 10 : (tenths / 10).toFixed(1)) + units[i];
-      if (Math.round(v) < 1024 || i === units.length - 1) return Math.round(v) + units[i];
-    }
-    return String(n);
-  }
+  // format.js, shared with the terminal page.
+  const humanBytes = window.keepty.format.bytes;
 
   const pad = (n) => String(n).padStart(2, '0');
 

@@ -1,15 +1,19 @@
 // keepty browser client: one xterm.js terminal bound to one keepty session over the
 // WebSocket protocol of SPEC section 3. A plain script (no modules, no bundler) so the files
-// embedded in the binary are served exactly as they are here.
+// embedded in the binary are served exactly as they are here. What the connection does next
+// (connect, wait, stop, which banner) is decided by conn.js, which has no DOM to test around;
+// this file owns the DOM, xterm.js, the timers and the socket, feeds their events to it
+// through dispatch() and carries out the effects it returns.
 (function () {
   'use strict';
+
+  const connection = window.keepty.conn;
+  const formatBytes = window.keepty.format.bytes;
 
   // The server stops sending at 256 KiB un-acked; acking every 64 KiB keeps output flowing
   // without an ack per frame, the timer covers the tail of a burst.
   const ACK_BYTES = 64 * 1024;
   const ACK_DELAY_MS = 250;
-  const BACKOFF_MIN_MS = 500;
-  const BACKOFF_MAX_MS = 5000;
   const RESIZE_DEBOUNCE_MS = 100;
   // A socket that neither opens nor attaches in this time is treated as dead (a phone that
   // changed networks can leave one hanging in CONNECTING for minutes).
@@ -77,30 +81,26 @@
   // --- state -------------------------------------------------------------------------------
 
   const pageUrl = new URL(location.href);
-  // The URL names the session; sessionStorage keeps it for this tab when the address bar
-  // loses it (a bookmark of the bare page, a navigation back to /).
-  let sessionId = pageUrl.searchParams.get('s') || store.get('sessionStorage', SESSION_KEY) || null;
-  // Bytes of session output received; `since` for the next reconnect.
-  let offset = 0;
-  // Whether this page has attached (and so holds output worth continuing from) yet.
-  let attachedOnce = false;
-  // asking (another tab holds the session) | connecting | open | waiting (backoff before a
-  // retry) | exited | taken_over | dropped | closed (stopped on an error; a button offers the
-  // way on)
-  let state = 'connecting';
-  let role = 'writer';
-  let policy = '';
-  let title = '';
-  let conn = null;
-  let backoff = BACKOFF_MIN_MS;
-  let retryTimer = null;
-  // Replay chunks handed to term.write whose parsing has not finished yet. While any are
-  // pending, whatever the terminal emits is its answer to old output and must not reach the
-  // PTY (SPEC 3, last bullet). Counted across connections, because a reconnect can start
-  // while an earlier replay is still queued inside xterm.
-  let replayPending = 0;
-  let ctrlArmed = false;
-  let altArmed = false;
+  // The connection's state machine (conn.js) owns the session id, the state shown as
+  // data-state and the backoff; dispatch() is the only way they change. The URL names the
+  // session; sessionStorage keeps it for this tab when the address bar loses it (a bookmark of
+  // the bare page, a navigation back to /).
+  let machine = connection.initial(pageUrl.searchParams.get('s') || store.get('sessionStorage', SESSION_KEY) || null);
+  // The socket now in use (see openSocket) and the timer of the next retry.
+  const link = { conn: null, retryTimer: null };
+  const output = {
+    // Bytes of session output received; `since` for the next reconnect.
+    offset: 0,
+    // Replay chunks handed to term.write whose parsing has not finished yet. While any are
+    // pending, whatever the terminal emits is its answer to old output and must not reach the
+    // PTY (SPEC 3, last bullet). Counted across connections, because a reconnect can start
+    // while an earlier replay is still queued inside xterm.
+    replayPending: 0,
+  };
+  // What the status line says about the attached session.
+  const view = { role: 'writer', policy: '', title: '', noticeTimer: null };
+  // The sticky modifiers of the extra-keys bar.
+  const armed = { ctrl: false, alt: false };
 
   // A token can be handed over once as #token=... (e.g. from a QR code); it moves to
   // localStorage and out of the address bar.
@@ -128,23 +128,22 @@
     }
   }
 
-  let noticeTimer = null;
   function showOpenStatus(note) {
-    clearTimeout(noticeTimer);
-    const name = title ? title : sessionId ? 'session ' + sessionId : 'session';
-    if (role === 'viewer') {
+    clearTimeout(view.noticeTimer);
+    const id = machine.sessionId;
+    const name = view.title ? view.title : id ? 'session ' + id : 'session';
+    if (view.role === 'viewer') {
       setStatus('warn', 'view only \u00b7 ' + name + (note ? ' \u00b7 ' + note : ''),
         [['Take control', () => sendJson({ type: 'take_control' })]]);
     } else {
       setStatus(note ? 'warn' : 'ok', 'connected \u00b7 ' + name + (note ? ' \u00b7 ' + note : ''));
     }
-    if (note) noticeTimer = setTimeout(() => { if (state === 'open') showOpenStatus(); }, 8000);
+    if (note) view.noticeTimer = setTimeout(() => { if (machine.state === 'open') showOpenStatus(); }, 8000);
   }
 
   // The last states passed through, for tests that must see a transient one.
   const stateLog = [];
   function setState(s) {
-    state = s;
     document.body.dataset.state = s;
     if (stateLog[stateLog.length - 1] !== s) {
       stateLog.push(s);
@@ -152,14 +151,53 @@
     }
   }
 
+  // --- the state machine's effects ---------------------------------------------------------
+
+  // What the buttons of the machine's banners do, by the names conn.js gives them.
+  const ACTIONS = {
+    connect: () => dispatch({ type: 'connect' }),
+    newSession: () => dispatch({ type: 'new_session' }),
+    setToken,
+  };
+
+  function dispatch(ev) {
+    const next = connection.step(machine, ev, Math.random());
+    machine = next.model;
+    setState(machine.state);
+    for (const e of next.effects) perform(e);
+  }
+
+  function perform(e) {
+    switch (e.type) {
+      case 'status':
+        setStatus(e.level, e.text, e.actions.map(([label, name]) => [label, ACTIONS[name]]));
+        break;
+      case 'open': openSocket(e); break;
+      case 'retry':
+        clearTimeout(link.retryTimer);
+        link.retryTimer = setTimeout(() => dispatch({ type: 'connect' }), e.delay);
+        break;
+      case 'probe': probeAuth(); break;
+      case 'ask': askOtherTabs(e.session); break;
+      case 'remember': rememberSession(); break;
+      case 'reset':
+        output.offset = 0;
+        view.title = '';
+        document.title = 'keepty';
+        break;
+      default: break;
+    }
+  }
+
   // --- identity ----------------------------------------------------------------------------
 
   // Remembers the session in the address bar and in this tab's sessionStorage.
   function rememberSession() {
-    store.set('sessionStorage', SESSION_KEY, sessionId);
+    const id = machine.sessionId;
+    store.set('sessionStorage', SESSION_KEY, id);
     const u = new URL(location.href);
-    if (sessionId === null) u.searchParams.delete('s');
-    else u.searchParams.set('s', sessionId);
+    if (id === null) u.searchParams.delete('s');
+    else u.searchParams.set('s', id);
     if (u.href !== location.href) history.replaceState(null, '', u.href);
   }
 
@@ -169,21 +207,14 @@
   if (channel) {
     channel.onmessage = (ev) => {
       const m = ev.data || {};
-      if (m.type === 'who' && m.session === sessionId && holdsSession()) {
-        channel.postMessage({ type: 'mine', session: sessionId });
+      if (m.type === 'who' && m.session === machine.sessionId && connection.holdsSession(machine)) {
+        channel.postMessage({ type: 'mine', session: machine.sessionId });
       }
     };
   }
 
-  function holdsSession() {
-    return sessionId !== null && (state === 'open' || state === 'connecting' || state === 'waiting');
-  }
-
-  function start() {
-    if (!sessionId || !channel) { connect(); return; }
-    setState('connecting');
+  function askOtherTabs(id) {
     let answered = false;
-    const id = sessionId;
     const listener = (ev) => {
       const m = ev.data || {};
       if (m.type === 'mine' && m.session === id) answered = true;
@@ -192,21 +223,17 @@
     channel.postMessage({ type: 'who', session: id });
     setTimeout(() => {
       channel.removeEventListener('message', listener);
-      if (!answered) { connect(); return; }
-      setState('asking');
-      setStatus('warn', 'session ' + id + ' is open in another tab',
-        [['Open here', connect], ['New session', newSession]]);
+      dispatch({ type: 'asked', session: id, answered });
     }, CLAIM_WAIT_MS);
   }
 
   // --- connection --------------------------------------------------------------------------
 
-  function wsUrl() {
+  function wsUrl(open) {
     const params = new URLSearchParams();
-    if (sessionId) {
-      params.set('session', sessionId);
-      // A fresh page has nothing, so it asks for everything the ring holds.
-      if (attachedOnce) params.set('since', String(offset));
+    if (open.session) {
+      params.set('session', open.session);
+      if (open.resume) params.set('since', String(output.offset));
     } else {
       params.set('new', '1');
     }
@@ -234,12 +261,12 @@
     return token ? { Authorization: 'Bearer ' + token } : {};
   }
 
-  function connect() {
-    clearTimeout(retryTimer);
-    retryTimer = null;
-    if (conn) abandon(conn);
-    setState('connecting');
-    setStatus('warn', attachedOnce ? 'reconnecting\u2026' : 'connecting\u2026');
+  // One socket at a time: a new one abandons the old, and events of an abandoned socket are
+  // ignored (link.conn is no longer theirs).
+  function openSocket(open) {
+    clearTimeout(link.retryTimer);
+    link.retryTimer = null;
+    if (link.conn) abandon(link.conn);
 
     const protocols = ['keepty.v1'];
     const token = storedToken();
@@ -247,10 +274,9 @@
 
     let ws;
     try {
-      ws = new WebSocket(wsUrl(), protocols);
+      ws = new WebSocket(wsUrl(open), protocols);
     } catch (e) {
-      setState('closed');
-      setStatus('bad', 'cannot connect: ' + e.message, [['Retry', connect]]);
+      dispatch({ type: 'socket_failed', message: e.message });
       return;
     }
     ws.binaryType = 'arraybuffer';
@@ -266,26 +292,26 @@
       ackTimer: null,
       // The last control message, which decides what the close that follows means.
       final: null,
-      timer: setTimeout(() => { if (conn === c && !c.attached) ws.close(); }, CONNECT_TIMEOUT_MS),
+      timer: setTimeout(() => { if (link.conn === c && !c.attached) ws.close(); }, CONNECT_TIMEOUT_MS),
     };
-    conn = c;
+    link.conn = c;
     ws.onopen = () => { c.opened = true; };
     ws.onmessage = (ev) => {
-      if (conn !== c) return;
+      if (link.conn !== c) return;
       if (typeof ev.data === 'string') onText(c, ev.data);
       else onBinary(c, new Uint8Array(ev.data));
     };
     ws.onclose = (ev) => {
-      if (conn !== c) return;
-      conn = null;
+      if (link.conn !== c) return;
+      link.conn = null;
       clearTimeout(c.timer);
       clearTimeout(c.ackTimer);
-      onClose(c, ev);
+      dispatch({ type: 'closed', code: ev.code, final: c.final, opened: c.opened });
     };
   }
 
   function abandon(c) {
-    conn = null;
+    link.conn = null;
     clearTimeout(c.timer);
     clearTimeout(c.ackTimer);
     c.ws.onopen = c.ws.onmessage = c.ws.onclose = null;
@@ -293,49 +319,27 @@
   }
 
   function sendJson(obj) {
-    if (conn && conn.ws.readyState === WebSocket.OPEN) conn.ws.send(JSON.stringify(obj));
+    if (link.conn && link.conn.ws.readyState === WebSocket.OPEN) link.conn.ws.send(JSON.stringify(obj));
   }
 
-  function scheduleReconnect(why) {
-    setState('waiting');
-    // Jitter spreads the retries of many tabs (or many phones after a Wi-Fi blip) apart.
-    const delay = Math.round(backoff / 2 + Math.random() * backoff / 2);
-    backoff = Math.min(backoff * 2, BACKOFF_MAX_MS);
-    setStatus('warn', why + ' \u00b7 reconnecting in ' + (delay / 1000).toFixed(1) + ' s',
-      [['Retry now', connect]]);
-    clearTimeout(retryTimer);
-    retryTimer = setTimeout(connect, delay);
-  }
-
-  function retryNowIfWaiting() {
-    if (state === 'waiting') {
-      backoff = BACKOFF_MIN_MS;
-      connect();
-    }
-  }
-  window.addEventListener('online', retryNowIfWaiting);
+  window.addEventListener('online', () => dispatch({ type: 'wake' }));
   document.addEventListener('visibilitychange', () => {
-    if (document.visibilityState === 'visible') retryNowIfWaiting();
+    if (document.visibilityState === 'visible') dispatch({ type: 'wake' });
   });
-
-  // Starts a fresh session in this tab; the one it leaves keeps running until its TTL.
-  function newSession() {
-    sessionId = null;
-    attachedOnce = false;
-    offset = 0;
-    title = '';
-    document.title = 'keepty';
-    backoff = BACKOFF_MIN_MS;
-    rememberSession();
-    connect();
-  }
 
   function setToken() {
     const t = window.prompt('keepty token (kept in this browser\u2019s local storage):', '');
     if (t === null) return;
     store.set('localStorage', TOKEN_KEY, t.trim() ? t.trim() : null);
-    backoff = BACKOFF_MIN_MS;
-    connect();
+    dispatch({ type: 'token_set' });
+  }
+
+  // A refused upgrade tells a WebSocket nothing; the same request over HTTP says why.
+  function probeAuth() {
+    const hasToken = storedToken() !== '';
+    fetch(new URL('api/sessions', location.href), { headers: authHeaders(), cache: 'no-store' })
+      .then((r) => dispatch({ type: 'probed', status: r.status, hasToken }))
+      .catch(() => dispatch({ type: 'probe_failed' }));
   }
 
   // --- incoming ----------------------------------------------------------------------------
@@ -347,17 +351,17 @@
       case 'attached': onAttached(c, msg); break;
       case 'gap': {
         const lost = Number(msg.lost) || 0;
-        offset = Number(msg.offset) || offset;
-        const at = offset;
-        term.write(lostNotice(lost), () => { if (conn === c) c.parsed = Math.max(c.parsed, at); });
-        showOpenStatus(formatBytes(lost) + ' skipped (this window fell behind)');
+        output.offset = Number(msg.offset) || output.offset;
+        const at = output.offset;
+        term.write(lostNotice(lost), () => { if (link.conn === c) c.parsed = Math.max(c.parsed, at); });
+        showOpenStatus(formatBytes(lost) + ' bytes skipped (this window fell behind)');
         break;
       }
       case 'role':
-        role = msg.role === 'viewer' ? 'viewer' : 'writer';
+        view.role = msg.role === 'viewer' ? 'viewer' : 'writer';
         // A new writer's window decides the PTY size.
-        if (role === 'writer') sendResize();
-        if (state === 'open') showOpenStatus();
+        if (view.role === 'writer') sendResize();
+        if (machine.state === 'open') showOpenStatus();
         break;
       case 'exited':
       case 'taken_over':
@@ -373,21 +377,18 @@
   }
 
   function onAttached(c, msg) {
-    const first = !attachedOnce;
+    const first = !machine.attachedOnce;
     c.attached = true;
     clearTimeout(c.timer);
-    attachedOnce = true;
-    backoff = BACKOFF_MIN_MS;
-    role = msg.role === 'viewer' ? 'viewer' : 'writer';
-    policy = typeof msg.policy === 'string' ? msg.policy : '';
-    if (msg.session && msg.session !== sessionId) sessionId = String(msg.session);
-    rememberSession();
+    view.role = msg.role === 'viewer' ? 'viewer' : 'writer';
+    view.policy = typeof msg.policy === 'string' ? msg.policy : '';
+    dispatch({ type: 'attached', session: msg.session });
 
-    offset = Number(msg.offset) || 0;
-    c.parsed = c.acked = offset;
+    output.offset = Number(msg.offset) || 0;
+    c.parsed = c.acked = output.offset;
     // Without `end` the server gives no way to tell replay from live output; treating it as
     // live is what keeps a live program's cursor queries answered.
-    c.replayEnd = typeof msg.end === 'number' ? msg.end : offset;
+    c.replayEnd = typeof msg.end === 'number' ? msg.end : output.offset;
     const lost = Number(msg.lost) || 0;
     const restore = typeof msg.restore === 'string' ? msg.restore : null;
 
@@ -398,19 +399,18 @@
       if (lost > 0 && !first) term.write(lostNotice(lost));
       if (restore) writeReplay(restore);
     }
-    setState('open');
-    showOpenStatus(lost > 0 && !first ? formatBytes(lost) + ' of output lost' : '');
+    showOpenStatus(lost > 0 && !first ? formatBytes(lost) + ' bytes of output lost' : '');
 
     // The size asked for in the URL may be stale if the window changed while connecting.
-    if (role === 'writer' && (msg.cols !== term.cols || msg.rows !== term.rows)) sendResize();
+    if (view.role === 'writer' && (msg.cols !== term.cols || msg.rows !== term.rows)) sendResize();
     if (!coarse && document.hasFocus()) term.focus();
   }
 
   function onBinary(c, bytes) {
     if (!c.attached) return;
-    const start = offset;
+    const start = output.offset;
     const end = start + bytes.byteLength;
-    offset = end;
+    output.offset = end;
     if (start < c.replayEnd) {
       const cut = Math.min(bytes.byteLength, c.replayEnd - start);
       writeReplay(cut === bytes.byteLength ? bytes : bytes.subarray(0, cut), () => parsedTo(c, start + cut));
@@ -421,9 +421,9 @@
   }
 
   function writeReplay(data, done) {
-    replayPending++;
+    output.replayPending++;
     term.write(data, () => {
-      replayPending--;
+      output.replayPending--;
       if (done) done();
     });
   }
@@ -431,7 +431,7 @@
   // Acks follow what xterm has parsed, not what arrived, so a slow tab slows the server
   // instead of piling output up in xterm's write buffer.
   function parsedTo(c, at) {
-    if (conn !== c) return;
+    if (link.conn !== c) return;
     c.parsed = Math.max(c.parsed, at);
     if (c.parsed - c.acked >= ACK_BYTES) sendAck(c);
     else if (c.parsed > c.acked && !c.ackTimer) c.ackTimer = setTimeout(() => sendAck(c), ACK_DELAY_MS);
@@ -440,7 +440,7 @@
   function sendAck(c) {
     clearTimeout(c.ackTimer);
     c.ackTimer = null;
-    if (conn !== c || c.parsed <= c.acked || c.ws.readyState !== WebSocket.OPEN) return;
+    if (link.conn !== c || c.parsed <= c.acked || c.ws.readyState !== WebSocket.OPEN) return;
     c.acked = c.parsed;
     c.ws.send(JSON.stringify({ type: 'ack', offset: c.acked }));
   }
@@ -449,133 +449,20 @@
     return '\r\n\x1b[0;2m[keepty: ' + n + ' bytes of output were lost]\x1b[0m\r\n';
   }
 
-  function formatBytes(n) {
-    if (n < 1024) return n + ' B';
-    if (n < 1024 * 1024) return (n / 1024).toFixed(1) + ' KiB';
-    return (n / 1024 / 1024).toFixed(1) + ' MiB';
-  }
-
-  const ERROR_TEXT = {
-    not_found: 'no such session',
-    expired: 'the session expired',
-    dropped: 'the session was dropped',
-    forbidden: 'forbidden',
-    attached_elsewhere: 'the session is open in another window',
-    limit: 'server limit reached',
-    memory: 'server memory cap reached',
-    bad_request: 'bad request',
-  };
-
-  function onClose(c, ev) {
-    const f = c.final || {};
-    const code = ev.code;
-    const errText = f.type === 'error'
-      ? (f.message || ERROR_TEXT[f.code] || 'error') + ' (' + f.code + ')'
-      : '';
-
-    if (f.type === 'exited') {
-      setState('exited');
-      const how = f.signal ? 'was killed by signal ' + f.signal : 'exited with code ' + f.code;
-      setStatus('bad', 'the program ' + how, [['Restart', newSession]]);
-      return;
-    }
-    if (f.type === 'taken_over' || code === 4410) {
-      setState('taken_over');
-      setStatus('bad', 'opened elsewhere (another tab or device took this session)',
-        [['Take back', connect]]);
-      return;
-    }
-    if (f.type === 'dropped' || code === 4000) {
-      setState('dropped');
-      setStatus('bad', 'the session was dropped by an administrator',
-        [['Start a new session', newSession]]);
-      return;
-    }
-    if (f.type === 'expired' || code === 4404) {
-      setState('closed');
-      const text = f.type === 'expired' ? 'the session expired (idle past its time to live)' : errText;
-      setStatus('bad', text || 'no such session', [['Start a new session', newSession]]);
-      return;
-    }
-    if (code === 4403) {
-      setState('closed');
-      setStatus('bad', errText || 'forbidden', [['Set token', setToken], ['New session', newSession]]);
-      return;
-    }
-    if (code === 4409) {
-      // Only the reject policy refuses a second window; it has no way to take over.
-      setState('closed');
-      setStatus('bad', (errText || 'the session is open in another window')
-        + ' \u00b7 this server does not allow taking it over',
-        [['Retry', connect], ['New session', newSession]]);
-      return;
-    }
-    if (code === 4400) {
-      setState('closed');
-      setStatus('bad', errText || 'bad request', [['New session', newSession]]);
-      return;
-    }
-    if (code === 1011) {
-      // The server could not start the command; retrying by itself would only repeat that.
-      setState('closed');
-      setStatus('bad', errText || 'server error', [['Retry', connect]]);
-      return;
-    }
-    if (code === 4429 || code === 4503) {
-      // A session or connection limit frees up when something else ends; keep trying, slowly.
-      backoff = BACKOFF_MAX_MS;
-      scheduleReconnect(errText || (code === 4503 ? 'server memory cap reached' : 'server limit reached'));
-      return;
-    }
-    if (f.type === 'shutdown' || code === 1001) {
-      scheduleReconnect('the server is restarting or shutting down');
-      return;
-    }
-    if (!c.opened) {
-      // A refused upgrade (401, 403, 429) looks like a network error to a WebSocket; ask
-      // over HTTP, because retrying a bad token would only trip the auth rate limit.
-      probeAuth();
-      return;
-    }
-    scheduleReconnect('connection lost');
-  }
-
-  function probeAuth() {
-    setState('connecting');
-    const token = storedToken();
-    fetch(new URL('api/sessions', location.href), { headers: authHeaders(), cache: 'no-store' })
-      .then((r) => {
-        if (r.status === 401) {
-          setState('closed');
-          setStatus('bad', token ? 'the stored token was refused' : 'this server needs a token',
-            [['Set token', setToken]]);
-        } else if (r.status === 429) {
-          backoff = BACKOFF_MAX_MS;
-          scheduleReconnect('too many attempts');
-        } else if (r.status === 403) {
-          setState('closed');
-          setStatus('bad', 'forbidden by the server (host or origin check)', [['Retry', connect]]);
-        } else {
-          scheduleReconnect('cannot connect');
-        }
-      })
-      .catch(() => scheduleReconnect('server unreachable'));
-  }
-
   // --- input -------------------------------------------------------------------------------
 
   function sendInput(data) {
-    if (replayPending > 0) return;
-    if (!conn || !conn.attached || role === 'viewer' || conn.ws.readyState !== WebSocket.OPEN) return;
+    const c = link.conn;
+    if (output.replayPending > 0) return;
+    if (!c || !c.attached || view.role === 'viewer' || c.ws.readyState !== WebSocket.OPEN) return;
     const bytes = typeof data === 'string' ? encoder.encode(data) : data;
     for (let i = 0; i < bytes.length; i += MAX_INPUT_FRAME) {
-      conn.ws.send(bytes.subarray(i, i + MAX_INPUT_FRAME));
+      c.ws.send(bytes.subarray(i, i + MAX_INPUT_FRAME));
     }
   }
 
   function setModifier(name, on) {
-    if (name === 'ctrl') ctrlArmed = on;
-    else altArmed = on;
+    armed[name] = on;
     const b = keysEl.querySelector('[data-key="' + name + '"]');
     if (b) b.setAttribute('aria-pressed', on ? 'true' : 'false');
   }
@@ -592,12 +479,12 @@
   // Applies the sticky Ctrl and Alt of the extra-keys bar to one key's worth of input, and
   // releases them: a phone keyboard has neither.
   function withModifiers(seq) {
-    if (ctrlArmed) {
+    if (armed.ctrl) {
       const c = ctrlOf(seq);
       if (c !== null) seq = c;
       setModifier('ctrl', false);
     }
-    if (altArmed) {
+    if (armed.alt) {
       seq = '\x1b' + seq;
       setModifier('alt', false);
     }
@@ -605,13 +492,13 @@
   }
 
   term.onData((d) => {
-    if (replayPending > 0) return;
+    if (output.replayPending > 0) return;
     // A paste (many characters at once) is not a key press; modifiers wait for a key.
-    if ((ctrlArmed || altArmed) && d.length === 1) d = withModifiers(d);
+    if ((armed.ctrl || armed.alt) && d.length === 1) d = withModifiers(d);
     sendInput(d);
   });
   term.onBinary((d) => {
-    if (replayPending > 0) return;
+    if (output.replayPending > 0) return;
     const bytes = new Uint8Array(d.length);
     for (let i = 0; i < d.length; i++) bytes[i] = d.charCodeAt(i) & 0xff;
     sendInput(bytes);
@@ -620,7 +507,7 @@
   const ARROWS = { up: 'A', down: 'B', right: 'C', left: 'D' };
   function keyBar(key, text) {
     if (key === 'ctrl' || key === 'alt') {
-      setModifier(key, !(key === 'ctrl' ? ctrlArmed : altArmed));
+      setModifier(key, !armed[key]);
       return;
     }
     let seq;
@@ -629,7 +516,7 @@
     else if (key === 'tab') seq = '\t';
     else if (ARROWS[key]) {
       // xterm's modifier encoding: 1 + (Alt 2) + (Ctrl 4).
-      const mod = 1 + (altArmed ? 2 : 0) + (ctrlArmed ? 4 : 0);
+      const mod = 1 + (armed.alt ? 2 : 0) + (armed.ctrl ? 4 : 0);
       if (mod > 1) {
         seq = '\x1b[1;' + mod + ARROWS[key];
         setModifier('ctrl', false);
@@ -664,14 +551,13 @@
   // Copy on select, as in xterm and most desktop terminals. The async clipboard needs a
   // secure context (https or localhost); on a plain-http LAN page execCommand still works
   // inside the user gesture that made the selection.
-  let copyTimer = null;
-  let lastCopied = '';
+  const clip = { timer: null, lastCopied: '' };
   function copySelection() {
     const text = term.getSelection();
     if (!text) return;
     const done = () => {
-      lastCopied = text;
-      if (state === 'open') showOpenStatus('copied ' + text.length + ' characters');
+      clip.lastCopied = text;
+      if (machine.state === 'open') showOpenStatus('copied ' + text.length + ' characters');
     };
     const legacy = () => {
       const onCopy = (e) => {
@@ -692,8 +578,8 @@
   }
   if (!coarse) {
     term.onSelectionChange(() => {
-      clearTimeout(copyTimer);
-      copyTimer = setTimeout(copySelection, 120);
+      clearTimeout(clip.timer);
+      clip.timer = setTimeout(copySelection, 120);
     });
   }
 
@@ -734,7 +620,7 @@
     const b = e.target.closest('button[data-menu]');
     if (!b) return;
     switch (b.dataset.menu) {
-      case 'new': setMenu(false); newSession(); break;
+      case 'new': setMenu(false); dispatch({ type: 'new_session' }); break;
       case 'font-down': setFontSize(term.options.fontSize - 1); break;
       case 'font-up': setFontSize(term.options.fontSize + 1); break;
       case 'paste': setMenu(false); pasteFromClipboard(); break;
@@ -749,7 +635,7 @@
     const a = e.target.closest('a[data-session]');
     if (!a || e.ctrlKey || e.metaKey || e.shiftKey || e.button !== 0) return;
     e.preventDefault();
-    if (a.dataset.session === sessionId) { setMenu(false); return; }
+    if (a.dataset.session === machine.sessionId) { setMenu(false); return; }
     // A fresh page for the other session: its own terminal, replay and claims; this one's
     // session goes on running detached.
     store.set('sessionStorage', SESSION_KEY, a.dataset.session);
@@ -763,21 +649,22 @@
     return Math.floor(secs / 86400) + ' d ago';
   }
 
-  let listSeq = 0;
+  // Answers to an earlier refresh that arrive after a later one's are stale.
+  const listing = { seq: 0 };
   function refreshSessions() {
-    const seq = ++listSeq;
+    const seq = ++listing.seq;
     listEl.replaceChildren(listItem('loading\u2026'));
     fetch(new URL('api/sessions', location.href), { headers: authHeaders(), cache: 'no-store' })
       .then((r) => r.json().then((body) => ({ ok: r.ok, body })))
       .then(({ ok, body }) => {
-        if (seq !== listSeq) return;
+        if (seq !== listing.seq) return;
         if (!ok) {
           listEl.replaceChildren(listItem((body && body.message) || 'cannot list sessions'));
           return;
         }
         renderSessions(Array.isArray(body.sessions) ? body.sessions : [], Number(body.now) || 0);
       })
-      .catch(() => { if (seq === listSeq) listEl.replaceChildren(listItem('cannot reach the server')); });
+      .catch(() => { if (seq === listing.seq) listEl.replaceChildren(listItem('cannot reach the server')); });
   }
 
   function listItem(text) {
@@ -801,7 +688,7 @@
       u.searchParams.set('s', id);
       a.href = u.href;
       a.dataset.session = id;
-      if (id === sessionId) a.setAttribute('aria-current', 'true');
+      if (id === machine.sessionId) a.setAttribute('aria-current', 'true');
       const name = document.createElement('span');
       name.className = 'name';
       name.textContent = s.title ? String(s.title) : id;
@@ -810,7 +697,7 @@
       const parts = [];
       if (s.title) parts.push(id);
       parts.push(s.state === 'exited' ? 'exited' : 'running');
-      parts.push(id === sessionId ? 'this tab' : Number(s.clients) > 0 ? 'attached' : 'detached');
+      parts.push(id === machine.sessionId ? 'this tab' : Number(s.clients) > 0 ? 'attached' : 'detached');
       const idle = now && s.last_seen ? Math.max(0, now - Number(s.last_seen)) : Number(s.idle_secs) || 0;
       parts.push('seen ' + ago(idle));
       meta.textContent = parts.join(' \u00b7 ');
@@ -827,22 +714,21 @@
     try { fitAddon.fit(); } catch (_) { /* not laid out yet */ }
   }
 
-  let sentCols = 0;
-  let sentRows = 0;
+  // The size last sent, and the debounce of window resizes.
+  const size = { cols: 0, rows: 0, timer: null };
   function sendResize() {
-    if (!conn || !conn.attached) return;
-    sentCols = term.cols;
-    sentRows = term.rows;
+    if (!link.conn || !link.conn.attached) return;
+    size.cols = term.cols;
+    size.rows = term.rows;
     sendJson({ type: 'resize', cols: term.cols, rows: term.rows });
   }
   term.onResize(() => {
-    if (term.cols !== sentCols || term.rows !== sentRows) sendResize();
+    if (term.cols !== size.cols || term.rows !== size.rows) sendResize();
   });
 
-  let resizeTimer = null;
   function scheduleFit() {
-    clearTimeout(resizeTimer);
-    resizeTimer = setTimeout(safeFit, RESIZE_DEBOUNCE_MS);
+    clearTimeout(size.timer);
+    size.timer = setTimeout(safeFit, RESIZE_DEBOUNCE_MS);
   }
   window.addEventListener('resize', scheduleFit);
   if (window.ResizeObserver) new ResizeObserver(scheduleFit).observe(document.getElementById('term'));
@@ -861,26 +747,30 @@
   }
 
   term.onTitleChange((t) => {
-    title = t;
+    view.title = t;
     document.title = t ? t + ' \u00b7 keepty' : 'keepty';
-    if (state === 'open') showOpenStatus();
+    if (machine.state === 'open') showOpenStatus();
   });
 
   // --- test hooks --------------------------------------------------------------------------
 
-  window.keepty = {
-    term,
-    get offset() { return offset; },
-    get sessionId() { return sessionId; },
-    get state() { return state; },
-    get role() { return role; },
-    get policy() { return policy; },
-    get lastCopied() { return lastCopied; },
-    get states() { return stateLog.slice(); },
+  // On the namespace format.js and conn.js share, which the tests read as window.keepty.
+  Object.defineProperties(window.keepty, {
+    term: { value: term, enumerable: true },
+    offset: { get: () => output.offset, enumerable: true },
+    sessionId: { get: () => machine.sessionId, enumerable: true },
+    state: { get: () => machine.state, enumerable: true },
+    role: { get: () => view.role, enumerable: true },
+    policy: { get: () => view.policy, enumerable: true },
+    lastCopied: { get: () => clip.lastCopied, enumerable: true },
+    states: { get: () => stateLog.slice(), enumerable: true },
     // True while replayed output is still being parsed (and terminal answers are dropped).
-    get replaying() { return replayPending > 0 || (conn !== null && offset < conn.replayEnd); },
-  };
+    replaying: {
+      get: () => output.replayPending > 0 || (link.conn !== null && output.offset < link.conn.replayEnd),
+      enumerable: true,
+    },
+  });
 
-  start();
+  dispatch({ type: 'start', canAsk: channel !== null });
   if (!coarse) term.focus();
 })();

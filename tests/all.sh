@@ -32,6 +32,7 @@ if [ ! node_modules/.package-lock.json -nt package-lock.json ]; then
     npm ci --no-audit --no-fund
 fi
 
+node --test tests/page/
 cargo test "$@"
 # HTTPS and wss:// are behind the `tls` feature (off by default): their tests need it on.
 cargo test --features tls --test tls "$@"

@@ -159,7 +159,9 @@ fn human_secs(secs: u64) -> String {
 }
 
 /// Bytes in powers of 1024 like `ls -h` and our own `--scrollback` (`512`, `1.5M`, `12K`):
-/// one decimal below 10 units, whole units above.
+/// one decimal below 10 units, whole units above. Must agree with `bytes` in
+/// assets/format.js, which the admin page shows the same numbers with; its tests
+/// (tests/page/format.test.mjs) hold this function's outputs.
 fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["K", "M", "G", "T", "P", "E"];
     if n < 1024 {
@@ -987,7 +989,7 @@ mod tests {
         assert!(!lower.contains("javascript:"));
         assert_eq!(
             crate::api::assets::tests::assert_references_embedded(html),
-            2
+            3
         );
         let js = std::str::from_utf8(crate::api::assets::get("/assets/admin.js").unwrap().body())
             .unwrap();
