@@ -10,9 +10,8 @@
 //! What else lives here is what needs both tables at once: attaching a client to a session,
 //! and tearing a session down with its clients.
 
-use std::io::{self, Read};
+use std::io;
 use std::net::SocketAddr;
-use std::os::fd::RawFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mio::event::Event;
@@ -35,13 +34,14 @@ use crate::limits::{
 };
 use crate::net::conn::{After, Conns, HttpConn, Kind, Step};
 use crate::net::http::{Request, Response};
+use crate::net::layer::Layer;
 use crate::net::listener::{self, Acceptor, Next};
-use crate::net::stream::{Stream, Transport};
+use crate::net::stream::Transport;
 use crate::net::ws::{Incoming, Phase, WsConn};
 use crate::sessions::policy::Admission;
-use crate::sessions::pty::{self, ExitStatus, Pty};
+use crate::sessions::pty::{self, ExitStatus};
 use crate::sessions::session::{Session, State};
-use crate::sessions::table::Table;
+use crate::sessions::table::{Spawn, Table};
 use crate::sessions::tombstones::Cause;
 use crate::signals;
 use crate::timer::Wheel;
@@ -110,21 +110,14 @@ pub struct Server {
     exit_now: bool,
     counters: Counters,
     clock: Clock,
-    /// TLS state when serving HTTPS (feature `tls`).
-    #[cfg(feature = "tls")]
-    tls: Option<crate::net::tls::Tls>,
+    /// TLS, when serving HTTPS.
+    layer: Layer,
 }
 
 fn unix_now() -> Duration {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
-}
-
-fn random_id() -> io::Result<String> {
-    let mut b = [0u8; 16];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
-    Ok(protocol::encode_id(&b))
 }
 
 impl Server {
@@ -139,12 +132,8 @@ impl Server {
         // when the port is taken too; the port a Host must name is known after the bind.
         let mut gate =
             Gate::new(&cfg, cfg.listen.port(), cfg.tls_requested()).map_err(StartError::Config)?;
-        #[cfg(feature = "tls")]
-        let tls = crate::net::tls::Tls::from_config(&cfg).map_err(StartError::Config)?;
-        #[cfg(feature = "tls")]
-        let is_tls = tls.is_some();
-        #[cfg(not(feature = "tls"))]
-        let is_tls = false;
+        let layer = Layer::new(&cfg).map_err(StartError::Config)?;
+        let is_tls = layer.is_tls();
         let poll = Poll::new()?;
         let mut listener =
             TcpListener::bind(cfg.listen).map_err(|e| StartError::Listen(cfg.listen, e))?;
@@ -175,27 +164,18 @@ impl Server {
             exit_now: false,
             counters: Counters::default(),
             clock: Clock::new(now, unix_now().as_millis()),
-            #[cfg(feature = "tls")]
-            tls,
+            layer,
         })
     }
 
     /// True when serving HTTPS.
     pub fn is_tls(&self) -> bool {
-        #[cfg(feature = "tls")]
-        if self.tls.is_some() {
-            return true;
-        }
-        false
+        self.layer.is_tls()
     }
 
     /// The SHA-256 fingerprint of the certificate served, when serving HTTPS.
     pub fn tls_fingerprint(&self) -> Option<&str> {
-        #[cfg(feature = "tls")]
-        if let Some(t) = &self.tls {
-            return Some(&t.fingerprint);
-        }
-        None
+        self.layer.fingerprint()
     }
 
     /// The bound address (the real port when port 0 was asked for).
@@ -322,7 +302,7 @@ impl Server {
             return;
         }
         let _ = stream.set_nodelay(true);
-        let stream = match self.wrap(stream) {
+        let stream = match self.layer.wrap(stream) {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("keepty: cannot start TLS with {peer}: {e}");
@@ -340,16 +320,6 @@ impl Server {
             }
             Err(e) => eprintln!("keepty: cannot register connection from {peer}: {e}"),
         }
-    }
-
-    /// Wraps an accepted socket: as is, or as the server side of a TLS handshake.
-    fn wrap(&self, stream: TcpStream) -> io::Result<Stream> {
-        #[cfg(feature = "tls")]
-        if let Some(t) = &self.tls {
-            let t = crate::net::stream::TlsStream::new(stream, t.config.clone())?;
-            return Ok(Stream::Tls(Box::new(t)));
-        }
-        Ok(Stream::Plain(stream))
     }
 
     // ---- HTTP ------------------------------------------------------------------------
@@ -428,18 +398,11 @@ impl Server {
         &mut self,
         k: usize,
         req: &Request,
-        #[allow(unused_mut)] mut resp: Response,
+        mut resp: Response,
         after: After<Upgrade>,
         now: Instant,
     ) {
-        #[cfg(feature = "tls")]
-        if self.tls.as_ref().is_some_and(|t| t.hsts()) {
-            // A year, the usual; no includeSubDomains: other names on the box are not ours.
-            resp.headers.push((
-                "Strict-Transport-Security",
-                std::borrow::Cow::Borrowed("max-age=31536000"),
-            ));
-        }
+        self.layer.decorate(&mut resp);
         let closing = self.shutting_down;
         if let Some(h) = self.conns.http_mut(k) {
             h.respond(req, resp, after, closing, now);
@@ -617,73 +580,41 @@ impl Server {
         }
     }
 
-    /// Whether `caller` may have one more session: the global and per-token caps and the
-    /// memory cap, all checked before anything is allocated.
-    fn may_create_session(&self, caller: &Caller) -> Result<(), ProtoError> {
-        let limit = |m: String| Err(ProtoError::new(ErrorCode::Limit, m));
-        if self.shutting_down {
-            return limit("the server is shutting down".into());
-        }
-        let max = self.limits.max_sessions;
-        if self.sessions.len() >= max {
-            return limit(format!(
-                "the server's session limit is reached (--max-sessions {max})"
-            ));
-        }
-        if let Some(max) = caller.max_sessions
-            && self.sessions.count_owned(&caller.name) >= max
-        {
-            return limit(format!("your token's session limit ({max}) is reached"));
-        }
-        if self.limits.admit(self.usage(), Charge::Session).is_err() {
-            return Err(ProtoError::new(ErrorCode::Memory, "--max-memory reached"));
-        }
-        Ok(())
-    }
-
+    /// Starts a session for `caller`, if every cap allows one more: the server's and the
+    /// token's session caps and the memory cap, all checked before anything is allocated.
     fn create_session(
         &mut self,
         p: &WsParams,
         caller: &Caller,
         now: Instant,
     ) -> Result<usize, ProtoError> {
-        if let Err(e) = self.may_create_session(caller) {
+        let allowed = if self.shutting_down {
+            Err(ProtoError::new(
+                ErrorCode::Limit,
+                "the server is shutting down",
+            ))
+        } else {
+            self.sessions
+                .may_create(&caller.name, caller.max_sessions, self.limits.max_sessions)
+                .and_then(|()| {
+                    self.limits
+                        .admit(self.usage(), Charge::Session)
+                        .map_err(|_| ProtoError::new(ErrorCode::Memory, "--max-memory reached"))
+                })
+        };
+        if let Err(e) = allowed {
             self.counters.sessions_refused += 1;
             return Err(e);
         }
-        let internal = |m: String| ProtoError::new(ErrorCode::Internal, m);
-        let id = match &p.session {
-            Some(id) => id.clone(),
-            None => random_id().map_err(|e| internal(format!("no randomness: {e}")))?,
+        let spawn = Spawn {
+            id: p.session.as_deref(),
+            owner: &caller.name,
+            command: &self.command,
+            size: (p.cols.unwrap_or(80), p.rows.unwrap_or(24)),
+            scrollback: self.limits.scrollback,
         };
-        let (cols, rows) = (p.cols.unwrap_or(80), p.rows.unwrap_or(24));
-        let pty = Pty::spawn(&self.command, cols, rows)
-            .map_err(|e| internal(format!("could not start {}: {e}", self.command[0])))?;
-        let (key, generation) = self.sessions.next_slot();
-        let fd: RawFd = pty.raw_fd();
-        if let Err(e) = self.poll.registry().register(
-            &mut SourceFd(&fd),
-            token::pty(key),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
-            pty.signal_group(Signal::SIGKILL);
-            return Err(internal(format!("cannot watch the terminal: {e}")));
-        }
-        let s = Session::new(
-            id,
-            caller.name.clone(),
-            generation,
-            pty,
-            self.limits.scrollback,
-            (cols, rows),
-            (now, unix_now().as_secs()),
-        );
-        eprintln!(
-            "keepty: session {} created (pid {}, {cols}x{rows})",
-            s.id(),
-            s.pid()
-        );
-        let key = self.sessions.insert(s);
+        let when = (now, unix_now().as_secs());
+        let (key, generation) = self.sessions.spawn(spawn, self.poll.registry(), when)?;
         self.wheel
             .insert(now + self.limits.ttl, Timer::Ttl(key, generation));
         self.touched.sessions.push(key);
@@ -877,17 +808,7 @@ impl Server {
             signals::Event::Reload => {
                 // Sessions and clients stay as they are; only new requests see new tokens.
                 self.gate.reload();
-                // Open connections keep the certificate they started with.
-                #[cfg(feature = "tls")]
-                if let Some(t) = &mut self.tls {
-                    match t.reload() {
-                        Ok(()) => eprintln!(
-                            "keepty: SIGHUP: TLS certificate reloaded, SHA-256 {}",
-                            t.fingerprint
-                        ),
-                        Err(e) => eprintln!("keepty: SIGHUP: keeping the old TLS certificate: {e}"),
-                    }
-                }
+                self.layer.reload();
             }
         }
     }

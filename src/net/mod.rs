@@ -4,6 +4,7 @@
 
 pub(crate) mod conn;
 pub mod http;
+pub(crate) mod layer;
 pub(crate) mod listener;
 pub mod stream;
 #[cfg(feature = "tls")]

@@ -4,12 +4,34 @@
 //! indexes consistent with the slab whatever the order of events.
 
 use std::collections::HashMap;
+use std::io::Read;
+use std::os::fd::RawFd;
 use std::time::Instant;
 
+use mio::unix::SourceFd;
+use mio::{Interest, Registry};
+use nix::sys::signal::Signal;
 use slab::Slab;
 
+use crate::api::protocol::{self, ErrorCode, ProtoError};
+use crate::sessions::pty::Pty;
 use crate::sessions::session::Session;
 use crate::sessions::tombstones::{Cause, Tombstones};
+use crate::token;
+
+/// What a new session is made of.
+pub struct Spawn<'a> {
+    /// The id asked for; a random one without.
+    pub id: Option<&'a str>,
+    /// The user creating it.
+    pub owner: &'a str,
+    /// The program and its arguments.
+    pub command: &'a [String],
+    /// Columns and rows.
+    pub size: (u16, u16),
+    /// Its ring, bytes.
+    pub scrollback: usize,
+}
 
 /// The session table.
 #[derive(Default)]
@@ -80,15 +102,76 @@ impl Table {
         self.slab.iter().filter(|(_, s)| s.owner() == owner).count()
     }
 
-    /// The slot and generation the next [`Table::insert`] gives, for registering its
-    /// terminal before the session exists.
-    pub fn next_slot(&mut self) -> (usize, u64) {
-        (self.slab.vacant_key(), self.generation + 1)
+    /// Whether `owner` may have one more session under `--max-sessions` and its token's own
+    /// cap. The memory cap is the caller's to check.
+    pub fn may_create(
+        &self,
+        owner: &str,
+        owner_max: Option<usize>,
+        max_sessions: usize,
+    ) -> Result<(), ProtoError> {
+        if self.slab.len() >= max_sessions {
+            return Err(ProtoError::new(
+                ErrorCode::Limit,
+                format!("the server's session limit is reached (--max-sessions {max_sessions})"),
+            ));
+        }
+        if let Some(max) = owner_max
+            && self.count_owned(owner) >= max
+        {
+            return Err(ProtoError::new(
+                ErrorCode::Limit,
+                format!("your token's session limit ({max}) is reached"),
+            ));
+        }
+        Ok(())
     }
 
-    /// Adds a session made for [`Table::next_slot`]; an id that ended before is no longer
-    /// remembered as ended.
-    pub fn insert(&mut self, s: Session) -> usize {
+    /// Starts the program of `spawn` on a new terminal, watched by `registry`; the new
+    /// session's slot and generation.
+    pub fn spawn(
+        &mut self,
+        spawn: Spawn<'_>,
+        registry: &Registry,
+        now: (Instant, u64),
+    ) -> Result<(usize, u64), ProtoError> {
+        let internal = |m: String| ProtoError::new(ErrorCode::Internal, m);
+        let id = match spawn.id {
+            Some(id) => id.to_string(),
+            None => random_id().map_err(|e| internal(format!("no randomness: {e}")))?,
+        };
+        let (cols, rows) = spawn.size;
+        let pty = Pty::spawn(spawn.command, cols, rows)
+            .map_err(|e| internal(format!("could not start {}: {e}", spawn.command[0])))?;
+        let (key, generation) = (self.slab.vacant_key(), self.generation + 1);
+        let fd: RawFd = pty.raw_fd();
+        if let Err(e) = registry.register(
+            &mut SourceFd(&fd),
+            token::pty(key),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            pty.signal_group(Signal::SIGKILL);
+            return Err(internal(format!("cannot watch the terminal: {e}")));
+        }
+        let s = Session::new(
+            id,
+            spawn.owner.to_string(),
+            generation,
+            pty,
+            spawn.scrollback,
+            spawn.size,
+            now,
+        );
+        eprintln!(
+            "keepty: session {} created (pid {}, {cols}x{rows})",
+            s.id(),
+            s.pid()
+        );
+        Ok((self.insert(s), generation))
+    }
+
+    /// Adds a session; an id that ended before is no longer remembered as ended.
+    fn insert(&mut self, s: Session) -> usize {
         self.generation = s.generation();
         self.tombstones.remove(s.id());
         let id = s.id().to_string();
@@ -156,4 +239,10 @@ impl Table {
     pub fn all_reaped(&self) -> bool {
         self.orphans.is_empty() && self.slab.iter().all(|(_, s)| !s.is_alive())
     }
+}
+
+fn random_id() -> std::io::Result<String> {
+    let mut b = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(protocol::encode_id(&b))
 }
