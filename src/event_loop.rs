@@ -20,27 +20,27 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll};
 use nix::sys::signal::Signal;
 use signal_hook_mio::v1_0::Signals;
-use tungstenite::Message;
 
 use crate::access::gate::{Caller, Gate};
+use crate::agenda::{Timer, Touched};
 use crate::api::admin::{self, Clock, Counters, Sources};
-use crate::api::protocol::{self, ClientMsg, ErrorCode, ProtoError, Role, ServerMsg, WsParams};
+use crate::api::protocol::{self, ErrorCode, ProtoError, Role, ServerMsg, WsParams};
 use crate::api::routes::{self, Action, Context, Reject, Upgrade, View};
-use crate::config::{AttachPolicy, Config, DetachedOutput};
+use crate::config::{AttachPolicy, Config};
 use crate::error::StartError;
 use crate::limits::{
-    ACCEPT_RETRY, Charge, EXIT_GRACE, KILL_AFTER, LINGER, Limits, SESSION_PASSES, SETTLE_ROUNDS,
-    TIMEOUT_TICKS, TOMBSTONE_KEEP, Usage, WS_READ_BUDGET,
+    ACCEPT_RETRY, Charge, EXIT_GRACE, KILL_AFTER, LINGER, Limits, SETTLE_ROUNDS, TOMBSTONE_KEEP,
+    Usage,
 };
 use crate::net::conn::{After, Conns, HttpConn, Kind, Step};
 use crate::net::http::{Request, Response};
 use crate::net::layer::Layer;
 use crate::net::listener::{self, Acceptor, Next};
 use crate::net::stream::Transport;
-use crate::net::ws::{Incoming, Phase, WsConn};
+use crate::net::ws::{Phase, WsConn};
+use crate::relay::Relay;
 use crate::sessions::policy::Admission;
 use crate::sessions::pty::{self, ExitStatus};
-use crate::sessions::session::{Session, State};
 use crate::sessions::table::{Spawn, Table};
 use crate::sessions::tombstones::Cause;
 use crate::signals;
@@ -53,40 +53,6 @@ use crate::token::{self, Source};
 /// idle state. Every deadline here is seconds long, so 100 ms slots lose no precision that
 /// matters while keeping one lap (1024 slots) at 102 s, past every short timer.
 const TICK: Duration = Duration::from_millis(100);
-
-/// Time-based work, keyed so a stale entry (its object gone or reused) is recognised.
-#[derive(Clone, Copy, Debug)]
-enum Timer {
-    /// A connection's head deadline or close linger: (slot, generation).
-    Conn(usize, u64),
-    /// A WebSocket's ping tick: ping, and close it if silent or stalled.
-    Ping(usize, u64),
-    /// A session's TTL check: (slot, generation).
-    Ttl(usize, u64),
-    /// SIGKILL what is left of a torn-down session (by its session id = leader pid).
-    Kill(i32),
-    /// Forget tombstones that are due.
-    Tombstones,
-    /// Shutdown: SIGKILL what is left of every session.
-    KillOrphans,
-    /// Shutdown: stop waiting for children.
-    ExitNow,
-    /// Try `accept` again after EMFILE.
-    Accept,
-}
-
-/// What the settle step still has to look at this turn.
-#[derive(Default)]
-struct Touched {
-    sessions: Vec<usize>,
-    conns: Vec<usize>,
-}
-
-impl Touched {
-    fn is_empty(&self) -> bool {
-        self.sessions.is_empty() && self.conns.is_empty()
-    }
-}
 
 /// The running server.
 pub struct Server {
@@ -235,7 +201,7 @@ impl Server {
                 }
                 match self.conns.kind_mut(k) {
                     Some(Kind::Http(_)) => self.drive_http(k, now),
-                    Some(Kind::Ws(_)) => self.read_ws(k, now),
+                    Some(Kind::Ws(_)) => self.relay().read_ws(k),
                     _ => {}
                 }
                 self.touched.conns.push(k);
@@ -246,6 +212,21 @@ impl Server {
                     self.touched.sessions.push(k);
                 }
             }
+        }
+    }
+
+    /// The tables, lent to the relay for one call.
+    fn relay(&mut self) -> Relay<'_> {
+        Relay {
+            conns: &mut self.conns,
+            sessions: &mut self.sessions,
+            wheel: &mut self.wheel,
+            touched: &mut self.touched,
+            busy: &mut self.busy,
+            registry: self.poll.registry(),
+            policy: self.policy,
+            limits: &self.limits,
+            now: self.now,
         }
     }
 
@@ -360,7 +341,7 @@ impl Server {
                 Step::Upgraded(u) => return self.upgrade(k, u, now),
                 Step::Blocked => return,
                 Step::Yield => break,
-                Step::Closed => return self.kill_conn(k),
+                Step::Closed => return self.relay().kill_conn(k),
             }
         }
         // Budget spent: resume from the touched list after everyone else had a turn, since
@@ -479,7 +460,7 @@ impl Server {
         self.conns.put_ws(k, w);
         self.touched.conns.push(k);
         // Frames that came with the request head are already buffered in tungstenite.
-        self.read_ws(k, now);
+        self.relay().read_ws(k);
     }
 
     // ---- attaching -------------------------------------------------------------------
@@ -621,178 +602,6 @@ impl Server {
         Ok(key)
     }
 
-    /// Client `k` left session `skey`.
-    fn detach(&mut self, (skey, generation): (usize, u64), k: usize) {
-        let Some(s) = self
-            .sessions
-            .get_mut(skey)
-            .filter(|s| s.generation() == generation)
-        else {
-            return;
-        };
-        // multi: the oldest viewer takes over the keyboard.
-        let promoted = s.leave(self.policy, k);
-        // It was attached until now, so it was seen until now.
-        s.touch(self.now);
-        if let Some(w) = self.conns.ws(k) {
-            eprintln!("keepty: session {} detached by {}", s.id(), w.peer());
-        }
-        self.touched.sessions.push(skey);
-        if let Some(next) = promoted {
-            self.announce_writer(skey, None, next);
-        }
-    }
-
-    /// Tells the clients of session `skey` that the keyboard moved from `old` (now a viewer,
-    /// if still attached) to `k`, and has the program repaint for the new writer.
-    fn announce_writer(&mut self, skey: usize, old: Option<usize>, k: usize) {
-        let Some(s) = self.sessions.get(skey) else {
-            return;
-        };
-        if let Some(old) = old
-            && let Some(w) = self.conns.ws_mut(old)
-        {
-            w.set_role(Role::Viewer);
-            self.touched.conns.push(old);
-        }
-        if let Some(w) = self.conns.ws_mut(k) {
-            // A writer is protected from being overwritten from here on: what it still needs
-            // is what it has been sent (or acked), which the ring holds right now.
-            w.set_role(Role::Writer);
-            eprintln!("keepty: session {} writer is now {}", s.id(), w.peer());
-            self.touched.conns.push(k);
-        }
-        s.redraw();
-        self.touched.sessions.push(skey);
-    }
-
-    // ---- WebSockets ------------------------------------------------------------------
-
-    /// Reads a WebSocket until `WouldBlock`, or until input must wait for the PTY.
-    fn read_ws(&mut self, k: usize, now: Instant) {
-        for _ in 0..WS_READ_BUDGET {
-            let Some(w) = self.conns.ws_mut(k) else {
-                return;
-            };
-            if w.read_paused() {
-                return;
-            }
-            let bound = w.session().filter(|b| self.sessions.bound(*b).is_some());
-            if let Some((skey, _)) = bound
-                && w.role() == Role::Writer
-                && self.sessions.get(skey).is_some_and(Session::input_full)
-            {
-                w.pause_read();
-                return;
-            }
-            let msg = match w.read() {
-                Incoming::Idle => return,
-                Incoming::Closed => return self.kill_conn(k),
-                Incoming::Failed(code, reason) => {
-                    eprintln!("keepty: closing WebSocket from {}: {reason}", w.peer());
-                    w.close_with(code, reason);
-                    return self.detach_ws(k, now);
-                }
-                Incoming::Message(msg) => msg,
-            };
-            #[cfg(feature = "echo")]
-            let Some(msg) = w.echo(msg) else {
-                self.touched.conns.push(k);
-                continue;
-            };
-            let Some((skey, _)) = bound else {
-                // Not attached (closing, or taken over): only the close matters.
-                if let Message::Close(_) = msg {
-                    let _ = w.pump_write(None);
-                }
-                continue;
-            };
-            if !self.on_message(k, skey, msg, now) {
-                return;
-            }
-            self.touched.sessions.push(skey);
-        }
-        // Budget spent with more perhaps unread: resume from the touched list (edge-triggered,
-        // no new event will come), after everyone else had a turn.
-        self.touched.conns.push(k);
-    }
-
-    /// One message from client `k` of session `skey`; false once the client is done.
-    fn on_message(&mut self, k: usize, skey: usize, msg: Message, now: Instant) -> bool {
-        let (Some(w), Some(s)) = (self.conns.ws_mut(k), self.sessions.get_mut(skey)) else {
-            return false;
-        };
-        let is_writer = w.is_writer();
-        s.touch(now);
-        let failed = match msg {
-            Message::Binary(data) if is_writer && s.state() == State::Running => {
-                if let Err(e) = s.send_input(&data) {
-                    eprintln!("keepty: session {} input failed: {e}", s.id());
-                }
-                if s.input_full() {
-                    w.pause_read();
-                }
-                None
-            }
-            Message::Text(text) => match protocol::parse_client_msg(&text) {
-                Ok(ClientMsg::Resize { cols, rows }) => {
-                    if is_writer
-                        && s.state().output_open()
-                        && let Err(e) = s.resize(cols, rows)
-                    {
-                        eprintln!("keepty: session {} resize failed: {e}", s.id());
-                    }
-                    None
-                }
-                Ok(ClientMsg::Ack { offset }) => w.ack(offset).err(),
-                Ok(ClientMsg::TakeControl) if w.is_open() => {
-                    if let Some(old) = s.take_control(self.policy, k) {
-                        self.announce_writer(skey, old, k);
-                    }
-                    None
-                }
-                Ok(ClientMsg::TakeControl) | Ok(ClientMsg::Unknown) => None,
-                Err(e) => Some(e),
-            },
-            Message::Close(_) => {
-                // tungstenite queued our answer; send it, then we are done.
-                let _ = w.pump_write(None);
-                self.kill_conn(k);
-                return false;
-            }
-            _ => None, // ping/pong: tungstenite answers pings itself
-        };
-        if let Some(e) = failed {
-            if let Some(w) = self.conns.ws_mut(k) {
-                w.fail(&e);
-            }
-            self.detach_ws(k, now);
-            return false;
-        }
-        true
-    }
-
-    /// Marks a connection for removal and detaches it from its session at once, so the
-    /// session's read budget no longer waits for it.
-    fn kill_conn(&mut self, k: usize) {
-        if let Some(binding) = self.conns.kill(k) {
-            self.detach(binding, k);
-        }
-    }
-
-    /// Detaches a WebSocket that is closing but not yet gone, with a bound on how long it may
-    /// take to finish closing.
-    fn detach_ws(&mut self, k: usize, now: Instant) {
-        let Some(generation) = self.conns.generation(k) else {
-            return;
-        };
-        if let Some(binding) = self.conns.ws_mut(k).and_then(WsConn::detach) {
-            self.detach(binding, k);
-        }
-        self.wheel.insert(now + LINGER, Timer::Conn(k, generation));
-        self.touched.conns.push(k);
-    }
-
     // ---- PTYs, children and signals --------------------------------------------------
 
     fn on_signal(&mut self, sig: signals::Event, now: Instant) {
@@ -821,132 +630,6 @@ impl Server {
             s.on_reaped(st);
             self.touched.sessions.push(skey);
         }
-    }
-
-    /// How many bytes session `skey` may read now without overwriting output a client still
-    /// needs: the writer's unacknowledged (flow) or unsent bytes, and in `block` mode with
-    /// nobody attached, anything at all.
-    fn read_budget(&self, s: &Session) -> u64 {
-        let protect = match s.writer().and_then(|w| self.conns.ws(w)) {
-            Some(w) => Some(w.needs_from()),
-            _ if self.limits.detached_output == DetachedOutput::Block => Some(s.ring().start()),
-            _ => None,
-        };
-        let ring = s.ring();
-        match protect {
-            Some(p) => (ring.capacity() as u64).saturating_sub(ring.end().saturating_sub(p)),
-            None => u64::MAX,
-        }
-    }
-
-    /// Moves input to the PTY and output PTY -> ring -> clients for one session until
-    /// neither side can move.
-    fn service_session(&mut self, skey: usize, now: Instant) {
-        for _ in 0..SESSION_PASSES {
-            let Some(s) = self.sessions.get(skey) else {
-                return;
-            };
-            let budget = self.read_budget(s);
-            let Some(s) = self.sessions.get_mut(skey) else {
-                return;
-            };
-            if s.wants_flush() {
-                let _ = s.flush_input();
-                // The writer was paused on a full input queue: let it go on.
-                if !s.input_full()
-                    && let Some(k) = s.writer()
-                    && let Some(w) = self.conns.ws_mut(k)
-                    && w.resume_read()
-                {
-                    self.touched.conns.push(k);
-                }
-            }
-            let mut progress = false;
-            if s.wants_read() && budget > 0 {
-                match s.read_output(budget) {
-                    Ok(n) => progress |= n > 0,
-                    Err(e) => eprintln!("keepty: session {} read failed: {e}", s.id()),
-                }
-                if self
-                    .sessions
-                    .get(skey)
-                    .is_some_and(|s| s.wants_read() && self.read_budget(s) > 0)
-                {
-                    self.busy = true; // stopped for fairness, not for lack of data
-                }
-            }
-            self.close_finished_pty(skey);
-            progress |= self.pump_clients(skey, now);
-            if !progress {
-                break;
-            }
-        }
-        if self.sessions.get(skey).is_some_and(Session::may_free)
-            && let Some(s) = self.sessions.free(skey)
-        {
-            eprintln!("keepty: session {} freed", s.id());
-        }
-    }
-
-    /// Once output has ended, the terminal is closed (deregistered first: `SourceFd` does not
-    /// own the fd).
-    fn close_finished_pty(&mut self, skey: usize) {
-        if let Some(pty) = self
-            .sessions
-            .get_mut(skey)
-            .and_then(Session::take_closed_pty)
-        {
-            let fd = pty.raw_fd();
-            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
-        }
-    }
-
-    /// Sends each client of `skey` what it may have; tells those that saw the end of an
-    /// exited session. True if any output moved.
-    fn pump_clients(&mut self, skey: usize, now: Instant) -> bool {
-        let mut progress = false;
-        // Newest first, by index: a client that finishes here is removed from the list,
-        // which leaves the indices still to visit unchanged.
-        let Some(mut i) = self.sessions.get(skey).map(|s| s.clients().len()) else {
-            return false;
-        };
-        while i > 0 {
-            i -= 1;
-            let Some(s) = self.sessions.get(skey) else {
-                return progress;
-            };
-            let Some(&c) = s.clients().get(i) else {
-                continue;
-            };
-            let Some(w) = self.conns.ws_mut(c) else {
-                continue;
-            };
-            let before = w.cursor();
-            if !w.pump_write(Some(s.ring())) {
-                self.kill_conn(c);
-                continue;
-            }
-            if w.take_read_deferred() {
-                self.touched.conns.push(c);
-            }
-            progress |= w.cursor() != before;
-            if let State::Exited { exit, .. } = s.state()
-                && w.is_open()
-                && w.caught_up(s.ring())
-            {
-                w.send(&ServerMsg::Exited {
-                    code: exit.code,
-                    signal: exit.signal,
-                });
-                w.close_with(protocol::CLOSE_NORMAL, "exited");
-                let _ = w.pump_write(None);
-                if let Some(s) = self.sessions.get_mut(skey) {
-                    s.on_end_seen();
-                }
-                self.detach_ws(c, now);
-            }
-        }
-        progress
     }
 
     /// Ends session `skey` for good (TTL or drop): clients are told and closed, the process
@@ -998,7 +681,7 @@ impl Server {
     fn on_timer(&mut self, t: Timer, now: Instant) {
         match t {
             Timer::Conn(k, generation) => self.conn_deadline(k, generation, now),
-            Timer::Ping(k, generation) => self.ping_tick(k, generation, now),
+            Timer::Ping(k, generation) => self.relay().ping_tick(k, generation),
             Timer::Ttl(skey, generation) => {
                 let Some(s) = self.sessions.bound((skey, generation)) else {
                     return;
@@ -1061,36 +744,8 @@ impl Server {
             _ => false,
         };
         if expired {
-            self.kill_conn(k);
+            self.relay().kill_conn(k);
         }
-    }
-
-    /// A WebSocket's liveness tick: ping it, or close it if it went silent or stopped
-    /// taking its output.
-    fn ping_tick(&mut self, k: usize, generation: u64, now: Instant) {
-        let Some(Kind::Ws(w)) = self.conns.live_mut(k, generation) else {
-            return;
-        };
-        if w.phase() != Phase::Open {
-            return; // closing: the linger timer ends it
-        }
-        let ring = w
-            .session()
-            .and_then(|b| self.sessions.bound(b))
-            .map(Session::ring);
-        if w.on_ping_tick(ring) {
-            self.wheel
-                .insert(now + self.limits.ping_interval, Timer::Ping(k, generation));
-        } else {
-            eprintln!(
-                "keepty: closing WebSocket from {}: {} for {TIMEOUT_TICKS} pings",
-                w.peer(),
-                w.timeout_reason(),
-            );
-            w.close_with(protocol::CLOSE_GOING_AWAY, "timeout");
-            self.detach_ws(k, now);
-        }
-        self.touched.conns.push(k);
     }
 
     // ---- shutdown --------------------------------------------------------------------
@@ -1114,11 +769,11 @@ impl Server {
                 Some(Kind::Ws(w)) => {
                     w.send(&ServerMsg::Shutdown);
                     w.close_with(protocol::CLOSE_GOING_AWAY, "shutdown");
-                    self.detach_ws(k, now);
+                    self.relay().detach_ws(k);
                 }
                 // A response being written finishes; it closes after (see `respond`).
                 Some(Kind::Http(h)) if h.is_writing() => {}
-                _ => self.kill_conn(k),
+                _ => self.relay().kill_conn(k),
             }
         }
         for (_, s) in self.sessions.iter() {
@@ -1147,7 +802,7 @@ impl Server {
             sessions.sort_unstable();
             sessions.dedup();
             for s in sessions {
-                self.service_session(s, now);
+                self.relay().service_session(s);
             }
             let mut conns = std::mem::take(&mut self.touched.conns);
             conns.sort_unstable();
@@ -1165,28 +820,7 @@ impl Server {
     fn service_conn(&mut self, k: usize, now: Instant) {
         match self.conns.kind_mut(k) {
             Some(Kind::Http(_)) => self.drive_http(k, now),
-            Some(Kind::Ws(w)) => {
-                if !w.read_paused() {
-                    self.read_ws(k, now);
-                }
-                let Some(w) = self.conns.ws_mut(k) else {
-                    return;
-                };
-                let ring = w
-                    .session()
-                    .and_then(|b| self.sessions.bound(b))
-                    .map(Session::ring);
-                if !w.pump_write(ring) || w.phase() == Phase::Done {
-                    return self.kill_conn(k);
-                }
-                if w.take_read_deferred() {
-                    self.touched.conns.push(k);
-                }
-                if let Some((s, _)) = w.session() {
-                    // Sending may have freed read budget for the session.
-                    self.touched.sessions.push(s);
-                }
-            }
+            Some(Kind::Ws(_)) => self.relay().service_ws(k),
             _ => {}
         }
     }

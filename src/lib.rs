@@ -22,12 +22,14 @@
 compile_error!("the `echo` feature is for conformance-test (debug) builds only");
 
 pub mod access;
+pub(crate) mod agenda;
 pub mod api;
 pub mod config;
 pub mod error;
 pub mod event_loop;
 pub mod limits;
 pub mod net;
+pub(crate) mod relay;
 pub mod sessions;
 pub(crate) mod signals;
 pub mod timer;
