@@ -4,6 +4,8 @@
 
 pub mod http;
 pub(crate) mod listener;
+#[cfg(test)]
+pub(crate) mod script;
 pub mod stream;
 #[cfg(feature = "tls")]
 pub(crate) mod tls;
