@@ -788,6 +788,21 @@ mod tests {
         out
     }
 
+    /// Asserts that `bytes` are exactly the frames `want`; a mismatch shows their shapes
+    /// (opcode, length, first byte), not megabytes of payload.
+    #[track_caller]
+    fn assert_frames(bytes: &[u8], want: &[(u8, Vec<u8>)]) {
+        let got = frames(bytes);
+        if got != want {
+            let shape = |f: &[(u8, Vec<u8>)]| -> Vec<(u8, usize, Option<u8>)> {
+                f.iter()
+                    .map(|(op, p)| (*op, p.len(), p.first().copied()))
+                    .collect()
+            };
+            panic!("frames {:?}, want {:?}", shape(&got), shape(want));
+        }
+    }
+
     fn text(json: &str) -> (u8, Vec<u8>) {
         (OP_TEXT, json.as_bytes().to_vec())
     }
@@ -835,11 +850,8 @@ mod tests {
                 assert!(w.pump_write(Some(&ring)));
                 assert!(w.can_take_frame(), "cut at {k}");
                 assert_eq!(w.cursor(), end);
-                assert_eq!(
-                    frames(&sock.written()),
-                    [(OP_BINARY, payload.clone())],
-                    "cut at {k}"
-                );
+                let whole = frames(&sock.written()) == [(OP_BINARY, payload.clone())];
+                assert!(whole, "cut at {k}");
             }
         }
     }
@@ -861,12 +873,12 @@ mod tests {
         assert_eq!(sock.written().len(), 4);
         w.on_writable();
         assert!(w.pump_write(Some(&ring)));
-        assert_eq!(
-            frames(&sock.written()),
-            [
+        assert_frames(
+            &sock.written(),
+            &[
                 (OP_BINARY, expected(0, 300)),
-                (OP_BINARY, expected(300, 400))
-            ]
+                (OP_BINARY, expected(300, 400)),
+            ],
         );
     }
 
@@ -906,9 +918,9 @@ mod tests {
         assert!(!w.take_read_deferred(), "once");
         let got = read_all(&mut w);
         assert!(matches!(&got[..], [Message::Ping(p)] if p.as_ref() == b"hi"));
-        assert_eq!(
-            frames(&sock.written()),
-            [(OP_BINARY, expected(0, 1000)), (OP_PONG, b"hi".to_vec())]
+        assert_frames(
+            &sock.written(),
+            &[(OP_BINARY, expected(0, 1000)), (OP_PONG, b"hi".to_vec())],
         );
     }
 
@@ -926,9 +938,9 @@ mod tests {
         assert_eq!(sock.written().len(), 3);
         ring.push(&expected(0, 100));
         assert!(w.pump_write(Some(&ring)));
-        assert_eq!(
-            frames(&sock.written()),
-            [(OP_PONG, b"ping!".to_vec()), (OP_BINARY, expected(0, 100))]
+        assert_frames(
+            &sock.written(),
+            &[(OP_PONG, b"ping!".to_vec()), (OP_BINARY, expected(0, 100))],
         );
     }
 
@@ -958,7 +970,7 @@ mod tests {
         assert!(w.pump_write(Some(&ring)));
         assert_eq!(w.phase(), Phase::Closing);
         let written = sock.written();
-        assert_eq!(frames(&written), [close(1002, "WebSocket protocol error")]);
+        assert_frames(&written, &[close(1002, "WebSocket protocol error")]);
         assert_eq!(sock.shut_at(), Some(written.len()));
         sock.eof();
         assert!(matches!(w.read(), Incoming::Closed));
@@ -995,7 +1007,7 @@ mod tests {
         let (mut w, sock) = conn();
         sock.feed(&client_frame(OP_CLOSE, &1000u16.to_be_bytes()));
         assert!(matches!(w.read(), Incoming::Message(Message::Close(_))));
-        assert_eq!(frames(&sock.written()), [close(1000, "")]);
+        assert_frames(&sock.written(), &[close(1000, "")]);
     }
 
     #[test]
@@ -1015,9 +1027,9 @@ mod tests {
         assert_eq!(w.needs_from(), 1000);
         assert!(w.pump_write(Some(&ring)));
         assert_eq!(w.cursor(), protocol::FLOW_WINDOW + 1000);
-        assert_eq!(
-            frames(&sock.take_written()),
-            [(OP_BINARY, expected(256 << 10, (256 << 10) + 1000))]
+        assert_frames(
+            &sock.take_written(),
+            &[(OP_BINARY, expected(256 << 10, (256 << 10) + 1000))],
         );
         w.ack(10).unwrap();
         assert_eq!(w.needs_from(), 1000, "an old ack changes nothing");
@@ -1039,7 +1051,10 @@ mod tests {
         let sizes: Vec<usize> = got.iter().map(|(_, p)| p.len()).collect();
         assert_eq!(sizes, [CHUNK, CHUNK, CHUNK, 200_000 - 3 * CHUNK]);
         let all: Vec<u8> = got.into_iter().flat_map(|(_, p)| p).collect();
-        assert_eq!(all, expected(0, 200_000));
+        assert!(
+            all == expected(0, 200_000),
+            "output lost, repeated or reordered"
+        );
     }
 
     #[test]
@@ -1048,12 +1063,12 @@ mod tests {
         ring.set_clean_start(2100);
         let (mut w, sock) = attached(0, true, Role::Viewer);
         assert!(w.pump_write(Some(&ring)));
-        assert_eq!(
-            frames(&sock.written()),
-            [
+        assert_frames(
+            &sock.written(),
+            &[
                 text(r#"{"type":"gap","offset":2100,"lost":2100}"#),
-                (OP_BINARY, expected(2100, 3000))
-            ]
+                (OP_BINARY, expected(2100, 3000)),
+            ],
         );
         assert_eq!(
             w.needs_from(),
@@ -1105,7 +1120,7 @@ mod tests {
         for _ in 0..3 * TIMEOUT_TICKS {
             assert!(w.on_ping_tick(None));
             assert!(w.pump_write(None));
-            assert_eq!(frames(&sock.take_written()), [(OP_PING, Vec::new())]);
+            assert_frames(&sock.take_written(), &[(OP_PING, Vec::new())]);
             sock.feed(&client_frame(OP_PONG, b""));
             assert_eq!(read_all(&mut w).len(), 1);
         }
@@ -1152,12 +1167,12 @@ mod tests {
         w.close_with(protocol::CLOSE_GOING_AWAY, "bye");
         assert!(!w.is_writer(), "a closing writer takes no input");
         assert!(w.pump_write(None));
-        assert_eq!(
-            frames(&sock.written()),
-            [
+        assert_frames(
+            &sock.written(),
+            &[
                 text(r#"{"type":"role","role":"writer"}"#),
-                close(1001, "bye")
-            ]
+                close(1001, "bye"),
+            ],
         );
         assert_eq!(w.peer().port(), 9);
     }
@@ -1186,12 +1201,12 @@ mod tests {
         assert!(w.echo(Message::text("back")).is_none());
         assert!(w.echo(Message::Ping(bytes::Bytes::new())).is_some());
         assert!(w.pump_write(None));
-        assert_eq!(frames(&sock.take_written()), [text("back")]);
+        assert_frames(&sock.take_written(), &[text("back")]);
         for _ in 0..=ECHO_CAP {
             assert!(w.echo(Message::binary(vec![1])).is_none());
         }
         assert_eq!(w.phase(), Phase::CloseQueued);
         assert!(w.pump_write(None));
-        assert_eq!(frames(&sock.written()), [close(1008, "echo queue full")]);
+        assert_frames(&sock.written(), &[close(1008, "echo queue full")]);
     }
 }
