@@ -448,6 +448,13 @@ impl<S: Transport> WsConn<S> {
                 if !self.write_rest() {
                     return false;
                 }
+                if self.read_deferred && !self.frame_in_flight() {
+                    // Input waits for no output. Under steady output every pump could end
+                    // inside a new frame, and the peer's keys and pongs would wait for the
+                    // whole backlog (a slow link would even time out as silent). The caller
+                    // reads now (take_read_deferred) and pumps again.
+                    return true;
+                }
                 continue;
             }
             if self.unflushed || self.phase == Phase::Closing {
@@ -1142,6 +1149,69 @@ mod tests {
         }
         assert_eq!(w.timeout_reason(), "took none of its output");
         assert!(sock.written().is_empty());
+    }
+
+    #[test]
+    fn slow_client_stays() {
+        let ring = ring_upto(1 << 20, 1 << 20);
+        let (mut w, sock) = attached(0, false, Role::Writer);
+        for _ in 0..3 * TIMEOUT_TICKS {
+            sock.feed(&client_frame(OP_PONG, b""));
+            read_all(&mut w);
+            // A slow link: less than a frame each interval, and every pump ending mid-frame,
+            // as a socket takes what fits, not what ends a frame.
+            for _ in 0..8 {
+                sock.accept(5_000);
+            }
+            sock.block();
+            w.on_writable();
+            assert!(w.pump_write(Some(&ring)));
+            // What the event loop does.
+            while w.take_read_deferred() {
+                read_all(&mut w);
+                assert!(w.pump_write(Some(&ring)));
+            }
+            assert!(w.on_ping_tick(Some(&ring)));
+        }
+        assert!(w.cursor() > 3 * CHUNK as u64);
+    }
+
+    #[test]
+    fn input_is_read_between_frames_of_steady_output() {
+        let ring = ring_upto(1 << 20, 600 << 10);
+        let (mut w, sock) = attached(0, false, Role::Writer);
+        sock.accept(1000).block();
+        assert!(w.pump_write(Some(&ring)));
+        sock.feed(&client_frame(OP_PING, b"k"));
+        assert!(matches!(w.read(), Incoming::Idle), "put off");
+        // The socket would take the rest of the frame and part of the next at once.
+        sock.accept(2 * CHUNK).accept(5000).block();
+        w.on_writable();
+        assert!(w.pump_write(Some(&ring)));
+        assert!(
+            w.take_read_deferred(),
+            "the read goes first, at the frame's end"
+        );
+        assert!(matches!(&read_all(&mut w)[..], [Message::Ping(_)]));
+        assert_frames(
+            &sock.written(),
+            &[
+                (OP_BINARY, expected(0, CHUNK as u64)),
+                (OP_PONG, b"k".to_vec()),
+            ],
+        );
+        assert!(w.pump_write(Some(&ring)));
+        w.on_writable();
+        assert!(w.pump_write(Some(&ring)));
+        let output: Vec<u8> = frames(&sock.written())
+            .into_iter()
+            .filter(|(op, _)| *op == OP_BINARY)
+            .flat_map(|(_, p)| p)
+            .collect();
+        assert!(
+            output == expected(0, 600 << 10),
+            "output lost, repeated or reordered"
+        );
     }
 
     #[test]
