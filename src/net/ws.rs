@@ -747,21 +747,27 @@ mod tests {
         (w, sock)
     }
 
-    /// A client frame (masked, as RFC 6455 requires of clients), final unless `op` says not.
-    fn client_frame(op: u8, payload: &[u8]) -> Vec<u8> {
-        let mask = [0x37, 0xfa, 0x21, 0x3d];
-        let mut f = vec![0x80 | op];
-        match payload.len() {
-            n if n < 126 => f.push(0x80 | n as u8),
-            n if n <= 0xffff => {
-                f.push(0x80 | 126);
-                f.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                f.push(0x80 | 127);
-                f.extend_from_slice(&(n as u64).to_be_bytes());
-            }
+    /// A client attached at `from` whose first output frame from `ring` the socket cut after
+    /// `k` bytes (the next write says WouldBlock).
+    fn cut_after(k: usize, ring: &Ring, from: u64, role: Role) -> (WsConn<Script>, Script) {
+        let (mut w, sock) = attached(from, false, role);
+        if k > 0 {
+            sock.accept(k);
         }
+        sock.block();
+        assert!(w.pump_write(Some(ring)));
+        assert_eq!(sock.written().len(), k);
+        (w, sock)
+    }
+
+    /// A final client frame, masked as RFC 6455 requires of clients.
+    fn client_frame(op: u8, payload: &[u8]) -> Vec<u8> {
+        let mut header = [0u8; MAX_HEADER];
+        let n = frame_header(payload.len(), &mut header);
+        header[0] = 0x80 | op;
+        header[1] |= 0x80;
+        let mask = [0x37, 0xfa, 0x21, 0x3d];
+        let mut f = header[..n].to_vec();
         f.extend_from_slice(&mask);
         f.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
         f
@@ -820,6 +826,7 @@ mod tests {
         (OP_CLOSE, p)
     }
 
+    /// Reads until there is nothing more, as the event loop's drain does.
     fn read_all(w: &mut WsConn<Script>) -> Vec<Message> {
         let mut got = Vec::new();
         loop {
@@ -843,13 +850,7 @@ mod tests {
             let payload = expected(from, end);
             let frame_len = frame_header(payload.len(), &mut [0; MAX_HEADER]) + a.len() + b.len();
             for k in 0..frame_len {
-                let (mut w, sock) = attached(from, false, Role::Writer);
-                if k > 0 {
-                    sock.accept(k);
-                }
-                sock.block();
-                assert!(w.pump_write(Some(&ring)));
-                assert_eq!(sock.written().len(), k);
+                let (mut w, sock) = cut_after(k, &ring, from, Role::Writer);
                 // Handed over, or (nothing taken) not yet.
                 assert_eq!(w.cursor(), if k == 0 { from } else { end }, "cut at {k}");
                 assert!(!w.can_take_frame());
@@ -866,9 +867,7 @@ mod tests {
     #[test]
     fn would_block_between_header_and_payload() {
         let mut ring = ring_upto(4096, 300);
-        let (mut w, sock) = attached(0, false, Role::Writer);
-        sock.accept(4).block();
-        assert!(w.pump_write(Some(&ring)));
+        let (mut w, sock) = cut_after(4, &ring, 0, Role::Writer);
         assert_eq!(
             sock.written(),
             [0x82, 126, 1, 44],
@@ -892,9 +891,7 @@ mod tests {
     #[test]
     fn part_written_frame_survives_the_ring_moving_on() {
         let mut ring = ring_upto(1024, 1000);
-        let (mut w, sock) = attached(0, false, Role::Viewer);
-        sock.accept(10).block();
-        assert!(w.pump_write(Some(&ring)));
+        let (mut w, sock) = cut_after(10, &ring, 0, Role::Viewer);
         // The ring overwrites every byte of the frame before the socket takes the rest.
         ring.push(&expected(1000, 3000));
         w.on_writable();
@@ -909,9 +906,7 @@ mod tests {
     #[test]
     fn pong_waits_for_a_part_written_frame() {
         let ring = ring_upto(4096, 1000);
-        let (mut w, sock) = attached(0, false, Role::Writer);
-        sock.accept(500).block();
-        assert!(w.pump_write(Some(&ring)));
+        let (mut w, sock) = cut_after(500, &ring, 0, Role::Writer);
         sock.feed(&client_frame(OP_PING, b"hi"));
         assert!(matches!(w.read(), Incoming::Idle), "the read is put off");
         assert!(
@@ -1179,9 +1174,7 @@ mod tests {
     #[test]
     fn input_is_read_between_frames_of_steady_output() {
         let ring = ring_upto(1 << 20, 600 << 10);
-        let (mut w, sock) = attached(0, false, Role::Writer);
-        sock.accept(1000).block();
-        assert!(w.pump_write(Some(&ring)));
+        let (mut w, sock) = cut_after(1000, &ring, 0, Role::Writer);
         sock.feed(&client_frame(OP_PING, b"k"));
         assert!(matches!(w.read(), Incoming::Idle), "put off");
         // The socket would take the rest of the frame and part of the next at once.
