@@ -972,7 +972,10 @@ mod tests {
         assert!(w.pump_write(Some(&ring)));
         assert_eq!(w.phase(), Phase::Closing);
         let written = sock.written();
-        assert_frames(&written, &[close(1002, "WebSocket protocol error")]);
+        assert_frames(
+            &written,
+            &[close(protocol::CLOSE_PROTOCOL, "WebSocket protocol error")],
+        );
         assert_eq!(sock.shut_at(), Some(written.len()));
         sock.eof();
         assert!(matches!(w.read(), Incoming::Closed));
@@ -1007,9 +1010,12 @@ mod tests {
     #[test]
     fn close_from_the_peer_is_answered() {
         let (mut w, sock) = conn();
-        sock.feed(&client_frame(OP_CLOSE, &1000u16.to_be_bytes()));
+        sock.feed(&client_frame(
+            OP_CLOSE,
+            &protocol::CLOSE_NORMAL.to_be_bytes(),
+        ));
         assert!(matches!(w.read(), Incoming::Message(Message::Close(_))));
-        assert_frames(&sock.written(), &[close(1000, "")]);
+        assert_frames(&sock.written(), &[close(protocol::CLOSE_NORMAL, "")]);
     }
 
     #[test]
@@ -1234,7 +1240,7 @@ mod tests {
             &sock.written(),
             &[
                 text(r#"{"type":"role","role":"writer"}"#),
-                close(1001, "bye"),
+                close(protocol::CLOSE_GOING_AWAY, "bye"),
             ],
         );
         assert_eq!(w.peer().port(), 9);
@@ -1270,6 +1276,9 @@ mod tests {
         }
         assert_eq!(w.phase(), Phase::CloseQueued);
         assert!(w.pump_write(None));
-        assert_frames(&sock.written(), &[close(1008, "echo queue full")]);
+        assert_frames(
+            &sock.written(),
+            &[close(protocol::CLOSE_POLICY, "echo queue full")],
+        );
     }
 }
