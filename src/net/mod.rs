@@ -6,6 +6,8 @@ pub(crate) mod conn;
 pub mod http;
 pub(crate) mod layer;
 pub(crate) mod listener;
+#[cfg(test)]
+pub(crate) mod script;
 pub mod stream;
 #[cfg(feature = "tls")]
 pub(crate) mod tls;

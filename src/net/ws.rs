@@ -448,6 +448,13 @@ impl<S: Transport> WsConn<S> {
                 if !self.write_rest() {
                     return false;
                 }
+                if self.read_deferred && !self.frame_in_flight() {
+                    // Input waits for no output. Under steady output every pump could end
+                    // inside a new frame, and the peer's keys and pongs would wait for the
+                    // whole backlog (a slow link would even time out as silent). The caller
+                    // reads now (take_read_deferred) and pumps again.
+                    return true;
+                }
                 continue;
             }
             if self.unflushed || self.phase == Phase::Closing {
@@ -698,5 +705,580 @@ pub fn frame_header(len: usize, out: &mut [u8; MAX_HEADER]) -> usize {
         out[1] = 127;
         out[2..10].copy_from_slice(&(len as u64).to_be_bytes());
         10
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::script::Script;
+
+    const OP_TEXT: u8 = 1;
+    const OP_BINARY: u8 = 2;
+    const OP_CLOSE: u8 = 8;
+    const OP_PING: u8 = 9;
+    const OP_PONG: u8 = 10;
+
+    /// The output byte at offset `o`: 251 is prime, so a misplaced slice shows.
+    fn pattern(o: u64) -> u8 {
+        (o % 251) as u8
+    }
+
+    fn expected(from: u64, to: u64) -> Vec<u8> {
+        (from..to).map(pattern).collect()
+    }
+
+    /// A ring of `capacity` bytes that has been sent the pattern up to `end`.
+    fn ring_upto(capacity: usize, end: u64) -> Ring {
+        let mut ring = Ring::new(capacity);
+        ring.push(&expected(0, end));
+        ring
+    }
+
+    fn conn() -> (WsConn<Script>, Script) {
+        let sock = Script::new();
+        let peer = "127.0.0.1:9".parse().unwrap();
+        (WsConn::new(sock.clone(), Vec::new(), peer), sock)
+    }
+
+    fn attached(offset: u64, flow: bool, role: Role) -> (WsConn<Script>, Script) {
+        let (mut w, sock) = conn();
+        w.attach((0, 1), offset, flow, role);
+        (w, sock)
+    }
+
+    /// A client attached at `from` whose first output frame from `ring` the socket cut after
+    /// `k` bytes (the next write says WouldBlock).
+    fn cut_after(k: usize, ring: &Ring, from: u64, role: Role) -> (WsConn<Script>, Script) {
+        let (mut w, sock) = attached(from, false, role);
+        if k > 0 {
+            sock.accept(k);
+        }
+        sock.block();
+        assert!(w.pump_write(Some(ring)));
+        assert_eq!(sock.written().len(), k);
+        (w, sock)
+    }
+
+    /// A final client frame, masked as RFC 6455 requires of clients.
+    fn client_frame(op: u8, payload: &[u8]) -> Vec<u8> {
+        let mut header = [0u8; MAX_HEADER];
+        let n = frame_header(payload.len(), &mut header);
+        header[0] = 0x80 | op;
+        header[1] |= 0x80;
+        let mask = [0x37, 0xfa, 0x21, 0x3d];
+        let mut f = header[..n].to_vec();
+        f.extend_from_slice(&mask);
+        f.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+        f
+    }
+
+    /// Splits what the server wrote into (opcode, payload) frames, checking each is final,
+    /// unmasked and whole: a cut or interleaved frame fails here.
+    fn frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let mut out = Vec::new();
+        while !bytes.is_empty() {
+            assert!(bytes.len() >= 2, "cut header: {bytes:?}");
+            assert_eq!(bytes[0] & 0xf0, 0x80, "FIN and no RSV bits");
+            assert_eq!(bytes[1] & 0x80, 0, "server frames are not masked");
+            let (len, at) = match bytes[1] & 0x7f {
+                126 => (u16::from_be_bytes([bytes[2], bytes[3]]) as usize, 4),
+                127 => (
+                    u64::from_be_bytes(bytes[2..10].try_into().unwrap()) as usize,
+                    10,
+                ),
+                n => (n as usize, 2),
+            };
+            assert!(
+                bytes.len() >= at + len,
+                "frame cut: {} of {}",
+                bytes.len(),
+                at + len
+            );
+            out.push((bytes[0] & 0x0f, bytes[at..at + len].to_vec()));
+            bytes = &bytes[at + len..];
+        }
+        out
+    }
+
+    /// Asserts that `bytes` are exactly the frames `want`; a mismatch shows their shapes
+    /// (opcode, length, first byte), not megabytes of payload.
+    #[track_caller]
+    fn assert_frames(bytes: &[u8], want: &[(u8, Vec<u8>)]) {
+        let got = frames(bytes);
+        if got != want {
+            let shape = |f: &[(u8, Vec<u8>)]| -> Vec<(u8, usize, Option<u8>)> {
+                f.iter()
+                    .map(|(op, p)| (*op, p.len(), p.first().copied()))
+                    .collect()
+            };
+            panic!("frames {:?}, want {:?}", shape(&got), shape(want));
+        }
+    }
+
+    fn text(json: &str) -> (u8, Vec<u8>) {
+        (OP_TEXT, json.as_bytes().to_vec())
+    }
+
+    fn close(code: u16, reason: &str) -> (u8, Vec<u8>) {
+        let mut p = code.to_be_bytes().to_vec();
+        p.extend_from_slice(reason.as_bytes());
+        (OP_CLOSE, p)
+    }
+
+    /// Reads until there is nothing more, as the event loop's drain does.
+    fn read_all(w: &mut WsConn<Script>) -> Vec<Message> {
+        let mut got = Vec::new();
+        loop {
+            match w.read() {
+                Incoming::Message(m) => got.push(m),
+                Incoming::Idle => return got,
+                Incoming::Closed => panic!("closed"),
+                Incoming::Failed(code, why) => panic!("failed {code} {why}"),
+            }
+        }
+    }
+
+    #[test]
+    fn output_frame_cut_at_every_byte() {
+        // (ring capacity, output end, client's offset): a short frame from one slice, and a
+        // frame with a 16-bit length from two (the range wraps at 1024).
+        for (capacity, end, from) in [(1024, 100, 0), (1024, 1024 + 250, 1024 - 50)] {
+            let ring = ring_upto(capacity, end);
+            let (a, b) = ring.read_at(from).unwrap();
+            assert_eq!(b.is_empty(), from == 0, "the second case wraps");
+            let payload = expected(from, end);
+            let frame_len = frame_header(payload.len(), &mut [0; MAX_HEADER]) + a.len() + b.len();
+            for k in 0..frame_len {
+                let (mut w, sock) = cut_after(k, &ring, from, Role::Writer);
+                // Handed over, or (nothing taken) not yet.
+                assert_eq!(w.cursor(), if k == 0 { from } else { end }, "cut at {k}");
+                assert!(!w.can_take_frame());
+                w.on_writable();
+                assert!(w.pump_write(Some(&ring)));
+                assert!(w.can_take_frame(), "cut at {k}");
+                assert_eq!(w.cursor(), end);
+                let whole = frames(&sock.written()) == [(OP_BINARY, payload.clone())];
+                assert!(whole, "cut at {k}");
+            }
+        }
+    }
+
+    #[test]
+    fn would_block_between_header_and_payload() {
+        let mut ring = ring_upto(4096, 300);
+        let (mut w, sock) = cut_after(4, &ring, 0, Role::Writer);
+        assert_eq!(
+            sock.written(),
+            [0x82, 126, 1, 44],
+            "the header alone: 300 bytes follow"
+        );
+        // More output meanwhile: it waits for the frame on the wire to end.
+        ring.push(&expected(300, 400));
+        assert!(w.pump_write(Some(&ring)), "still blocked: nothing written");
+        assert_eq!(sock.written().len(), 4);
+        w.on_writable();
+        assert!(w.pump_write(Some(&ring)));
+        assert_frames(
+            &sock.written(),
+            &[
+                (OP_BINARY, expected(0, 300)),
+                (OP_BINARY, expected(300, 400)),
+            ],
+        );
+    }
+
+    #[test]
+    fn part_written_frame_survives_the_ring_moving_on() {
+        let mut ring = ring_upto(1024, 1000);
+        let (mut w, sock) = cut_after(10, &ring, 0, Role::Viewer);
+        // The ring overwrites every byte of the frame before the socket takes the rest.
+        ring.push(&expected(1000, 3000));
+        w.on_writable();
+        assert!(w.pump_write(Some(&ring)));
+        let got = frames(&sock.written());
+        assert_eq!(got[0], (OP_BINARY, expected(0, 1000)));
+        assert_eq!(got[1], text(r#"{"type":"gap","offset":1976,"lost":976}"#));
+        assert_eq!(got[2], (OP_BINARY, expected(1976, 3000)));
+        assert_eq!(got.len(), 3);
+    }
+
+    #[test]
+    fn pong_waits_for_a_part_written_frame() {
+        let ring = ring_upto(4096, 1000);
+        let (mut w, sock) = cut_after(500, &ring, 0, Role::Writer);
+        sock.feed(&client_frame(OP_PING, b"hi"));
+        assert!(matches!(w.read(), Incoming::Idle), "the read is put off");
+        assert!(
+            !w.take_read_deferred(),
+            "not while the frame is part-written"
+        );
+        assert_eq!(sock.written().len(), 500);
+        w.on_writable();
+        assert!(w.pump_write(Some(&ring)));
+        assert!(w.take_read_deferred(), "the frame is out: read now");
+        assert!(!w.take_read_deferred(), "once");
+        let got = read_all(&mut w);
+        assert!(matches!(&got[..], [Message::Ping(p)] if p.as_ref() == b"hi"));
+        assert_frames(
+            &sock.written(),
+            &[(OP_BINARY, expected(0, 1000)), (OP_PONG, b"hi".to_vec())],
+        );
+    }
+
+    #[test]
+    fn output_waits_for_a_part_written_pong() {
+        let mut ring = ring_upto(4096, 0);
+        let (mut w, sock) = attached(0, false, Role::Writer);
+        sock.feed(&client_frame(OP_PING, b"ping!"));
+        let Incoming::Message(Message::Ping(_)) = w.read() else {
+            panic!("a ping");
+        };
+        // The read that sends the pong gets 3 of its 7 bytes out.
+        sock.accept(3).block();
+        assert!(matches!(w.read(), Incoming::Idle));
+        assert_eq!(sock.written().len(), 3);
+        ring.push(&expected(0, 100));
+        assert!(w.pump_write(Some(&ring)));
+        assert_frames(
+            &sock.written(),
+            &[(OP_PONG, b"ping!".to_vec()), (OP_BINARY, expected(0, 100))],
+        );
+    }
+
+    #[test]
+    fn protocol_failure_closes_and_reads_nothing_more() {
+        let ring = ring_upto(4096, 100);
+        let (mut w, sock) = attached(100, false, Role::Writer);
+        // An unmasked frame, then a good one that must not be served.
+        sock.feed(&[0x81, 2, b'h', b'i']);
+        sock.feed(&client_frame(OP_TEXT, br#"{"type":"ack","offset":0}"#));
+        let Incoming::Failed(code, reason) = w.read() else {
+            panic!("a failure");
+        };
+        assert_eq!(code, protocol::CLOSE_PROTOCOL);
+        w.close_with(code, reason);
+        assert!(matches!(w.read(), Incoming::Idle));
+        assert_eq!(sock.unread(), 0, "drained, not parsed");
+        sock.feed(&client_frame(OP_BINARY, b"input"));
+        assert!(matches!(w.read(), Incoming::Idle));
+        assert_eq!(sock.shut_at(), None);
+        // Output that arrives now is not sent: only our Close, then the end of our half.
+        let ring = {
+            let mut r = ring;
+            r.push(b"late");
+            r
+        };
+        assert!(w.pump_write(Some(&ring)));
+        assert_eq!(w.phase(), Phase::Closing);
+        let written = sock.written();
+        assert_frames(
+            &written,
+            &[close(protocol::CLOSE_PROTOCOL, "WebSocket protocol error")],
+        );
+        assert_eq!(sock.shut_at(), Some(written.len()));
+        sock.eof();
+        assert!(matches!(w.read(), Incoming::Closed));
+    }
+
+    #[test]
+    fn failures_close_with_their_codes() {
+        let too_big = {
+            let mut f = vec![0x82, 0x80 | 127];
+            f.extend_from_slice(&(protocol::MAX_MESSAGE as u64 + 1).to_be_bytes());
+            f.extend_from_slice(&[1, 2, 3, 4]);
+            f
+        };
+        for (bytes, want) in [
+            (
+                client_frame(OP_TEXT, &[b'a', 0xff]),
+                protocol::CLOSE_INVALID_PAYLOAD,
+            ),
+            (too_big, protocol::CLOSE_TOO_BIG),
+            (client_frame(0x3, b""), protocol::CLOSE_PROTOCOL),
+        ] {
+            let (mut w, sock) = conn();
+            sock.feed(&bytes);
+            let got = w.read();
+            assert!(
+                matches!(got, Incoming::Failed(c, _) if c == want),
+                "{bytes:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn close_from_the_peer_is_answered() {
+        let (mut w, sock) = conn();
+        sock.feed(&client_frame(
+            OP_CLOSE,
+            &protocol::CLOSE_NORMAL.to_be_bytes(),
+        ));
+        assert!(matches!(w.read(), Incoming::Message(Message::Close(_))));
+        assert_frames(&sock.written(), &[close(protocol::CLOSE_NORMAL, "")]);
+    }
+
+    #[test]
+    fn flow_window() {
+        let ring = ring_upto(1 << 20, 600 << 10);
+        let (mut w, sock) = attached(0, true, Role::Writer);
+        assert!(w.pump_write(Some(&ring)));
+        assert_eq!(
+            w.cursor(),
+            protocol::FLOW_WINDOW,
+            "a window's worth, no more"
+        );
+        let got = frames(&sock.take_written());
+        assert_eq!(got.len(), protocol::FLOW_WINDOW as usize / CHUNK);
+        assert_eq!(w.needs_from(), 0);
+        w.ack(1000).unwrap();
+        assert_eq!(w.needs_from(), 1000);
+        assert!(w.pump_write(Some(&ring)));
+        assert_eq!(w.cursor(), protocol::FLOW_WINDOW + 1000);
+        assert_frames(
+            &sock.take_written(),
+            &[(OP_BINARY, expected(256 << 10, (256 << 10) + 1000))],
+        );
+        w.ack(10).unwrap();
+        assert_eq!(w.needs_from(), 1000, "an old ack changes nothing");
+        let e = w.ack(w.cursor() + 1).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest);
+        w.ack(w.cursor()).unwrap();
+        assert!(w.pump_write(Some(&ring)));
+        assert_eq!(w.cursor(), 2 * protocol::FLOW_WINDOW + 1000);
+    }
+
+    #[test]
+    fn without_flow_output_goes_out_in_chunks() {
+        let ring = ring_upto(1 << 20, 200_000);
+        let (mut w, sock) = attached(0, false, Role::Writer);
+        assert!(w.pump_write(Some(&ring)));
+        assert!(w.caught_up(&ring));
+        assert_eq!(w.needs_from(), 200_000);
+        let got = frames(&sock.written());
+        let sizes: Vec<usize> = got.iter().map(|(_, p)| p.len()).collect();
+        assert_eq!(sizes, [CHUNK, CHUNK, CHUNK, 200_000 - 3 * CHUNK]);
+        let all: Vec<u8> = got.into_iter().flat_map(|(_, p)| p).collect();
+        assert!(
+            all == expected(0, 200_000),
+            "output lost, repeated or reordered"
+        );
+    }
+
+    #[test]
+    fn lagging_viewer_skips_to_a_clean_point() {
+        let mut ring = ring_upto(1024, 3000);
+        ring.set_clean_start(2100);
+        let (mut w, sock) = attached(0, true, Role::Viewer);
+        assert!(w.pump_write(Some(&ring)));
+        assert_frames(
+            &sock.written(),
+            &[
+                text(r#"{"type":"gap","offset":2100,"lost":2100}"#),
+                (OP_BINARY, expected(2100, 3000)),
+            ],
+        );
+        assert_eq!(
+            w.needs_from(),
+            2100,
+            "the skipped bytes count as acknowledged"
+        );
+    }
+
+    #[test]
+    fn outbox_cap() {
+        let (mut w, sock) = conn();
+        for _ in 0..OUTBOX_CAP {
+            w.send(&ServerMsg::Shutdown);
+        }
+        assert!(w.is_open());
+        w.send(&ServerMsg::Shutdown);
+        assert_eq!(w.phase(), Phase::CloseQueued);
+        w.send(&ServerMsg::Shutdown);
+        assert!(w.pump_write(None));
+        let got = frames(&sock.written());
+        assert_eq!(got.len(), OUTBOX_CAP + 1);
+        assert!(
+            got[..OUTBOX_CAP]
+                .iter()
+                .all(|f| *f == text(r#"{"type":"shutdown"}"#))
+        );
+        assert_eq!(
+            got[OUTBOX_CAP],
+            close(protocol::CLOSE_INTERNAL, "too many queued messages")
+        );
+    }
+
+    #[test]
+    fn silent_client_times_out() {
+        let (mut w, sock) = conn();
+        for _ in 0..TIMEOUT_TICKS {
+            assert!(w.on_ping_tick(None));
+            assert!(w.pump_write(None));
+        }
+        assert!(!w.on_ping_tick(None));
+        assert_eq!(w.timeout_reason(), "silent");
+        let pings = frames(&sock.written());
+        assert_eq!(pings, vec![(OP_PING, Vec::new()); TIMEOUT_TICKS as usize]);
+    }
+
+    #[test]
+    fn answering_client_stays() {
+        let (mut w, sock) = conn();
+        for _ in 0..3 * TIMEOUT_TICKS {
+            assert!(w.on_ping_tick(None));
+            assert!(w.pump_write(None));
+            assert_frames(&sock.take_written(), &[(OP_PING, Vec::new())]);
+            sock.feed(&client_frame(OP_PONG, b""));
+            assert_eq!(read_all(&mut w).len(), 1);
+        }
+    }
+
+    #[test]
+    fn stalled_client_times_out() {
+        let mut ring = ring_upto(1 << 20, 1000);
+        let (mut w, sock) = attached(0, false, Role::Writer);
+        // It answers pings but takes no output: the socket stays full.
+        sock.block();
+        assert!(w.pump_write(Some(&ring)));
+        for tick in 1..=TIMEOUT_TICKS {
+            sock.feed(&client_frame(OP_PONG, b""));
+            read_all(&mut w);
+            ring.push(b"more");
+            let alive = w.on_ping_tick(Some(&ring));
+            assert_eq!(alive, tick < TIMEOUT_TICKS, "tick {tick}");
+        }
+        assert_eq!(w.timeout_reason(), "took none of its output");
+        assert!(sock.written().is_empty());
+    }
+
+    #[test]
+    fn slow_client_stays() {
+        let ring = ring_upto(1 << 20, 1 << 20);
+        let (mut w, sock) = attached(0, false, Role::Writer);
+        for _ in 0..3 * TIMEOUT_TICKS {
+            sock.feed(&client_frame(OP_PONG, b""));
+            read_all(&mut w);
+            // A slow link: less than a frame each interval, and every pump ending mid-frame,
+            // as a socket takes what fits, not what ends a frame.
+            for _ in 0..8 {
+                sock.accept(5_000);
+            }
+            sock.block();
+            w.on_writable();
+            assert!(w.pump_write(Some(&ring)));
+            // What the event loop does.
+            while w.take_read_deferred() {
+                read_all(&mut w);
+                assert!(w.pump_write(Some(&ring)));
+            }
+            assert!(w.on_ping_tick(Some(&ring)));
+        }
+        assert!(w.cursor() > 3 * CHUNK as u64);
+    }
+
+    #[test]
+    fn input_is_read_between_frames_of_steady_output() {
+        let ring = ring_upto(1 << 20, 600 << 10);
+        let (mut w, sock) = cut_after(1000, &ring, 0, Role::Writer);
+        sock.feed(&client_frame(OP_PING, b"k"));
+        assert!(matches!(w.read(), Incoming::Idle), "put off");
+        // The socket would take the rest of the frame and part of the next at once.
+        sock.accept(2 * CHUNK).accept(5000).block();
+        w.on_writable();
+        assert!(w.pump_write(Some(&ring)));
+        assert!(
+            w.take_read_deferred(),
+            "the read goes first, at the frame's end"
+        );
+        assert!(matches!(&read_all(&mut w)[..], [Message::Ping(_)]));
+        assert_frames(
+            &sock.written(),
+            &[
+                (OP_BINARY, expected(0, CHUNK as u64)),
+                (OP_PONG, b"k".to_vec()),
+            ],
+        );
+        assert!(w.pump_write(Some(&ring)));
+        w.on_writable();
+        assert!(w.pump_write(Some(&ring)));
+        let output: Vec<u8> = frames(&sock.written())
+            .into_iter()
+            .filter(|(op, _)| *op == OP_BINARY)
+            .flat_map(|(_, p)| p)
+            .collect();
+        assert!(
+            output == expected(0, 600 << 10),
+            "output lost, repeated or reordered"
+        );
+    }
+
+    #[test]
+    fn attach_roles_and_input_pause() {
+        let (mut w, sock) = conn();
+        assert_eq!(w.session(), None);
+        w.attach((3, 7), 42, true, Role::Viewer);
+        assert_eq!(
+            (w.session(), w.cursor(), w.needs_from()),
+            (Some((3, 7)), 42, 42)
+        );
+        assert!(!w.is_writer());
+        w.set_role(Role::Writer);
+        assert!(w.is_writer());
+        assert_eq!(w.role(), Role::Writer);
+        assert!(!w.read_paused());
+        w.pause_read();
+        assert!(w.read_paused());
+        assert!(w.resume_read());
+        assert!(!w.resume_read(), "was not paused");
+        assert_eq!(w.detach(), Some((3, 7)));
+        assert_eq!(w.detach(), None);
+        w.close_with(protocol::CLOSE_GOING_AWAY, "bye");
+        assert!(!w.is_writer(), "a closing writer takes no input");
+        assert!(w.pump_write(None));
+        assert_frames(
+            &sock.written(),
+            &[
+                text(r#"{"type":"role","role":"writer"}"#),
+                close(protocol::CLOSE_GOING_AWAY, "bye"),
+            ],
+        );
+        assert_eq!(w.peer().port(), 9);
+    }
+
+    #[test]
+    fn broken_socket_ends_the_connection() {
+        let ring = ring_upto(4096, 100);
+        let (mut w, sock) = attached(0, false, Role::Writer);
+        sock.write_fail(io::ErrorKind::ConnectionReset);
+        assert!(!w.pump_write(Some(&ring)));
+        assert_eq!(w.phase(), Phase::Done);
+        let (mut w, sock) = attached(0, false, Role::Writer);
+        sock.accept(10).write_fail(io::ErrorKind::BrokenPipe);
+        assert!(!w.pump_write(Some(&ring)), "broken while part-written");
+        let (mut w, sock) = conn();
+        sock.read_fail(io::ErrorKind::ConnectionReset);
+        assert!(matches!(w.read(), Incoming::Closed));
+    }
+
+    #[cfg(feature = "echo")]
+    #[test]
+    fn echo_socket() {
+        let (mut w, sock) = conn();
+        assert!(w.echo(Message::text("not an echo socket")).is_some());
+        w.set_echo();
+        assert!(w.echo(Message::text("back")).is_none());
+        assert!(w.echo(Message::Ping(bytes::Bytes::new())).is_some());
+        assert!(w.pump_write(None));
+        assert_frames(&sock.take_written(), &[text("back")]);
+        for _ in 0..=ECHO_CAP {
+            assert!(w.echo(Message::binary(vec![1])).is_none());
+        }
+        assert_eq!(w.phase(), Phase::CloseQueued);
+        assert!(w.pump_write(None));
+        assert_frames(
+            &sock.written(),
+            &[close(protocol::CLOSE_POLICY, "echo queue full")],
+        );
     }
 }
