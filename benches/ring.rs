@@ -5,7 +5,8 @@ use std::hint::black_box;
 use std::io::IoSlice;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use keepty::net::ws::{self, MAX_HEADER};
+use keepty::limits::MAX_HEADER;
+use keepty::net::ws;
 use keepty::sessions::ring::Ring;
 
 const RING: usize = 256 << 10;

@@ -1,9 +1,12 @@
-//! Command line -> [`Config`]. Every cap the server enforces lives here, with its default.
+//! Command line -> [`Config`]: options, sizes, durations, the program to run. The caps and
+//! their defaults are in [`crate::limits`].
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+
+use crate::limits;
 
 /// What a second attach to an attached session does (SPEC section 4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,19 +93,19 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
-            ttl: Duration::from_secs(12 * 3600),
+            ttl: limits::DEFAULT_TTL,
             attach_policy: AttachPolicy::Handoff,
-            scrollback: 256 << 10,
-            max_sessions: 32,
-            max_clients: 128,
-            max_memory: 64 << 20,
+            scrollback: limits::DEFAULT_SCROLLBACK,
+            max_sessions: limits::DEFAULT_MAX_SESSIONS,
+            max_clients: limits::DEFAULT_MAX_CLIENTS,
+            max_memory: limits::DEFAULT_MAX_MEMORY,
             token_file: None,
             admin_token_file: None,
             allow_origins: Vec::new(),
             allow_hosts: Vec::new(),
-            header_timeout: Duration::from_secs(10),
-            max_pending: 32,
-            ping_interval: Duration::from_secs(20),
+            header_timeout: limits::DEFAULT_HEADER_TIMEOUT,
+            max_pending: limits::DEFAULT_MAX_PENDING,
+            ping_interval: limits::DEFAULT_PING_INTERVAL,
             detached_output: DetachedOutput::DropOldest,
             insecure_no_auth: false,
             tls_cert: None,

@@ -9,6 +9,25 @@ use std::time::Duration;
 
 use crate::config::{Config, DetachedOutput};
 
+// ---- the operator's caps: defaults (SPEC 1) -----------------------------------------------
+
+/// `--ttl`: half a day, so a shell left at night is there in the morning.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(12 * 3600);
+/// `--scrollback`: a few screens of a busy build log.
+pub const DEFAULT_SCROLLBACK: usize = 256 << 10;
+/// `--max-sessions`.
+pub const DEFAULT_MAX_SESSIONS: usize = 32;
+/// `--max-clients`: a browser holds about six connections per page.
+pub const DEFAULT_MAX_CLIENTS: usize = 128;
+/// `--max-memory`.
+pub const DEFAULT_MAX_MEMORY: usize = 64 << 20;
+/// `--header-timeout`: a phone on a poor link still sends a head within a second or two.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// `--max-pending`.
+pub const DEFAULT_MAX_PENDING: usize = 32;
+/// `--ping-interval`: under the idle timeouts of common proxies and NAT tables.
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(20);
+
 // ---- wire --------------------------------------------------------------------------------
 
 /// Largest request head, bytes: far past any browser's or curl's, small enough that 32
@@ -55,6 +74,9 @@ pub const WS_READ_BUDGET: usize = 64;
 /// Steps (a read, a parsed request, a write) taken for one HTTP connection before the others
 /// get a turn: an endless pipeline must not starve every other session.
 pub const HTTP_STEP_BUDGET: usize = 64;
+/// Reads of 4 KiB dropped per call from a peer that broke the protocol (the linger timer
+/// bounds the rest).
+pub const DISCARD_READS: usize = 16;
 /// Most output taken from one PTY in one pass, so a flood from one session cannot starve
 /// the others; the session stays marked readable and the loop comes back at once.
 pub const READ_PASS: usize = 1 << 20;

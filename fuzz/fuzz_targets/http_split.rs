@@ -2,7 +2,7 @@
 //! re-parses its growing buffer after every read, so a split point must never change the
 //! answer (nor may an incomplete prefix be taken for a complete or broken head too early).
 #![no_main]
-use keepty::net::http::{self, parse_head};
+use keepty::net::http::parse_head;
 use libfuzzer_sys::fuzz_target;
 
 fn outcome(buf: &[u8]) -> String {

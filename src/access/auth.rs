@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+use crate::limits::{FAILURE_WINDOW, MAX_FAILURES, MAX_TRACKED};
 
 /// The user every request is when no token file is configured.
 pub const LOCAL_USER: &str = "local";
@@ -199,13 +201,6 @@ pub fn base64url_decode(s: &str) -> Option<Vec<u8>> {
     (bits < 6 && acc & ((1 << bits) - 1) == 0).then_some(out)
 }
 
-/// Failed attempts allowed per address per window.
-pub const MAX_FAILURES: u32 = 10;
-/// The window, and how long an address that used it up is refused.
-pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
-/// Addresses tracked at most; past it the stalest entry is forgotten first.
-const MAX_TRACKED: usize = 4096;
-
 /// Per-address count of failed authentications.
 #[derive(Default)]
 pub struct FailureLimiter {
@@ -251,6 +246,7 @@ impl FailureLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn constant_time_compare() {

@@ -362,7 +362,7 @@ fn fetch_site(req: &Request, side_effect: bool) -> Result<(), Refusal> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::access::auth::{FAILURE_WINDOW, MAX_FAILURES};
+    use crate::limits::{FAILURE_WINDOW, MAX_FAILURES};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::limits::MAX_ID_LEN;
+
 /// Defines the close codes as constants and lists them all in [`CLOSE_CODES`], so the list
 /// cannot miss one.
 macro_rules! close_codes {
@@ -52,11 +54,6 @@ close_codes! {
     /// Error `memory`: the memory cap.
     CLOSE_MEMORY = 4503;
 }
-
-/// Bytes of output a `flow=1` client may have unacknowledged.
-pub const FLOW_WINDOW: u64 = 256 << 10;
-/// Largest input message, and the cap on any incoming message.
-pub const MAX_MESSAGE: usize = 64 << 10;
 
 /// An error a client is told about in an `error` message before the socket closes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,9 +147,6 @@ pub struct WsParams {
     /// The client acknowledges output.
     pub flow: bool,
 }
-
-/// Longest session id.
-pub const MAX_ID_LEN: usize = 64;
 
 /// True if `id` is a valid session id: `[A-Za-z0-9_-]{1,64}`.
 pub fn valid_id(id: &str) -> bool {

@@ -28,23 +28,14 @@ use tungstenite::protocol::{Role as WsRole, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
 use crate::api::protocol::{self, ErrorCode, ProtoError, Role, ServerMsg};
+#[cfg(feature = "echo")]
+use crate::limits::ECHO_CAP;
+use crate::limits::{
+    CHUNK, DISCARD_READS, FLOW_WINDOW, MAX_HEADER, MAX_MESSAGE, MAX_WRITE_BUFFER, OUTBOX_CAP,
+    READ_BUFFER, TIMEOUT_TICKS,
+};
 use crate::net::stream::{Stream, Transport};
 use crate::sessions::ring::Ring;
-
-/// Largest output frame. A frame is written straight from the ring, so its size costs
-/// nothing unless the socket takes only part of it (then the rest is copied aside); large
-/// enough that a flood is a few thousand `writev`s a second, and it is a quarter of the
-/// flow window, so a `flow=1` client still gets several frames in flight.
-pub const CHUNK: usize = 64 << 10;
-/// The longest header of a server-to-client frame (no mask): 2 bytes and a 64-bit length.
-pub const MAX_HEADER: usize = 10;
-/// tungstenite's read buffer (it allocates it eagerly, per connection).
-pub const READ_BUFFER: usize = 4 << 10;
-/// tungstenite's write buffer cap. It carries only text and control frames (output frames
-/// bypass it), and a new one is handed over only once the last is on the socket.
-pub const MAX_WRITE_BUFFER: usize = (32 << 10) + 4096;
-/// Text messages a client may have queued (they are few: attached, role, exited, close).
-const OUTBOX_CAP: usize = 16;
 
 /// The tungstenite limits every connection gets.
 pub fn config() -> WebSocketConfig {
@@ -54,12 +45,12 @@ pub fn config() -> WebSocketConfig {
         .write_buffer_size(0)
         // The echo socket of a test build sends whole client messages back through it.
         .max_write_buffer_size(if cfg!(feature = "echo") {
-            protocol::MAX_MESSAGE + 2 * MAX_WRITE_BUFFER
+            MAX_MESSAGE + 2 * MAX_WRITE_BUFFER
         } else {
             MAX_WRITE_BUFFER
         })
-        .max_message_size(Some(protocol::MAX_MESSAGE))
-        .max_frame_size(Some(protocol::MAX_MESSAGE))
+        .max_message_size(Some(MAX_MESSAGE))
+        .max_frame_size(Some(MAX_MESSAGE))
 }
 
 /// Where the connection is in its life.
@@ -136,13 +127,6 @@ pub struct WsConn<S = Stream> {
     progress: u64,
     progress_at_tick: u64,
 }
-
-/// Messages an echo socket holds before it gives up on a peer that does not read.
-#[cfg(feature = "echo")]
-const ECHO_CAP: usize = 1024;
-
-/// Ping ticks without a frame, or without output taken, after which a client is closed.
-pub const TIMEOUT_TICKS: u8 = 3;
 
 impl<S: Transport> WsConn<S> {
     /// Wraps a stream whose upgrade response has been sent; `leftover` is whatever the client
@@ -421,7 +405,7 @@ impl<S: Transport> WsConn<S> {
     /// call (the linger timer bounds the rest), until it ends the connection.
     fn discard_input(&mut self) -> Incoming {
         let mut sink = [0u8; 4096];
-        for _ in 0..16 {
+        for _ in 0..DISCARD_READS {
             match io::Read::read(self.ws.get_mut(), &mut sink) {
                 Ok(0) => return Incoming::Closed,
                 Ok(_) => {}
@@ -568,7 +552,7 @@ impl<S: Transport> WsConn<S> {
         let mut max = CHUNK as u64;
         if self.flow {
             let in_flight = self.cursor.saturating_sub(self.acked);
-            max = max.min(protocol::FLOW_WINDOW.saturating_sub(in_flight));
+            max = max.min(FLOW_WINDOW.saturating_sub(in_flight));
         }
         max.min(ring.end().saturating_sub(self.cursor)) as usize
     }
@@ -985,7 +969,7 @@ mod tests {
     fn failures_close_with_their_codes() {
         let too_big = {
             let mut f = vec![0x82, 0x80 | 127];
-            f.extend_from_slice(&(protocol::MAX_MESSAGE as u64 + 1).to_be_bytes());
+            f.extend_from_slice(&(MAX_MESSAGE as u64 + 1).to_be_bytes());
             f.extend_from_slice(&[1, 2, 3, 4]);
             f
         };
@@ -1023,18 +1007,14 @@ mod tests {
         let ring = ring_upto(1 << 20, 600 << 10);
         let (mut w, sock) = attached(0, true, Role::Writer);
         assert!(w.pump_write(Some(&ring)));
-        assert_eq!(
-            w.cursor(),
-            protocol::FLOW_WINDOW,
-            "a window's worth, no more"
-        );
+        assert_eq!(w.cursor(), FLOW_WINDOW, "a window's worth, no more");
         let got = frames(&sock.take_written());
-        assert_eq!(got.len(), protocol::FLOW_WINDOW as usize / CHUNK);
+        assert_eq!(got.len(), FLOW_WINDOW as usize / CHUNK);
         assert_eq!(w.needs_from(), 0);
         w.ack(1000).unwrap();
         assert_eq!(w.needs_from(), 1000);
         assert!(w.pump_write(Some(&ring)));
-        assert_eq!(w.cursor(), protocol::FLOW_WINDOW + 1000);
+        assert_eq!(w.cursor(), FLOW_WINDOW + 1000);
         assert_frames(
             &sock.take_written(),
             &[(OP_BINARY, expected(256 << 10, (256 << 10) + 1000))],
@@ -1045,7 +1025,7 @@ mod tests {
         assert_eq!(e.code, ErrorCode::BadRequest);
         w.ack(w.cursor()).unwrap();
         assert!(w.pump_write(Some(&ring)));
-        assert_eq!(w.cursor(), 2 * protocol::FLOW_WINDOW + 1000);
+        assert_eq!(w.cursor(), 2 * FLOW_WINDOW + 1000);
     }
 
     #[test]
