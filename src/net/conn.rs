@@ -321,13 +321,43 @@ pub struct Conn<U> {
 #[derive(Debug, PartialEq, Eq)]
 pub struct TooManyPending;
 
+/// Connections still sending their first request head, in all and per peer address.
+#[derive(Default)]
+struct Pending {
+    total: usize,
+    by_ip: HashMap<IpAddr, usize>,
+}
+
+impl Pending {
+    fn may_add(&self, ip: IpAddr, max: usize) -> Result<(), TooManyPending> {
+        let from_peer = self.by_ip.get(&ip).copied().unwrap_or(0);
+        if self.total >= max || from_peer >= PENDING_PER_PEER {
+            return Err(TooManyPending);
+        }
+        Ok(())
+    }
+
+    fn add(&mut self, ip: IpAddr) {
+        self.total += 1;
+        *self.by_ip.entry(ip).or_insert(0) += 1;
+    }
+
+    fn remove(&mut self, ip: IpAddr) {
+        self.total -= 1;
+        if let Some(n) = self.by_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.by_ip.remove(&ip);
+            }
+        }
+    }
+}
+
 /// Every connection.
 pub struct Conns<U> {
     slab: Slab<Conn<U>>,
     generation: u64,
-    /// Connections still sending their first request head, in all and per peer address.
-    pending: usize,
-    pending_by_ip: HashMap<IpAddr, usize>,
+    pending: Pending,
     ws: usize,
     dead: Vec<usize>,
 }
@@ -337,8 +367,7 @@ impl<U> Default for Conns<U> {
         Conns {
             slab: Slab::new(),
             generation: 0,
-            pending: 0,
-            pending_by_ip: HashMap::new(),
+            pending: Pending::default(),
             ws: 0,
             dead: Vec::new(),
         }
@@ -348,11 +377,7 @@ impl<U> Default for Conns<U> {
 impl<U> Conns<U> {
     /// Whether one more unfinished request from `ip` fits `--max-pending` and the per-peer cap.
     pub fn may_accept(&self, ip: IpAddr, max_pending: usize) -> Result<(), TooManyPending> {
-        let from_peer = self.pending_by_ip.get(&ip).copied().unwrap_or(0);
-        if self.pending >= max_pending || from_peer >= PENDING_PER_PEER {
-            return Err(TooManyPending);
-        }
-        Ok(())
+        self.pending.may_add(ip, max_pending)
     }
 
     /// Adds a new connection, registered for both directions; its slot and generation.
@@ -372,8 +397,7 @@ impl<U> Conns<U> {
             dead: false,
             pending: Some(ip),
         });
-        self.pending += 1;
-        *self.pending_by_ip.entry(ip).or_insert(0) += 1;
+        self.pending.add(ip);
         Ok((key, self.generation))
     }
 
@@ -384,7 +408,7 @@ impl<U> Conns<U> {
 
     /// Connections past their first request head: the ones `--max-clients` counts.
     pub fn active(&self) -> usize {
-        self.slab.len() - self.pending
+        self.slab.len() - self.pending.total
     }
 
     /// Connections not upgraded, and WebSockets.
@@ -448,13 +472,7 @@ impl<U> Conns<U> {
         let Some(ip) = self.slab.get_mut(k).and_then(|c| c.pending.take()) else {
             return false;
         };
-        self.pending -= 1;
-        if let Some(n) = self.pending_by_ip.get_mut(&ip) {
-            *n -= 1;
-            if *n == 0 {
-                self.pending_by_ip.remove(&ip);
-            }
-        }
+        self.pending.remove(ip);
         true
     }
 
@@ -512,5 +530,288 @@ impl<U> Conns<U> {
                 Kind::Gone => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::net::script::Script;
+
+    const TIMEOUT: Duration = Duration::from_secs(10);
+    const GET: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n";
+
+    fn conn(sock: &Script, now: Instant) -> HttpConn<u32, Script> {
+        HttpConn::new(
+            sock.clone(),
+            "127.0.0.1:5000".parse().unwrap(),
+            now + TIMEOUT,
+        )
+    }
+
+    fn ok() -> Response {
+        Response::new(200, "text/plain; charset=utf-8", &b"ok\n"[..])
+    }
+
+    fn head(step: Step<u32>) -> Request {
+        match step {
+            Step::Head(r) => r,
+            _ => panic!("expected a request head"),
+        }
+    }
+
+    fn is_blocked(step: &Step<u32>) -> bool {
+        matches!(step, Step::Blocked)
+    }
+
+    #[test]
+    fn a_head_cut_anywhere_arrives_whole() {
+        let now = Instant::now();
+        for cut in 1..GET.len() {
+            let sock = Script::new();
+            let mut h = conn(&sock, now);
+            sock.feed(&GET[..cut]).read_block();
+            assert!(is_blocked(&h.advance(now, TIMEOUT)), "cut at {cut}");
+            sock.feed(&GET[cut..]);
+            let req = head(h.advance(now, TIMEOUT));
+            assert_eq!(
+                (req.method.as_str(), req.path.as_str()),
+                ("GET", "/healthz")
+            );
+        }
+    }
+
+    #[test]
+    fn short_writes_and_would_block_deliver_the_response_once() {
+        let now = Instant::now();
+        let sock = Script::new();
+        let mut h = conn(&sock, now);
+        sock.feed(GET);
+        let req = head(h.advance(now, TIMEOUT));
+        h.respond(&req, ok(), After::KeepAlive, false, now);
+        sock.accept(7).block();
+        assert!(is_blocked(&h.advance(now, TIMEOUT)));
+        assert_eq!(sock.written().len(), 7);
+        assert!(h.is_writing());
+        sock.accept(1).accept(2).block();
+        assert!(is_blocked(&h.advance(now, TIMEOUT)));
+        assert_eq!(sock.written().len(), 10);
+        // The rest goes in one write; then the next head is awaited.
+        assert!(is_blocked(&h.advance(now, TIMEOUT)));
+        assert!(!h.is_writing());
+        let out = String::from_utf8(sock.written()).unwrap();
+        assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+        assert!(out.contains("Connection: keep-alive\r\n"));
+        assert!(out.ends_with("\r\n\r\nok\n"));
+        assert_eq!(out.matches("HTTP/1.1").count(), 1);
+        assert_eq!(sock.shut_at(), None);
+    }
+
+    #[test]
+    fn pipelined_requests_are_answered_in_order() {
+        let now = Instant::now();
+        let sock = Script::new();
+        let mut h = conn(&sock, now);
+        let mut two = GET.to_vec();
+        two.extend_from_slice(b"GET /nope HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        sock.feed(&two);
+        let first = head(h.advance(now, TIMEOUT));
+        h.respond(&first, ok(), After::KeepAlive, false, now);
+        let second = head(h.advance(now, TIMEOUT));
+        assert_eq!(second.path, "/nope");
+        assert_eq!(
+            String::from_utf8(sock.written())
+                .unwrap()
+                .matches("200 OK")
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn close_shuts_after_the_response_then_lingers_until_the_peer_ends() {
+        let now = Instant::now();
+        let sock = Script::new();
+        let mut h = conn(&sock, now);
+        sock.feed(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        let req = head(h.advance(now, TIMEOUT));
+        // The request asked for close: kept-alive is not honoured.
+        h.respond(&req, ok(), After::KeepAlive, false, now);
+        sock.feed(b"late bytes the peer sent").read_block();
+        assert!(is_blocked(&h.advance(now, TIMEOUT)));
+        let out = sock.written();
+        assert_eq!(
+            sock.shut_at(),
+            Some(out.len()),
+            "shut right after the response"
+        );
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .contains("Connection: close\r\n")
+        );
+        // Lingering reads and drops until the end.
+        sock.eof();
+        assert!(matches!(h.advance(now, TIMEOUT), Step::Closed));
+        assert_eq!(sock.unread(), 0);
+    }
+
+    #[test]
+    fn head_requests_and_shutdown_change_the_response() {
+        let now = Instant::now();
+        let sock = Script::new();
+        let mut h = conn(&sock, now);
+        sock.feed(b"HEAD /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        let req = head(h.advance(now, TIMEOUT));
+        // Shutting down: nothing is kept alive.
+        h.respond(&req, ok(), After::KeepAlive, true, now);
+        let _ = h.advance(now, TIMEOUT);
+        let out = String::from_utf8(sock.written()).unwrap();
+        assert!(
+            out.contains("Content-Length: 3\r\n") && out.ends_with("\r\n\r\n"),
+            "{out}"
+        );
+        assert!(out.contains("Connection: close\r\n"));
+        assert!(sock.shut_at().is_some());
+    }
+
+    #[test]
+    fn an_upgrade_hands_over_the_stream_with_what_followed_the_head() {
+        let now = Instant::now();
+        let sock = Script::new();
+        let mut h = conn(&sock, now);
+        let mut bytes = GET.to_vec();
+        bytes.extend_from_slice(b"\x82\x80frame");
+        sock.feed(&bytes);
+        let req = head(h.advance(now, TIMEOUT));
+        let mut resp = Response::new(101, "", Vec::new());
+        resp.body = std::borrow::Cow::Borrowed(&b"HTTP/1.1 101 Switching Protocols\r\n\r\n"[..]);
+        h.respond(&req, resp, After::Upgrade(7), false, now);
+        assert!(matches!(h.advance(now, TIMEOUT), Step::Upgraded(7)));
+        assert_eq!(sock.written(), b"HTTP/1.1 101 Switching Protocols\r\n\r\n");
+        let (_, leftover, _) = h.into_parts();
+        assert_eq!(leftover, b"\x82\x80frame");
+    }
+
+    #[test]
+    fn bad_heads_are_refused_and_ends_are_closed() {
+        let now = Instant::now();
+        let sock = Script::new();
+        let mut h = conn(&sock, now);
+        sock.feed(b"\x16\x03\x01 not http\r\n\r\n");
+        assert!(matches!(
+            h.advance(now, TIMEOUT),
+            Step::Bad(HeadError::Malformed)
+        ));
+        let sock = Script::new();
+        let mut h = conn(&sock, now);
+        sock.feed(&vec![b'a'; MAX_HEAD]);
+        assert!(matches!(
+            h.advance(now, TIMEOUT),
+            Step::Bad(HeadError::LineTooLong)
+        ));
+        for end in [
+            |s: &Script| {
+                s.eof();
+            },
+            |s: &Script| {
+                s.read_fail(io::ErrorKind::InvalidData);
+            },
+            |s: &Script| {
+                s.read_fail(io::ErrorKind::ConnectionReset);
+            },
+        ] {
+            let sock = Script::new();
+            let mut h = conn(&sock, now);
+            sock.feed(b"GET / HT");
+            end(&sock);
+            assert!(matches!(h.advance(now, TIMEOUT), Step::Closed));
+        }
+    }
+
+    #[test]
+    fn a_broken_write_closes() {
+        let now = Instant::now();
+        let sock = Script::new();
+        let mut h = conn(&sock, now);
+        sock.feed(GET);
+        let req = head(h.advance(now, TIMEOUT));
+        h.respond(&req, ok(), After::KeepAlive, false, now);
+        sock.write_fail(io::ErrorKind::BrokenPipe);
+        assert!(matches!(h.advance(now, TIMEOUT), Step::Closed));
+    }
+
+    #[test]
+    fn a_flood_while_lingering_yields_to_the_others() {
+        let now = Instant::now();
+        let sock = Script::new();
+        let mut h = conn(&sock, now);
+        sock.feed(GET);
+        let req = head(h.advance(now, TIMEOUT));
+        h.respond(&req, ok(), After::Close, false, now);
+        for _ in 0..2 * HTTP_STEP_BUDGET {
+            sock.feed(b"x");
+        }
+        assert!(matches!(h.advance(now, TIMEOUT), Step::Yield));
+        assert!(sock.unread() > 0);
+    }
+
+    #[test]
+    fn pending_counts_per_peer_and_in_all() {
+        let mut p = Pending::default();
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        for _ in 0..PENDING_PER_PEER {
+            assert_eq!(p.may_add(a, 32), Ok(()));
+            p.add(a);
+        }
+        assert_eq!(p.may_add(a, 32), Err(TooManyPending), "per-peer cap");
+        assert_eq!(p.may_add(b, 32), Ok(()), "another peer is not blocked");
+        assert_eq!(
+            p.may_add(b, PENDING_PER_PEER),
+            Err(TooManyPending),
+            "--max-pending"
+        );
+        p.remove(a);
+        assert_eq!(p.may_add(a, 32), Ok(()));
+        for _ in 1..PENDING_PER_PEER {
+            p.remove(a);
+        }
+        assert_eq!(p.total, 0);
+        assert!(p.by_ip.is_empty(), "no entry left behind for a gone peer");
+    }
+
+    #[test]
+    fn deadlines_follow_progress_and_are_filed_once() {
+        let t0 = Instant::now();
+        let sock = Script::new();
+        let mut h = conn(&sock, t0);
+        // The entry filed at creation covers the head deadline.
+        assert_eq!(h.rearm(t0), None);
+        assert!(!h.expired(t0 + TIMEOUT - Duration::from_millis(1)));
+        assert!(h.expired(t0 + TIMEOUT));
+        // Writing a response moves the deadline later: the pending entry still comes first.
+        sock.feed(GET);
+        let req = head(h.advance(t0, TIMEOUT));
+        h.respond(&req, ok(), After::KeepAlive, false, t0);
+        assert_eq!(h.rearm(t0), None);
+        assert!(!h.expired(t0 + TIMEOUT));
+        // Once sent, the next head gets a deadline earlier than the stall one.
+        let t1 = t0 + Duration::from_secs(1);
+        let _ = h.advance(t1, TIMEOUT);
+        assert_eq!(
+            h.rearm(t1),
+            None,
+            "the head-deadline entry at t0 + 10 s is still ahead"
+        );
+        let t2 = t0 + TIMEOUT;
+        assert_eq!(
+            h.rearm(t2),
+            Some(t1 + TIMEOUT),
+            "the old entry fired: file the new one"
+        );
+        assert_eq!(h.rearm(t2), None);
     }
 }
