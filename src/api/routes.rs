@@ -249,3 +249,163 @@ fn handshake(
     resp.body = Cow::Owned(http::upgrade_response(&accept, protocol));
     Action::Respond(resp, After::Upgrade(upgrade(req)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    const LOOPBACK: &str = "127.0.0.1:40000";
+    const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+    fn gate() -> Gate {
+        Gate::new(&Config::default(), 7700, false).unwrap()
+    }
+
+    fn req(raw: &str) -> Request {
+        let raw = raw.replace('\n', "\r\n") + "\r\n";
+        crate::net::http::parse_head(raw.as_bytes())
+            .unwrap()
+            .unwrap()
+            .0
+    }
+
+    fn ask(raw: &str, peer: &str, upgrade_fits: bool) -> Action {
+        let cx = Context { upgrade_fits };
+        route(
+            &req(raw),
+            peer.parse().unwrap(),
+            Instant::now(),
+            &mut gate(),
+            &cx,
+        )
+    }
+
+    /// The status of a response, and whether the connection closes after it.
+    fn answer(a: Action) -> (u16, bool) {
+        match a {
+            Action::Respond(r, After::Close) => (r.status, true),
+            Action::Respond(r, _) => (r.status, false),
+            _ => panic!("expected a response"),
+        }
+    }
+
+    fn ws(extra: &str) -> String {
+        format!(
+            "GET /ws?new=1 HTTP/1.1\nHost: localhost:7700\nUpgrade: websocket\nConnection: Upgrade\n{extra}"
+        )
+    }
+
+    #[test]
+    fn host_is_judged_first_and_closes() {
+        let a = ask(
+            "GET /healthz HTTP/1.1\nHost: evil.example\n",
+            LOOPBACK,
+            true,
+        );
+        assert_eq!(answer(a), (403, true));
+        let a = ask("GET /healthz HTTP/1.1\nHost: localhost\n", LOOPBACK, true);
+        assert_eq!(answer(a), (200, false));
+        let a = ask("GET /nowhere HTTP/1.1\nHost: localhost\n", LOOPBACK, true);
+        assert_eq!(answer(a), (404, false));
+        let a = ask("DELETE /ws HTTP/1.1\nHost: localhost\n", LOOPBACK, true);
+        assert_eq!(answer(a), (405, false));
+    }
+
+    #[test]
+    fn websocket_handshake_checks_in_order() {
+        let key = format!("Sec-WebSocket-Key: {KEY}\n");
+        let v13 = format!("Sec-WebSocket-Version: 13\n{key}");
+        let plain = "GET /ws HTTP/1.1\nHost: localhost\n";
+        assert_eq!(answer(ask(plain, LOOPBACK, true)), (400, false));
+        let v12 = ws(&format!("Sec-WebSocket-Version: 12\n{key}"));
+        assert_eq!(answer(ask(&v12, LOOPBACK, true)), (426, true));
+        let nokey = ws("Sec-WebSocket-Version: 13\n");
+        assert_eq!(answer(ask(&nokey, LOOPBACK, true)), (400, true));
+        let foreign = ws(&format!("{v13}Origin: http://evil.example\n"));
+        assert_eq!(answer(ask(&foreign, LOOPBACK, true)), (403, true));
+        assert_eq!(answer(ask(&ws(&v13), LOOPBACK, false)), (503, true));
+        match ask(
+            &ws(&format!("{v13}Origin: http://localhost:7700\n")),
+            LOOPBACK,
+            true,
+        ) {
+            Action::Respond(r, After::Upgrade(Upgrade::Session(Ok(p), caller))) => {
+                assert_eq!(r.status, 101);
+                assert!(p.new);
+                assert_eq!(caller.name, "local");
+            }
+            _ => panic!("expected an upgrade"),
+        }
+    }
+
+    #[test]
+    fn lists_are_actions_for_the_loop() {
+        let own = ask(
+            "GET /api/sessions HTTP/1.1\nHost: localhost\n",
+            LOOPBACK,
+            true,
+        );
+        assert!(matches!(own, Action::List { owner: Some(o), view: View::Own } if o == "local"));
+        let text = "GET /admin/sessions?format=text HTTP/1.1\nHost: localhost\n";
+        assert!(matches!(
+            ask(text, LOOPBACK, true),
+            Action::List {
+                owner: None,
+                view: View::Text
+            }
+        ));
+        let metrics = "GET /admin/metrics HTTP/1.1\nHost: localhost\n";
+        assert!(matches!(
+            ask(metrics, LOOPBACK, true),
+            Action::List {
+                view: View::Metrics,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn drops_are_validated_before_they_reach_the_loop() {
+        let drop = |q: &str| {
+            ask(
+                &format!("POST /admin/{q} HTTP/1.1\nHost: localhost\n"),
+                LOOPBACK,
+                true,
+            )
+        };
+        assert!(matches!(drop("drop?id=abc_DEF-1"), Action::Drop(id) if id == "abc_DEF-1"));
+        assert_eq!(answer(drop("drop?id=a%2Fb")), (400, false));
+        assert_eq!(answer(drop("drop")), (400, false));
+        assert!(matches!(drop("drop-all?confirm=3"), Action::DropAll(3)));
+        assert_eq!(answer(drop("drop-all?confirm=three")), (400, false));
+        // No admin token file: a LAN peer gets nothing.
+        let lan = ask(
+            "GET /admin/drop?id=x HTTP/1.1\nHost: 10.0.0.5:7700\n",
+            "10.0.0.9:5000",
+            true,
+        );
+        assert_eq!(answer(lan), (403, false));
+    }
+
+    #[test]
+    fn rejections_say_what_is_wrong() {
+        let r = Reject::ConfirmMismatch {
+            confirm: 2,
+            count: 3,
+        }
+        .response();
+        assert_eq!(r.status, 409);
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(body["error"], "confirm_mismatch");
+        assert!(body["message"].as_str().unwrap().contains("count is 3"));
+        let r = Reject::MethodNotAllowed("GET, POST").response();
+        assert!(
+            r.headers
+                .iter()
+                .any(|(n, v)| *n == "Allow" && v == "GET, POST")
+        );
+        assert_eq!(Reject::TooManyClients.response().status, 429);
+        assert_eq!(Reject::Memory.response().status, 503);
+    }
+}

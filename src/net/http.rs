@@ -244,18 +244,6 @@ impl Route {
     pub fn has_side_effect(&self) -> bool {
         matches!(self, Route::AdminDrop | Route::AdminDropAll)
     }
-
-    /// True for the admin surface.
-    pub fn is_admin(&self) -> bool {
-        matches!(
-            self,
-            Route::AdminPage
-                | Route::AdminSessions
-                | Route::AdminMetrics
-                | Route::AdminDrop
-                | Route::AdminDropAll
-        )
-    }
 }
 
 /// Maps a request to its route.
@@ -594,7 +582,6 @@ mod tests {
             r("GET /api/sessions HTTP/1.1\r\n\r\n"),
             Route::ApiSessions
         ));
-        assert!(Route::AdminMetrics.is_admin() && !Route::ApiSessions.is_admin());
     }
 
     #[test]

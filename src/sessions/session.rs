@@ -190,6 +190,14 @@ impl Session {
         }
     }
 
+    /// A session without a terminal, for the tests of code that holds sessions.
+    #[cfg(test)]
+    pub(crate) fn fixture(id: &str, owner: &str, generation: u64, pid: i32) -> Session {
+        let mut s = Session::detached(id.into(), owner.into(), generation, 64, (Instant::now(), 0));
+        s.pid = pid;
+        s
+    }
+
     /// Stable id (URL-safe).
     pub fn id(&self) -> &str {
         &self.id

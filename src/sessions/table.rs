@@ -246,3 +246,88 @@ fn random_id() -> std::io::Result<String> {
     std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
     Ok(protocol::encode_id(&b))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sessions::pty::ExitStatus;
+
+    fn table_with(ids: &[(&str, &str, i32)]) -> (Table, Vec<usize>) {
+        let mut t = Table::default();
+        let keys = ids
+            .iter()
+            .map(|(id, owner, pid)| {
+                let generation = t.generation + 1;
+                t.insert(Session::fixture(id, owner, generation, *pid))
+            })
+            .collect();
+        (t, keys)
+    }
+
+    #[test]
+    fn sessions_are_found_by_slot_id_and_owner() {
+        let (t, k) = table_with(&[("a", "ann", 101), ("b", "bob", 102), ("c", "ann", 103)]);
+        assert_eq!(t.len(), 3);
+        assert_eq!(t.find("b"), Some(k[1]));
+        assert_eq!(t.count_owned("ann"), 2);
+        let g = t.get(k[0]).unwrap().generation();
+        assert!(t.bound((k[0], g)).is_some());
+        assert!(
+            t.bound((k[0], g + 100)).is_none(),
+            "a later session in the slot is not it"
+        );
+        assert!(
+            t.may_create("ann", Some(2), 32).is_err(),
+            "the token's own cap"
+        );
+        assert!(t.may_create("bob", Some(2), 32).is_ok());
+        assert!(t.may_create("bob", None, 3).is_err(), "--max-sessions");
+    }
+
+    #[test]
+    fn an_ended_session_leaves_a_tombstone_and_an_orphan() {
+        let (mut t, k) = table_with(&[("a", "ann", 101)]);
+        let now = Instant::now();
+        let ended = t.end(k[0], Cause::Dropped, now).unwrap();
+        assert!(ended.leader_alive);
+        assert_eq!(t.find("a"), None);
+        assert_eq!(t.ended_as("a"), Some(Cause::Dropped));
+        assert_eq!(t.orphans(), &[101]);
+        assert!(!t.leads_a_session(101));
+        assert!(!t.all_reaped(), "the orphan is not reaped yet");
+        assert_eq!(t.on_reaped(101), None, "it led no session any more");
+        assert!(t.orphans().is_empty() && t.all_reaped());
+        assert!(
+            t.end(k[0], Cause::Dropped, now).is_none(),
+            "ending twice does nothing"
+        );
+    }
+
+    #[test]
+    fn a_reaped_leader_is_not_signalled_again() {
+        let (mut t, k) = table_with(&[("a", "ann", 101)]);
+        assert!(t.leads_a_session(101));
+        assert_eq!(t.on_reaped(101), Some(k[0]));
+        let exit = ExitStatus {
+            code: Some(0),
+            signal: None,
+        };
+        t.get_mut(k[0]).unwrap().on_reaped(exit);
+        let ended = t.end(k[0], Cause::Expired, Instant::now()).unwrap();
+        assert!(!ended.leader_alive, "its pid may be somebody else's by now");
+        assert!(t.orphans().is_empty());
+    }
+
+    #[test]
+    fn a_new_session_under_an_ended_id_forgets_the_tombstone() {
+        let (mut t, k) = table_with(&[("a", "ann", 101)]);
+        t.end(k[0], Cause::Expired, Instant::now());
+        assert_eq!(t.tombstone_count(), 1);
+        let generation = t.generation + 1;
+        t.insert(Session::fixture("a", "ann", generation, 104));
+        assert_eq!(t.ended_as("a"), None);
+        let k = t.find("a").unwrap();
+        assert_eq!(t.free(k).map(|s| s.pid()), Some(104));
+        assert_eq!(t.find("a"), None);
+    }
+}
