@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::limits;
+use crate::limits::{self, DetachedOutput, Limits};
 
 /// What a second attach to an attached session does (SPEC section 4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,15 +28,6 @@ impl AttachPolicy {
             AttachPolicy::Multi => "multi",
         }
     }
-}
-
-/// What happens to output while nobody is attached and the ring is full.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DetachedOutput {
-    /// Overwrite the oldest output; a returning client learns how much was `lost`.
-    DropOldest,
-    /// Stop reading the PTY: the program blocks, nothing is lost.
-    Block,
 }
 
 /// The server's whole configuration.
@@ -337,6 +328,29 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, CliErr
 }
 
 impl Config {
+    /// The caps this configuration sets; `tls` when connections carry rustls state.
+    pub fn limits(&self, tls: bool) -> Limits {
+        #[cfg(feature = "tls")]
+        let conn_overhead = if tls { limits::TLS_RESERVE } else { 0 };
+        #[cfg(not(feature = "tls"))]
+        let conn_overhead = {
+            let _ = tls;
+            0
+        };
+        Limits {
+            max_sessions: self.max_sessions,
+            max_clients: self.max_clients,
+            max_pending: self.max_pending,
+            max_memory: self.max_memory,
+            scrollback: self.scrollback,
+            ttl: self.ttl,
+            header_timeout: self.header_timeout,
+            ping_interval: self.ping_interval,
+            detached_output: self.detached_output,
+            conn_overhead,
+        }
+    }
+
     /// True when any TLS option was given (whether this build has TLS or not).
     pub fn tls_requested(&self) -> bool {
         self.tls_cert.is_some() || self.tls_key.is_some() || self.tls_self_signed

@@ -112,7 +112,7 @@ impl Server {
             .register(&mut signals, token::SIGNALS, Interest::READABLE)?;
         let now = Instant::now();
         Ok(Server {
-            limits: Limits::new(&cfg, is_tls),
+            limits: cfg.limits(is_tls),
             command: cfg.command,
             policy: cfg.attach_policy,
             wheel: Wheel::new(TICK, now),

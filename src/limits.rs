@@ -7,8 +7,6 @@
 
 use std::time::Duration;
 
-use crate::config::{Config, DetachedOutput};
-
 // ---- the operator's caps: defaults (SPEC 1) -----------------------------------------------
 
 /// `--ttl`: half a day, so a shell left at night is there in the morning.
@@ -151,7 +149,16 @@ pub const INPUT_RESERVE: usize = INPUT_CAP + MAX_MESSAGE;
 /// Bytes charged per tombstone: the id twice (map and queue) and the entries around it.
 pub const TOMBSTONE_RESERVE: usize = 2 * MAX_ID_LEN + 96;
 
-/// The operator's caps, from the command line.
+/// What happens to output while nobody is attached and the ring is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DetachedOutput {
+    /// Overwrite the oldest output; a returning client learns how much was `lost`.
+    DropOldest,
+    /// Stop reading the PTY: the program blocks, nothing is lost.
+    Block,
+}
+
+/// The operator's caps, from the command line ([`crate::config::Config::limits`]).
 #[derive(Clone, Debug)]
 pub struct Limits {
     /// `--max-sessions`: sessions alive at once, all users together.
@@ -205,29 +212,6 @@ pub enum Charge {
 pub struct OverBudget;
 
 impl Limits {
-    /// The caps of `cfg`; `tls` when connections carry rustls state.
-    pub fn new(cfg: &Config, tls: bool) -> Limits {
-        #[cfg(feature = "tls")]
-        let conn_overhead = if tls { TLS_RESERVE } else { 0 };
-        #[cfg(not(feature = "tls"))]
-        let conn_overhead = {
-            let _ = tls;
-            0
-        };
-        Limits {
-            max_sessions: cfg.max_sessions,
-            max_clients: cfg.max_clients,
-            max_pending: cfg.max_pending,
-            max_memory: cfg.max_memory,
-            scrollback: cfg.scrollback,
-            ttl: cfg.ttl,
-            header_timeout: cfg.header_timeout,
-            ping_interval: cfg.ping_interval,
-            detached_output: cfg.detached_output,
-            conn_overhead,
-        }
-    }
-
     /// Memory charged per session: its ring in full and its input queue at the most it holds.
     pub fn session_reserve(&self) -> usize {
         self.scrollback + INPUT_RESERVE
@@ -272,12 +256,12 @@ mod tests {
     use super::*;
 
     fn limits(max_memory: usize) -> Limits {
-        let cfg = Config {
+        let cfg = crate::config::Config {
             max_memory,
             scrollback: 256 << 10,
-            ..Config::default()
+            ..Default::default()
         };
-        Limits::new(&cfg, false)
+        cfg.limits(false)
     }
 
     #[test]

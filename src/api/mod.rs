@@ -5,3 +5,4 @@ pub(crate) mod admin;
 pub(crate) mod assets;
 pub mod protocol;
 pub(crate) mod routes;
+pub(crate) mod text;

@@ -353,7 +353,7 @@ pub fn parse_client_msg(text: &str) -> Result<ClientMsg, ProtoError> {
         // control bytes.
         ProtoError::bad(format!(
             "bad message: {}",
-            crate::api::admin::escape_control(&e.to_string())
+            crate::api::text::escape_control(&e.to_string())
         ))
     })?;
     if let ClientMsg::Resize { cols, rows } = msg
