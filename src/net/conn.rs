@@ -562,6 +562,17 @@ mod tests {
         }
     }
 
+    /// A connection that got `GET` and is answering it with `ok()`, nothing written yet.
+    fn answering(after: After<u32>) -> (HttpConn<u32, Script>, Script, Instant) {
+        let now = Instant::now();
+        let sock = Script::new();
+        let mut h = conn(&sock, now);
+        sock.feed(GET);
+        let req = head(h.advance(now, TIMEOUT));
+        h.respond(&req, ok(), after, false, now);
+        (h, sock, now)
+    }
+
     fn is_blocked(step: &Step<u32>) -> bool {
         matches!(step, Step::Blocked)
     }
@@ -585,12 +596,7 @@ mod tests {
 
     #[test]
     fn short_writes_and_would_block_deliver_the_response_once() {
-        let now = Instant::now();
-        let sock = Script::new();
-        let mut h = conn(&sock, now);
-        sock.feed(GET);
-        let req = head(h.advance(now, TIMEOUT));
-        h.respond(&req, ok(), After::KeepAlive, false, now);
+        let (mut h, sock, now) = answering(After::KeepAlive);
         sock.accept(7).block();
         assert!(is_blocked(&h.advance(now, TIMEOUT)));
         assert_eq!(sock.written().len(), 7);
@@ -733,24 +739,14 @@ mod tests {
 
     #[test]
     fn a_broken_write_closes() {
-        let now = Instant::now();
-        let sock = Script::new();
-        let mut h = conn(&sock, now);
-        sock.feed(GET);
-        let req = head(h.advance(now, TIMEOUT));
-        h.respond(&req, ok(), After::KeepAlive, false, now);
+        let (mut h, sock, now) = answering(After::KeepAlive);
         sock.write_fail(io::ErrorKind::BrokenPipe);
         assert!(matches!(h.advance(now, TIMEOUT), Step::Closed));
     }
 
     #[test]
     fn a_flood_while_lingering_yields_to_the_others() {
-        let now = Instant::now();
-        let sock = Script::new();
-        let mut h = conn(&sock, now);
-        sock.feed(GET);
-        let req = head(h.advance(now, TIMEOUT));
-        h.respond(&req, ok(), After::Close, false, now);
+        let (mut h, sock, now) = answering(After::Close);
         for _ in 0..2 * HTTP_STEP_BUDGET {
             sock.feed(b"x");
         }
