@@ -145,10 +145,6 @@ fn ensure_node_modules(manifest: &Path) {
     if missing.is_empty() {
         return;
     }
-    println!(
-        "cargo:warning=node_modules incomplete ({}); running `npm ci`",
-        missing.join(", ")
-    );
     let status = Command::new("npm")
         .args(["ci", "--no-audit", "--no-fund"])
         .current_dir(manifest)
@@ -178,6 +174,12 @@ fn ensure_node_modules(manifest: &Path) {
             manifest.display()
         ));
     }
+    // Past tense: cargo shows a build script's warnings again on every build until the script
+    // runs again, and `npm ci` ran only this once.
+    println!(
+        "cargo:warning=installed node_modules/ with `npm ci` (missing: {})",
+        missing.join(", ")
+    );
 }
 
 /// Stops the build with `msg`. An exit rather than a panic: cargo then shows the message as
