@@ -69,10 +69,14 @@ fn main() {
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
 
     println!("cargo:rerun-if-changed=build.rs");
-    println!("cargo:rerun-if-changed=package.json");
+    // The files under node_modules/ are not watched: package-lock.json pins their bytes, and
+    // the `npm ci` below rewrites them while this script runs, so cargo would see them newer
+    // than its last run and build keepty again on every build after a fresh clone.
     println!("cargo:rerun-if-changed=package-lock.json");
     for (_, file, _) in ASSETS {
-        println!("cargo:rerun-if-changed={file}");
+        if !file.starts_with("node_modules/") {
+            println!("cargo:rerun-if-changed={file}");
+        }
     }
 
     ensure_node_modules(&manifest);
@@ -151,27 +155,48 @@ fn ensure_node_modules(manifest: &Path) {
     if missing.is_empty() {
         return;
     }
-    println!(
-        "cargo:warning=node_modules incomplete ({}); running `npm ci`",
-        missing.join(", ")
-    );
     let status = Command::new("npm")
         .args(["ci", "--no-audit", "--no-fund"])
         .current_dir(manifest)
         // npm's progress output on stdout would be read by cargo as build-script directives.
         .stdout(std::process::Stdio::null())
         .status();
+    if let Err(e) = &status
+        && e.kind() == std::io::ErrorKind::NotFound
+    {
+        fail(&format!(
+            "npm is not installed (no `npm` on PATH). keepty embeds xterm.js, which `npm ci` \
+             installs into node_modules/. Install Node.js 20 or later with npm (from \
+             https://nodejs.org/ or your distribution's nodejs and npm packages) and build \
+             again, or run `npm ci` where npm is and copy node_modules/ into {}.",
+            manifest.display()
+        ));
+    }
     let ok = matches!(&status, Ok(s) if s.success());
     let still_missing = ASSETS
         .iter()
         .any(|(_, file, _)| file.starts_with("node_modules/") && !manifest.join(file).is_file());
     if !ok || still_missing {
-        panic!(
-            "keepty embeds xterm.js from node_modules/, which is missing and `npm ci` failed \
-             ({status:?}). Run `npm ci` in the repository root ({}) and build again.",
+        fail(&format!(
+            "keepty embeds xterm.js from node_modules/, which is missing, and `npm ci` failed \
+             ({status:?}; its messages are above). Run `npm ci` in the repository root ({}) \
+             and build again.",
             manifest.display()
-        );
+        ));
     }
+    // Past tense: cargo shows a build script's warnings again on every build until the script
+    // runs again, and `npm ci` ran only this once.
+    println!(
+        "cargo:warning=installed node_modules/ with `npm ci` (missing: {})",
+        missing.join(", ")
+    );
+}
+
+/// Stops the build with `msg`. An exit rather than a panic: cargo then shows the message as
+/// it is, without the panic's location and backtrace note that make it look like a bug here.
+fn fail(msg: &str) -> ! {
+    eprintln!("error: {msg}");
+    std::process::exit(1);
 }
 
 fn strip_source_map_comment(body: &mut Vec<u8>) {

@@ -22,6 +22,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use common::proc::{cpu_secs, rss_kib};
 use common::ws::{self, Msg, WAIT};
 use common::{Server, spawn_cmd};
 use serde_json::{Value, json};
@@ -57,31 +58,6 @@ fn spawn(bin: &PathBuf, args: &[&str]) -> Server {
     let mut cmd = Command::new(bin);
     cmd.arg("--listen").arg("127.0.0.1:0").args(args);
     spawn_cmd(cmd)
-}
-
-/// Resident set size of `pid` in KiB, from /proc.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// CPU time (user + system) `pid` has used so far, from /proc.
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // utime and stime are fields 14 and 15; the command name before them may hold spaces.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    // USER_HZ is 100 on every Linux this runs on.
-    f.iter().sum::<u64>() as f64 / 100.0
 }
 
 fn median(v: &mut [f64]) -> f64 {

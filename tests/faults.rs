@@ -8,12 +8,16 @@
 //! monotonic clock; only `event_loop.rs` reads it, and the wall clock only for the Unix
 //! times shown in the admin list), and the system clock cannot be stepped safely on a shared
 //! machine.
+//!
+//! The tests take `common::serial()`: several load the machine (floods, 100 shells, strace),
+//! and their timing bounds (SIGKILL 3 s after SIGHUP, CPU time at EMFILE) are about the
+//! server, not about a neighbour test starving it.
 
 mod common;
 
 use std::fs;
-use std::io::{BufReader, Write};
-use std::net::{Ipv4Addr, TcpStream};
+use std::io::BufReader;
+use std::net::Ipv4Addr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -25,18 +29,10 @@ use common::http;
 use common::proc::{children, connect_from, cpu_secs, fd_count, hwm_kib, zombies};
 use common::support::{Canary, StrayGuard, echo_roundtrip, number_after, wait_unlisted};
 use common::ws::{self, Msg, WAIT, find, tail};
-use common::{Server, process_alive, spawn_cmd, spawn_server};
+use common::{Server, process_alive, serial, spawn_cmd, spawn_server};
 
 /// The canary's liveness bound here: generous, since faults keep the machine busy.
 const LIVENESS: Duration = Duration::from_secs(1);
-
-/// One test at a time: several load the machine (floods, 100 shells, strace), and their
-/// timing bounds (SIGKILL 3 s after SIGHUP, CPU time at EMFILE) are about the server, not
-/// about a neighbour test starving it.
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn kill(pid: i32, sig: i32) {
     // SAFETY: kill(2) with plain integers; no memory is involved.
@@ -105,7 +101,7 @@ fn contiguous_numbers(out: &[u8]) -> u64 {
 
 #[test]
 fn child_sigkilled_mid_output_sends_all_output_then_signal_9() {
-    let _one = one_at_a_time();
+    let _one = serial();
     // A small ring, so the output backs up into the PTY while the client is slow.
     let srv = spawn_server(&["--scrollback", "16K", "--", "/bin/sh"]);
     let mut canary = Canary::open_with(&srv, LIVENESS);
@@ -155,7 +151,7 @@ impl Drop for KillGuard {
 
 #[test]
 fn leader_exit_is_reported_while_a_background_job_holds_the_terminal() {
-    let _one = one_at_a_time();
+    let _one = serial();
     let srv = spawn_server(&["--", "/bin/sh"]);
     let mut canary = Canary::open_with(&srv, LIVENESS);
     // The job ignores SIGHUP and keeps the slave open, so the master never reads EIO: only
@@ -205,7 +201,7 @@ fn leader_exit_is_reported_while_a_background_job_holds_the_terminal() {
 
 #[test]
 fn a_child_ignoring_sighup_is_killed_3s_after_a_drop() {
-    let _one = one_at_a_time();
+    let _one = serial();
     let srv = spawn_server(&["--", "/bin/sh"]);
     let mut canary = Canary::open_with(&srv, LIVENESS);
     let mut c = ws::connect(srv.port, "session=deaf&new=1");
@@ -247,7 +243,7 @@ fn a_child_ignoring_sighup_is_killed_3s_after_a_drop() {
 
 #[test]
 fn a_hundred_children_exiting_at_once_leave_no_zombies() {
-    let _one = one_at_a_time();
+    let _one = serial();
     let dir = TempDir::new("fifo");
     let fifo = dir.path("go");
     let st = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
@@ -390,7 +386,7 @@ fn settled_reserved(srv: &Server) -> u64 {
 
 #[test]
 fn a_client_vanishing_without_fin_is_dropped_and_its_memory_released() {
-    let _one = one_at_a_time();
+    let _one = serial();
     let mut net = Netns::new();
     let mut cmd = Command::new(common::bin());
     cmd.args([
@@ -494,7 +490,7 @@ fn spawn_with_fd_limit(n: u32, args: &str) -> Server {
 
 #[test]
 fn out_of_descriptors_a_new_session_gets_a_clear_error_and_recovers() {
-    let _one = one_at_a_time();
+    let _one = serial();
     let srv = spawn_with_fd_limit(40, "--max-pending 100 -- /bin/sh");
     let pid = srv.child.id();
     let mut canary = Canary::open_with(&srv, LIVENESS);
@@ -590,7 +586,7 @@ fn injected_fault_then_recovery(t: &Traced, what: &str) {
 
 #[test]
 fn pty_exhaustion_gives_an_internal_error_and_the_next_attempt_works() {
-    let _one = one_at_a_time();
+    let _one = serial();
     // nix's openpty opens /dev/ptmx (posix_openpt); ENOSPC is what the kernel answers when
     // kernel.pty.max is reached.
     let t = spawn_traced(&["-P", "/dev/ptmx", "-e", "inject=openat:error=ENOSPC:when=1"]);
@@ -599,7 +595,7 @@ fn pty_exhaustion_gives_an_internal_error_and_the_next_attempt_works() {
 
 #[test]
 fn fork_failure_gives_an_internal_error_and_the_next_attempt_works() {
-    let _one = one_at_a_time();
+    let _one = serial();
     // std's Command forks (clone; clone3 or vfork on other libcs) when pre_exec is set.
     let t = spawn_traced(&["-e", "inject=clone,clone3,fork,vfork:error=EAGAIN:when=1"]);
     injected_fault_then_recovery(&t, "clone = EAGAIN");
@@ -607,7 +603,7 @@ fn fork_failure_gives_an_internal_error_and_the_next_attempt_works() {
 
 #[test]
 fn sigterm_during_heavy_output_exits_cleanly() {
-    let _one = one_at_a_time();
+    let _one = serial();
     let mut srv = spawn_server(&["--", "/bin/sh"]);
     let mut clients = Vec::new();
     let mut pids = Vec::new();
@@ -649,7 +645,7 @@ fn sigterm_during_heavy_output_exits_cleanly() {
 
 #[test]
 fn sighup_with_a_half_written_token_file_keeps_the_old_tokens() {
-    let _one = one_at_a_time();
+    let _one = serial();
     let dir = TempDir::new("tokens");
     let path = dir.write("users", "alice tok-alice-1\n", 0o600);
     let srv = spawn_server(&["--token-file", &path, "--", "/bin/sh"]);
@@ -696,7 +692,7 @@ fn sighup_with_a_half_written_token_file_keeps_the_old_tokens() {
 
 #[test]
 fn children_start_with_default_signals_sigpipe_and_ctrl_c_work() {
-    let _one = one_at_a_time();
+    let _one = serial();
     let srv = spawn_server(&["--", "/bin/sh"]);
     let mut c = ws::connect(srv.port, "session=sig&new=1");
     c.expect_attached();
@@ -739,16 +735,9 @@ fn children_start_with_default_signals_sigpipe_and_ctrl_c_work() {
     );
 }
 
-/// Sends a request head up to a header value and stops.
-fn half_sent(mut s: TcpStream, addr: &str) -> TcpStream {
-    // A refused connection may already be closed: that is fine here.
-    let _ = s.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nX-Slow: ").as_bytes());
-    s
-}
-
 #[test]
 fn memory_cap_gate_peak_rss_stays_under_the_cap_plus_fixed_overhead() {
-    let _one = one_at_a_time();
+    let _one = serial();
     let cap_kib = 8 * 1024;
     let srv = spawn_server(&[
         "--max-memory",
@@ -812,8 +801,12 @@ fn memory_cap_gate_peak_rss_stays_under_the_cap_plus_fixed_overhead() {
     // default total); at the cap most are refused, which is the point.
     let mut pending = Vec::new();
     for i in 0..32u8 {
-        if let Ok(s) = connect_from(Ipv4Addr::new(127, 0, 3, 2 + i / 8), srv.port) {
-            pending.push(half_sent(s, &addr));
+        // At the cap most are refused, and a refused one may be closed before the head is
+        // out: that is fine here.
+        if let Ok(s) = connect_from(Ipv4Addr::new(127, 0, 3, 2 + i / 8), srv.port)
+            .and_then(|s| http::half_sent(s, &addr))
+        {
+            pending.push(s);
         }
     }
     std::thread::sleep(Duration::from_secs(3));
@@ -843,7 +836,7 @@ fn memory_cap_gate_peak_rss_stays_under_the_cap_plus_fixed_overhead() {
 /// server runs; the admin list's `now` (wall clock) shows the jump really happened.
 #[test]
 fn the_wall_clock_jumping_does_not_move_the_ttl() {
-    let _one = one_at_a_time();
+    let _one = serial();
     let lib = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
     assert!(
         std::path::Path::new(lib).exists(),

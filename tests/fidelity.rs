@@ -8,16 +8,13 @@ mod common;
 use std::time::Duration;
 
 use common::auth::TempDir;
+use common::support::u;
 use common::ws::{self, Msg, WAIT};
 use common::{Server, http, spawn_server};
 use keepty::sessions::modes::ModeTracker;
 
 /// The ring in these tests: small, so that little output overwrites it.
 const RING: usize = 4096;
-
-fn u(v: &serde_json::Value) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("not a u64: {v}"))
-}
 
 /// Starts a server with a 4 KiB ring running `script` under `/bin/sh -c`.
 fn server(script: &str, extra: &[&str]) -> Server {

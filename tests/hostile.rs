@@ -3,10 +3,14 @@
 //! answer SPEC (or RFC 6455 / RFC 9112) gives it. After every case a canary session (a
 //! WebSocket attached to a running shell, opened first) must still echo within 200 ms: no bad
 //! input may crash, wedge or starve the server.
+//!
+//! The tests take `common::serial()`: several keep a core busy on purpose (floods), and the
+//! canary's 200 ms bound is about the server, not about a shell starved of CPU by another
+//! test's flood on a small machine.
 
 mod common;
 
-use std::io::{self, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,20 +19,13 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use common::http::{self, Response};
+use common::proc::rss_kib;
 use common::support::{Canary, StrayGuard, assert_json_error, number_after};
 use common::ws::{self, WAIT, find, tail};
-use common::{Server, spawn_server};
+use common::{is_timeout, serial, spawn_server};
 
 /// How soon a protocol violation must be answered with a Close frame.
 const PROMPT: Duration = Duration::from_secs(2);
-
-/// The tests of this file run one at a time: several of them keep a core busy on purpose
-/// (floods), and the canary's 200 ms bound is about the server, not about a shell starved of
-/// CPU by another test's flood on a small machine.
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 // ---- raw HTTP -----------------------------------------------------------------------------
 
@@ -398,13 +395,6 @@ impl RawWs {
     }
 }
 
-fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
-}
-
 /// Parses one server frame off the front of `buf`: (frame, bytes used), or None if incomplete.
 /// Server frames must be unmasked, with minimal lengths and clear RSV bits.
 fn parse_server_frame(buf: &[u8]) -> Option<(ServerFrame, usize)> {
@@ -440,17 +430,6 @@ fn parse_server_frame(buf: &[u8]) -> Option<(ServerFrame, usize)> {
     ))
 }
 
-/// The server's resident set, KiB.
-fn rss_kib(srv: &Server) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", srv.child.id()))
-        .expect("server /proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
 // ---- HTTP ---------------------------------------------------------------------------------
 
 /// Bytes that are not an HTTP/1 request head: garbage, an HTTP/2 preface, a TLS ClientHello,
@@ -458,7 +437,7 @@ fn rss_kib(srv: &Server) -> u64 {
 /// obs-fold line). Each gets 400 `bad_request` and the connection is closed, at once.
 #[test]
 fn malformed_heads_get_400_and_close() {
-    let _serial = one_at_a_time();
+    let _serial = serial();
     let srv = spawn_server(&["--", "/bin/sh"]);
     let addr = srv.addr();
     let mut canary = Canary::open(&srv);
@@ -520,7 +499,7 @@ fn malformed_heads_get_400_and_close() {
 /// too large (one, or all together) get 431 `headers_too_large`. Just under the cap is served.
 #[test]
 fn oversized_heads_are_refused_not_truncated() {
-    let _serial = one_at_a_time();
+    let _serial = serial();
     let srv = spawn_server(&["--", "/bin/sh"]);
     let addr = srv.addr();
     let mut canary = Canary::open(&srv);
@@ -605,7 +584,7 @@ fn oversized_heads_are_refused_not_truncated() {
 /// routing (an unknown path or an upgrade gets the same 403).
 #[test]
 fn host_header_defects() {
-    let _serial = one_at_a_time();
+    let _serial = serial();
     let srv = spawn_server(&["--", "/bin/sh"]);
     let addr = srv.addr();
     let port = srv.port;
@@ -673,7 +652,7 @@ fn host_header_defects() {
 /// so the body can never be read as the next request or as WebSocket frames.
 #[test]
 fn bodies_and_transfer_encoding_are_refused() {
-    let _serial = one_at_a_time();
+    let _serial = serial();
     let srv = spawn_server(&["--", "/bin/sh"]);
     let addr = srv.addr();
     let mut canary = Canary::open(&srv);
@@ -755,7 +734,7 @@ fn bodies_and_transfer_encoding_are_refused() {
 /// as the upgrade request is read as the first frame.
 #[test]
 fn pipelined_requests_in_order() {
-    let _serial = one_at_a_time();
+    let _serial = serial();
     let srv = spawn_server(&["--", "/bin/sh"]);
     let addr = srv.addr();
     let mut canary = Canary::open(&srv);
@@ -896,7 +875,7 @@ fn flood(
 /// `/assets` serves embedded files only: no path, encoded or not, reaches the filesystem.
 #[test]
 fn path_traversal_is_404() {
-    let _serial = one_at_a_time();
+    let _serial = serial();
     let srv = spawn_server(&["--", "/bin/sh"]);
     let addr = srv.addr();
     let mut canary = Canary::open(&srv);
@@ -945,7 +924,7 @@ fn path_traversal_is_404() {
 /// Every defect of the upgrade request, with RFC 6455 section 4.2 and SPEC answers.
 #[test]
 fn upgrade_defects() {
-    let _serial = one_at_a_time();
+    let _serial = serial();
     let srv = spawn_server(&["--", "/bin/sh"]);
     let addr = srv.addr();
     let mut canary = Canary::open(&srv);
@@ -1034,7 +1013,7 @@ fn upgrade_defects() {
 /// Origins that are not ours (SPEC section 2): 403 `forbidden`, no session.
 #[test]
 fn hostile_origins_are_403() {
-    let _serial = one_at_a_time();
+    let _serial = serial();
     let srv = spawn_server(&["--", "/bin/sh"]);
     let addr = srv.addr();
     let port = srv.port;
@@ -1106,7 +1085,7 @@ fn hostile_origins_are_403() {
 /// closes with 4400; an unknown session without new=1 is `not_found`, 4404.
 #[test]
 fn bad_ids_and_parameters() {
-    let _serial = one_at_a_time();
+    let _serial = serial();
     let srv = spawn_server(&["--", "/bin/sh"]);
     let port = srv.port;
     let mut canary = Canary::open(&srv);
@@ -1187,7 +1166,7 @@ fn bad_ids_and_parameters() {
 /// section 7.4.1 gives it (1002 protocol error, 1007 bad UTF-8) and a reason.
 #[test]
 fn frame_protocol_violations() {
-    let _serial = one_at_a_time();
+    let _serial = serial();
     let srv = spawn_server(&["--", "/bin/sh"]);
     let port = srv.port;
     let mut canary = Canary::open(&srv);
@@ -1335,7 +1314,7 @@ fn frame_protocol_violations() {
 /// is a control message that does not parse: `error` `bad_request`, close 4400.
 #[test]
 fn odd_but_wellformed_messages() {
-    let _serial = one_at_a_time();
+    let _serial = serial();
     let srv = spawn_server(&["--", "/bin/sh"]);
     let port = srv.port;
     let mut canary = Canary::open(&srv);
@@ -1450,12 +1429,12 @@ fn odd_but_wellformed_messages() {
 /// allocation: close 1009 at once, and the server's memory does not move.
 #[test]
 fn huge_declared_lengths_are_refused_before_allocation() {
-    let _serial = one_at_a_time();
+    let _serial = serial();
     let srv = spawn_server(&["--", "/bin/sh"]);
     let port = srv.port;
     let mut canary = Canary::open(&srv);
     let q = "session=victim&new=1";
-    let before = rss_kib(&srv);
+    let before = rss_kib(srv.child.id());
     let cases: Vec<(&str, Vec<u8>)> = vec![
         (
             "2^62 bytes declared",
@@ -1517,7 +1496,7 @@ fn huge_declared_lengths_are_refused_before_allocation() {
         );
         canary.alive(what);
     }
-    let after = rss_kib(&srv);
+    let after = rss_kib(srv.child.id());
     assert!(
         after < before + 4096,
         "server RSS went from {before} KiB to {after} KiB"
@@ -1528,12 +1507,12 @@ fn huge_declared_lengths_are_refused_before_allocation() {
 /// payloads in order (the server may coalesce them), and the session keeps serving.
 #[test]
 fn ping_flood() {
-    let _serial = one_at_a_time();
+    let _serial = serial();
     let srv = spawn_server(&["--", "/bin/sh"]);
     let port = srv.port;
     let mut canary = Canary::open(&srv);
     let mut c = RawWs::attach(port, "session=victim&new=1");
-    let before = rss_kib(&srv);
+    let before = rss_kib(srv.child.id());
 
     const PINGS: u32 = 10_000;
     let mut burst = Vec::new();
@@ -1579,7 +1558,7 @@ fn ping_flood() {
         }
     }
     assert!(pongs <= PINGS, "{pongs} pongs for {PINGS} pings");
-    let after = rss_kib(&srv);
+    let after = rss_kib(srv.child.id());
     assert!(
         after < before + 4096,
         "server RSS went from {before} KiB to {after} KiB"
@@ -1610,7 +1589,7 @@ fn ping_flood() {
 /// pushes back on the sender through TCP, and every other session keeps echoing meanwhile.
 #[test]
 fn paste_into_program_that_does_not_read() {
-    let _serial = one_at_a_time();
+    let _serial = serial();
     let srv = spawn_server(&["--", "/bin/sh"]);
     let port = srv.port;
     let mut canary = Canary::open(&srv);
@@ -1629,7 +1608,7 @@ fn paste_into_program_that_does_not_read() {
         assert!(Instant::now() < deadline, "sleep never started in {pid}");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let before = rss_kib(&srv);
+    let before = rss_kib(srv.child.id());
 
     // The paste, from a thread: 160 frames of 64 KiB; writes block once the server stops
     // reading, and the thread gives up after its time.
@@ -1655,7 +1634,7 @@ fn paste_into_program_that_does_not_read() {
         canary.alive(&format!("paste, {} ms in", 200 * (i + 1)));
     }
     let sent = paster.join().unwrap();
-    let after = rss_kib(&srv);
+    let after = rss_kib(srv.child.id());
     eprintln!("paste: {sent} bytes accepted by the socket; RSS {before} -> {after} KiB");
     assert!(
         after < before + 4096,
@@ -1671,7 +1650,7 @@ fn paste_into_program_that_does_not_read() {
 /// turns up as input to the program.
 #[test]
 fn replayed_queries_never_become_input() {
-    let _serial = one_at_a_time();
+    let _serial = serial();
     let srv = spawn_server(&["--", "/bin/sh"]);
     let port = srv.port;
     let mut canary = Canary::open(&srv);

@@ -4,15 +4,14 @@
 
 mod common;
 
-use std::io;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tungstenite::Message;
 
-use common::support::{StrayGuard, number_after};
+use common::support::{StrayGuard, number_after, u};
 use common::ws::{self, Msg, WAIT, Ws};
-use common::{Server, process_alive, spawn_server};
+use common::{Server, is_timeout, process_alive, spawn_server};
 
 /// Runs a command whose result the echoed command line cannot contain (the shell does the
 /// arithmetic), proving this client's input reaches the shell.
@@ -72,10 +71,6 @@ fn wait_gone(srv: &Server, id: &str, timeout: Duration) -> Duration {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn u(v: &Value) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("not a u64: {v}"))
 }
 
 #[test]
@@ -517,11 +512,7 @@ fn a_client_that_reads_answers_pings_and_stays() {
                 panic!("closed after {:?}: {f:?}", start.elapsed())
             }
             Ok(_) => {}
-            Err(tungstenite::Error::Io(e))
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) => {}
+            Err(tungstenite::Error::Io(e)) if is_timeout(&e) => {}
             Err(e) => panic!("connection broke after {:?}: {e}", start.elapsed()),
         }
     }

@@ -14,9 +14,9 @@ use serde_json::Value;
 
 use common::http::{self, Response};
 use common::proc::{connect_from, cpu_secs, rss_kib};
-use common::spawn_server;
 use common::support::echo_roundtrip;
 use common::ws::{self, Msg, WAIT, Ws};
+use common::{is_timeout, spawn_server};
 
 /// How an attach attempt was turned away.
 #[derive(Debug)]
@@ -166,15 +166,6 @@ fn wait_healthy(addr: &str, timeout: Duration) {
     }
 }
 
-/// A connection that sent part of a request head and stops there.
-fn half_sent(s: io::Result<TcpStream>, addr: &str) -> TcpStream {
-    let mut s = s.unwrap_or_else(|e| panic!("connect: {e}"));
-    s.set_read_timeout(Some(http::IO_TIMEOUT)).unwrap();
-    s.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nX-Slow: ").as_bytes())
-        .unwrap();
-    s
-}
-
 /// Whether a connection the server should turn away at once was: closed, reset or answered
 /// with 429/503 within `within`. Panics if it was served.
 fn turned_away(s: &mut TcpStream, addr: &str, within: Duration) -> bool {
@@ -191,10 +182,7 @@ fn turned_away(s: &mut TcpStream, addr: &str, within: Duration) -> bool {
             );
             true
         }
-        Err(e) => !matches!(
-            e.kind(),
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-        ),
+        Err(e) => !is_timeout(&e),
     }
 }
 
@@ -460,7 +448,7 @@ fn pending_connections_are_capped_and_cut_off_at_the_head_timeout() {
     let addr = srv.addr();
     let start = Instant::now();
     let mut slow: Vec<TcpStream> = (0..4)
-        .map(|_| half_sent(TcpStream::connect(&addr), &addr))
+        .map(|_| http::half_sent(http::connect(&addr), &addr).expect("half-sent head"))
         .collect();
     // Lets the server accept all four before the fifth arrives.
     std::thread::sleep(Duration::from_millis(300));
@@ -494,7 +482,7 @@ fn pending_cap_is_per_peer_address() {
     let srv = spawn_server(&["--header-timeout", "5s"]);
     let addr = srv.addr();
     let mut slow: Vec<TcpStream> = (0..8)
-        .map(|_| half_sent(TcpStream::connect(&addr), &addr))
+        .map(|_| http::half_sent(http::connect(&addr), &addr).expect("half-sent head"))
         .collect();
     std::thread::sleep(Duration::from_millis(300));
     for (i, s) in slow.iter_mut().enumerate() {
@@ -529,7 +517,7 @@ fn half_sent_connections_do_not_count_against_max_clients() {
     let srv = spawn_server(&["--max-clients", "2", "--max-pending", "8", "--", "/bin/sh"]);
     let addr = srv.addr();
     let mut slow: Vec<TcpStream> = (0..3)
-        .map(|_| half_sent(TcpStream::connect(&addr), &addr))
+        .map(|_| http::half_sent(http::connect(&addr), &addr).expect("half-sent head"))
         .collect();
     std::thread::sleep(Duration::from_millis(200));
     let mut a = ws::connect(srv.port, "session=hc-1&new=1");
@@ -561,7 +549,7 @@ fn half_sent_head_is_cut_off_while_other_clients_are_served() {
     let mut c = ws::connect(srv.port, "session=served&new=1");
     c.expect_attached();
     let start = Instant::now();
-    let mut slow = half_sent(TcpStream::connect(&addr), &addr);
+    let mut slow = http::half_sent(http::connect(&addr), &addr).expect("half-sent head");
     let mut closed_after = None;
     for i in 0..20 {
         echo_roundtrip(&mut c, &format!("t{i}"));

@@ -2,6 +2,9 @@
 //! a 500-connection slowloris beside a probe, 50 slow readers on floods, 1,000 idle
 //! connections, and 10,000 attach/detach cycles with flat RSS and descriptors. Every loop is
 //! bounded in count and time; after each case a canary session still echoes.
+//!
+//! The cases take `common::serial()`: each loads the 2-core machine on purpose, and their
+//! bounds are about the server, not a neighbour's load.
 
 mod common;
 
@@ -11,16 +14,9 @@ use std::time::{Duration, Instant};
 
 use common::http;
 use common::proc::{connect_from, fd_count, rss_kib};
-use common::spawn_server;
 use common::support::{Canary, echo_roundtrip};
 use common::ws::{self, Msg, WAIT, find};
-
-/// The cases run one at a time: each loads the 2-core machine on purpose, and their bounds
-/// are about the server, not a neighbour's load.
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
+use common::{serial, spawn_server};
 
 /// Checks a `seq 1 N` stream as it arrives in pieces: the lines after the first `1` must be
 /// 2, 3, ... with nothing missing or doubled, across reconnects.
@@ -75,7 +71,7 @@ impl SeqCheck {
 
 #[test]
 fn two_hundred_sessions_reconnect_ten_times_with_exactly_the_missing_bytes() {
-    let _one = one_at_a_time();
+    let _one = serial();
     const N: usize = 200;
     // `block`: a detached session stops at a full ring, so whatever a client missed while
     // away is still there when it comes back (lost 0), however long the round takes. And
@@ -158,11 +154,11 @@ fn two_hundred_sessions_reconnect_ten_times_with_exactly_the_missing_bytes() {
 
 #[test]
 fn a_slowloris_of_500_does_not_keep_a_probe_out() {
-    let _one = one_at_a_time();
+    let _one = serial();
     let srv = spawn_server(&["--", "/bin/sh"]);
     let addr = srv.addr();
     let mut canary = Canary::open_with(&srv, Duration::from_secs(1));
-    let head = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nX-Slow: ");
+    let head = http::half_head(&addr);
     // All from 127.0.0.1: --max-pending allows 8 unfinished heads per peer address (32 in
     // all), so the rest are refused at once; the probe comes from 127.0.0.2 (from 127.0.0.1
     // it would be one more pending connection of an address at its cap).
@@ -251,7 +247,7 @@ fn small_rcvbuf(s: &TcpStream) {
 
 #[test]
 fn fifty_slow_readers_are_throttled_and_bounded() {
-    let _one = one_at_a_time();
+    let _one = serial();
     let cap_kib = 64 * 1024;
     let srv = spawn_server(&[
         "--max-sessions",
@@ -321,7 +317,7 @@ fn fifty_slow_readers_are_throttled_and_bounded() {
 
 #[test]
 fn a_thousand_idle_connections() {
-    let _one = one_at_a_time();
+    let _one = serial();
     const N: usize = 1000;
     let nofile = std::fs::read_to_string("/proc/self/limits").unwrap();
     let soft: usize = nofile
@@ -375,7 +371,7 @@ fn a_thousand_idle_connections() {
 
 #[test]
 fn ten_thousand_attach_detach_cycles_keep_rss_and_fds_flat() {
-    let _one = one_at_a_time();
+    let _one = serial();
     let srv = spawn_server(&["--", "/bin/sh"]);
     let pid = srv.child.id();
     let mut canary = Canary::open_with(&srv, Duration::from_secs(1));

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::auth::TempDir;
 use common::spawn_server;
+use common::support::u;
 use common::ws::{self, Msg, WAIT};
 
 /// A small deterministic generator, so a failure can be reproduced byte for byte.
@@ -69,10 +70,6 @@ fn first_difference(a: &[u8], b: &[u8]) -> String {
 
 fn assert_same(got: &[u8], want: &[u8], what: &str) {
     assert!(got == want, "{what}: {}", first_difference(got, want));
-}
-
-fn u(v: &serde_json::Value) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("not a u64: {v}"))
 }
 
 #[test]

@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::proc::rss_kib;
 use common::spawn_server;
 use common::ws::{self, WAIT};
 
@@ -272,22 +273,13 @@ fn lagging_viewer_gets_gap_and_true_tail() {
     );
 }
 
-fn vm_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 /// A program that never reads its terminal pushes back on the client: the server stops
 /// reading the socket instead of queueing input, so flooding it does not grow the server.
 /// (Raw mode: in canonical mode the kernel discards input past a full line instead.)
 #[test]
 fn input_to_a_program_that_does_not_read_is_bounded() {
     let srv = spawn_server(&["--", "/bin/sh", "-c", "stty raw -echo; exec sleep 1000"]);
-    let rss_before = vm_rss_kib(srv.child.id());
+    let rss_before = rss_kib(srv.child.id());
     let mut c = ws::connect(srv.port, "session=deaf&new=1");
     c.expect_attached();
     c.sock
@@ -311,7 +303,7 @@ fn input_to_a_program_that_does_not_read_is_bounded() {
         sent < (32 << 20),
         "the server took 32 MiB of input for a program that reads none"
     );
-    let rss_after = vm_rss_kib(srv.child.id());
+    let rss_after = rss_kib(srv.child.id());
     assert!(
         rss_after < rss_before + 4096,
         "server RSS grew from {rss_before} KiB to {rss_after} KiB after {sent} bytes of input"

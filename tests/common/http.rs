@@ -5,6 +5,8 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use super::is_timeout;
+
 /// Every socket read or write in the tests gives up after this long.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -160,14 +162,7 @@ pub fn closed_within(s: &mut TcpStream, timeout: Duration) -> bool {
         match s.read(&mut buf) {
             Ok(0) => return true,
             Ok(_) => continue,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                return false;
-            }
+            Err(e) if is_timeout(&e) => return false,
             Err(_) => return true,
         }
     }
@@ -227,4 +222,17 @@ pub fn upgrade(addr: &str, query: &str, extra: &[&str]) -> Response {
     // request_head adds `Connection: close`, which would contradict `Connection: Upgrade`.
     req = req.replacen("Connection: close\r\n", "", 1);
     raw_request(addr, req.as_bytes()).unwrap_or_else(|e| panic!("upgrade /ws?{query}: {e}"))
+}
+
+/// The start of a request head that stops inside a header value: what a slowloris sends.
+pub fn half_head(addr: &str) -> String {
+    format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nX-Slow: ")
+}
+
+/// Sends [`half_head`] on `s` and stops there, keeping the connection pending on the server.
+/// The write fails on a connection the server has already turned away; whether that is fine
+/// is the caller's to say.
+pub fn half_sent(mut s: TcpStream, addr: &str) -> io::Result<TcpStream> {
+    s.write_all(half_head(addr).as_bytes())?;
+    Ok(s)
 }

@@ -8,11 +8,30 @@ pub mod proc;
 pub mod support;
 pub mod ws;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, mpsc};
+use std::sync::{Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
+
+/// Holds the calling test apart from every other test of the same file that holds it, until
+/// the guard drops. For tests that load the small machine on purpose (floods, hundreds of
+/// shells, strace) or whose timing bounds are about the server, not about a neighbour test
+/// starving it. Each test file is its own process, so files still run side by side.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    // A test that failed while holding the lock has said so already; the next one may run.
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether a socket error is a read or write timeout running out (which of the two kinds
+/// depends on the call and the platform) rather than the peer closing or resetting.
+pub fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
 
 /// A running keepty server; killed (with its process group) on drop.
 pub struct Server {

@@ -45,6 +45,11 @@ pub fn assert_json_error(r: &Response, status: u16, code: Option<&str>, what: &s
     v
 }
 
+/// A JSON field that must be an unsigned number (an offset, a count).
+pub fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a u64: {v}"))
+}
+
 /// Runs a command whose result the echoed command line cannot contain.
 pub fn echo_roundtrip(c: &mut Ws, tag: &str) {
     c.send_input(format!("echo {tag}-$((1000+1))\n").as_bytes());

@@ -1,8 +1,7 @@
 //! A blocking keepty WebSocket client for the tests and the e2e bench: connects with the
 //! `keepty.v1` subprotocol, keeps track of the output offset, acknowledges output when
-//! `flow=1`, and bounds every wait in time. Self-contained so benches can include it by path.
+//! `flow=1`, and bounds every wait in time. The e2e bench uses it too, through tests/common.
 
-use std::io;
 use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -11,6 +10,8 @@ use tungstenite::client::IntoClientRequest;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::{Error, Message, WebSocket};
+
+use super::is_timeout;
 
 /// The default wait for anything the server should do promptly.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -76,13 +77,6 @@ pub fn try_connect(port: u16, query: &str) -> Result<Ws, String> {
 /// Connects or panics.
 pub fn connect(port: u16, query: &str) -> Ws {
     try_connect(port, query).unwrap_or_else(|e| panic!("ws connect ?{query}: {e}"))
-}
-
-fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
 }
 
 /// The lossy tail of `buf`, for failure messages.
