@@ -1,4 +1,4 @@
-//! Every cap keepty has, in one file: the operator's (from [`Config`]) in [`Limits`], the
+//! Every cap keepty has, in one file: the operator's (from [`crate::config::Config`]) in [`Limits`], the
 //! fixed ones as constants below, each with the reason for its number; and the one budget for
 //! `--max-memory`, [`Limits::admit`], which every site that creates something asks first.
 //!
