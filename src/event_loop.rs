@@ -38,7 +38,7 @@ use crate::net::layer::Layer;
 use crate::net::listener::{self, Acceptor, Next};
 use crate::net::stream::Transport;
 use crate::net::ws::{Phase, WsConn};
-use crate::relay::Relay;
+use crate::relay::{self, Relay};
 use crate::sessions::policy::Admission;
 use crate::sessions::pty::{self, ExitStatus};
 use crate::sessions::table::{Spawn, Table};
@@ -500,15 +500,7 @@ impl Server {
             }
             Admission::Viewer => Role::Viewer,
             Admission::Writer { evicted } => {
-                for old in evicted {
-                    if let Some(ow) = self.conns.ws_mut(old) {
-                        eprintln!("keepty: session {} taken over from {}", s.id(), ow.peer());
-                        ow.send(&ServerMsg::TakenOver);
-                        ow.close_with(protocol::CLOSE_TAKEN_OVER, "taken_over");
-                        ow.detach();
-                        self.touched.conns.push(old);
-                    }
-                }
+                relay::take_over(&mut self.conns, &mut self.touched, s.id(), &evicted);
                 Role::Writer
             }
         };

@@ -43,6 +43,24 @@ pub(crate) struct Relay<'a> {
     pub(crate) now: Instant,
 }
 
+/// Tells the clients a newcomer took session `id` from (`handoff`) and closes them.
+pub(crate) fn take_over(
+    conns: &mut Conns<Upgrade>,
+    touched: &mut Touched,
+    id: &str,
+    evicted: &[usize],
+) {
+    for &old in evicted {
+        if let Some(w) = conns.ws_mut(old) {
+            eprintln!("keepty: session {id} taken over from {}", w.peer());
+            w.send(&ServerMsg::TakenOver);
+            w.close_with(protocol::CLOSE_TAKEN_OVER, "taken_over");
+            w.detach();
+            touched.conns.push(old);
+        }
+    }
+}
+
 impl Relay<'_> {
     /// Client `k` left session `skey`.
     pub(crate) fn detach(&mut self, (skey, generation): (usize, u64), k: usize) {
