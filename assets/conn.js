@@ -13,7 +13,7 @@
   const BACKOFF_MIN_MS = 500;
   const BACKOFF_MAX_MS = 5000;
 
-  // What a close code means to the page. Mirrors the server's codes (src/protocol.rs, SPEC
+  // What a close code means to the page. Mirrors the server's codes (src/api/protocol.rs, SPEC
   // section 3); a code the server adds needs a row here. `message`: the control message the
   // server sends before closing with the code; when it arrived it decides, because the close
   // frame itself may be lost with the network. `then`, what the page does:

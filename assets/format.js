@@ -5,7 +5,7 @@
 
   const UNITS = ['K', 'M', 'G', 'T', 'P', 'E'];
 
-  // Must agree with human_bytes in src/admin.rs, character for character: the admin page and
+  // Must agree with human_bytes in src/api/admin.rs, character for character: the admin page and
   // the server's text table show the same sessions side by side, and tests/page/format.test.mjs
   // holds the server's outputs. BigInt because the server rounds in integers: n * 10 of a large
   // count is past what a double holds exactly, and a half-way case would round the other way.

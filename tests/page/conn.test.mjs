@@ -24,7 +24,7 @@ function attachedThen(close, random = 1) {
     Object.assign({ type: 'closed', opened: true, final: null }, close)], random);
 }
 
-// What the page does for each code the server (src/protocol.rs, SPEC 3) closes with, without
+// What the page does for each code the server (src/api/protocol.rs, SPEC 3) closes with, without
 // the control message (a message-less close: what a code alone says).
 const ALONE = {
   1000: ['waiting', 'connection lost'],

@@ -1,4 +1,4 @@
-// keepty.format.bytes against human_bytes in src/admin.rs: the admin page and the server's
+// keepty.format.bytes against human_bytes in src/api/admin.rs: the admin page and the server's
 // text table must print the same numbers the same way.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
