@@ -29,9 +29,43 @@ pub(crate) struct Touched {
     pub(crate) sessions: Vec<usize>,
     /// Connections that may read or write.
     pub(crate) conns: Vec<usize>,
+    /// The lists being serviced, kept between turns so a busy turn allocates nothing.
+    spare_sessions: Vec<usize>,
+    spare_conns: Vec<usize>,
 }
 
 impl Touched {
+    /// The sessions touched so far, sorted and without repeats; new touches go to a fresh
+    /// list meanwhile. Hand the list back with [`Touched::done_sessions`].
+    pub(crate) fn take_sessions(&mut self) -> Vec<usize> {
+        let mut taken = std::mem::take(&mut self.spare_sessions);
+        std::mem::swap(&mut taken, &mut self.sessions);
+        taken.sort_unstable();
+        taken.dedup();
+        taken
+    }
+
+    /// Returns a serviced list for reuse.
+    pub(crate) fn done_sessions(&mut self, mut list: Vec<usize>) {
+        list.clear();
+        self.spare_sessions = list;
+    }
+
+    /// The connections touched so far, as [`Touched::take_sessions`].
+    pub(crate) fn take_conns(&mut self) -> Vec<usize> {
+        let mut taken = std::mem::take(&mut self.spare_conns);
+        std::mem::swap(&mut taken, &mut self.conns);
+        taken.sort_unstable();
+        taken.dedup();
+        taken
+    }
+
+    /// Returns a serviced list for reuse.
+    pub(crate) fn done_conns(&mut self, mut list: Vec<usize>) {
+        list.clear();
+        self.spare_conns = list;
+    }
+
     /// Nothing left to look at.
     pub(crate) fn is_empty(&self) -> bool {
         self.sessions.is_empty() && self.conns.is_empty()

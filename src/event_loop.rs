@@ -257,23 +257,24 @@ impl Server {
     }
 
     fn add_conn(&mut self, stream: TcpStream, peer: SocketAddr, now: Instant) {
+        // (status, code, message, why for the log)
         let refused = if self
             .conns
             .may_accept(peer.ip(), self.limits.max_pending)
             .is_err()
         {
-            Some((429, "limit", "too many unfinished requests"))
+            Some((
+                429,
+                "limit",
+                "too many unfinished requests",
+                "too many unfinished requests",
+            ))
         } else if self.limits.admit(self.usage(), Charge::Connection).is_err() {
-            Some((503, "memory", "memory cap reached"))
+            Some((503, "memory", "memory cap reached", "--max-memory reached"))
         } else {
             None
         };
-        if let Some((status, code, message)) = refused {
-            let why = if status == 429 {
-                "too many unfinished requests"
-            } else {
-                "--max-memory reached"
-            };
+        if let Some((status, code, message, why)) = refused {
             eprintln!("keepty: refused connection from {peer}: {why}");
             self.counters.connections_refused += 1;
             // Over TLS a refusal cannot be read before a handshake we will not do: just close.
@@ -790,18 +791,16 @@ impl Server {
             if self.touched.is_empty() {
                 break;
             }
-            let mut sessions = std::mem::take(&mut self.touched.sessions);
-            sessions.sort_unstable();
-            sessions.dedup();
-            for s in sessions {
+            let sessions = self.touched.take_sessions();
+            for &s in &sessions {
                 self.relay().service_session(s);
             }
-            let mut conns = std::mem::take(&mut self.touched.conns);
-            conns.sort_unstable();
-            conns.dedup();
-            for k in conns {
+            self.touched.done_sessions(sessions);
+            let conns = self.touched.take_conns();
+            for &k in &conns {
                 self.service_conn(k, now);
             }
+            self.touched.done_conns(conns);
         }
         if !self.touched.is_empty() {
             self.busy = true;

@@ -136,7 +136,7 @@ impl<U, S: Transport> HttpConn<U, S> {
             Err(e) => return Some(Step::Bad(e)),
         }
         let mut chunk = [0u8; 2048];
-        let room = (MAX_HEAD - self.buf.len()).min(chunk.len());
+        let room = MAX_HEAD.saturating_sub(self.buf.len()).min(chunk.len());
         match self.stream.read(&mut chunk[..room]) {
             Ok(0) => Some(Step::Closed),
             Ok(n) => {
