@@ -1,6 +1,7 @@
 //! Startup: settings with which the server could never do its job are refused with exit 2 and
 //! a message naming the option, before anything listens; and the memory cap in force is said
 //! on stderr after the first stdout line, which stays the bare "listening" line scripts read.
+//! And the names the box resolves itself by need no `--allow-host`.
 
 mod common;
 
@@ -8,7 +9,7 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bin, spawn_server};
+use common::{bin, http, spawn_server};
 
 /// Runs keepty with `args` on a free port; expects exit 2 within 5 s and nothing on stdout.
 /// Returns stderr.
@@ -147,4 +148,40 @@ fn wait_for_line(srv: &common::Server, needle: &str) -> Vec<String> {
         std::thread::sleep(Duration::from_millis(20));
     }
     panic!("no stderr line with {needle:?} in 5 s: {lines:?}");
+}
+
+/// The hostname, `NAME.local` and `NAME.lan` are this server's own names; any other is 403
+/// with a message naming the option that allows it.
+#[test]
+fn the_box_answers_to_its_own_names_and_says_how_to_allow_others() {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .expect("hostname")
+        .trim()
+        .to_ascii_lowercase();
+    let srv = spawn_server(&["--", "/bin/sh"]);
+    let addr = srv.addr();
+    let first = name.split('.').next().unwrap().to_string();
+    for host in [
+        name.clone(),
+        format!("{first}.local"),
+        format!("{first}.lan:{}", srv.port),
+    ] {
+        let r = healthz_as(&addr, &host);
+        assert_eq!(r.status, 200, "Host: {host}: {}", r.text());
+    }
+    let r = healthz_as(&addr, "keepty-other.example");
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("--allow-host NAME"),
+        "{}",
+        r.text()
+    );
+}
+
+fn healthz_as(addr: &str, host: &str) -> http::Response {
+    let head = format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    http::raw_request(addr, head.as_bytes()).unwrap_or_else(|e| panic!("Host {host}: {e}"))
 }
