@@ -5,9 +5,9 @@
 //! The ring overwrites its oldest bytes; whether it is *allowed* to (backpressure) is decided by
 //! the caller, which asks for at most [`Ring::write_slot`] bytes at a time.
 //!
-//! The bytes live in their own anonymous mapping ([`Mapping`]), not on the heap, so a ring
-//! costs RSS only where output reached it, whatever the allocator, and all of it goes back
-//! to the kernel when the session ends.
+//! The bytes live in their own anonymous mapping (`sessions/mapping.rs`), not on the heap,
+//! so a ring costs RSS only where output reached it, whatever the allocator, and all of it
+//! goes back to the kernel when the session ends.
 
 use super::mapping::Mapping;
 
