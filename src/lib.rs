@@ -30,5 +30,6 @@ pub mod net;
 pub(crate) mod relay;
 pub mod sessions;
 pub(crate) mod signals;
+pub mod startup;
 pub mod timer;
 pub(crate) mod token;
