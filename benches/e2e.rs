@@ -796,9 +796,12 @@ fn traced_pid(srv: &Server, tool: Tool) -> u32 {
 
 /// Runs `load` on `bin` under `tool` and returns what was counted; None if the run failed.
 fn cost_run(bin: &PathBuf, tool: Tool, load: Load) -> Option<Counted> {
-    let out = std::env::temp_dir().join(format!(
-        "keepty-e2e-{}-{}.out",
+    // E2E_COST_KEEP=DIR keeps each tool's output there (callgrind_annotate reads it).
+    let keep = std::env::var_os("E2E_COST_KEEP").map(PathBuf::from);
+    let out = keep.clone().unwrap_or_else(std::env::temp_dir).join(format!(
+        "keepty-e2e-{}-{}-{}.out",
         tool.name(),
+        load.name().replace(' ', "-"),
         std::process::id()
     ));
     let _ = std::fs::remove_file(&out);
@@ -884,7 +887,9 @@ fn cost_run(bin: &PathBuf, tool: Tool, load: Load) -> Option<Counted> {
         return None;
     }
     let text = std::fs::read_to_string(&out).ok()?;
-    let _ = std::fs::remove_file(&out);
+    if keep.is_none() {
+        let _ = std::fs::remove_file(&out);
+    }
     match tool {
         Tool::Callgrind => {
             // "summary: N" (older valgrind writes "totals: N" as well; either will do).
