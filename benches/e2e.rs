@@ -283,7 +283,11 @@ fn throughput(bins: &[(&'static str, PathBuf)], r: &mut Report) {
         .collect();
     let n = bins.len();
     let mut bare = Vec::new();
-    let (mut flow, mut plain, mut cpu) = (vec![Vec::new(); n], vec![Vec::new(); n], vec![Vec::new(); n]);
+    let (mut flow, mut plain, mut cpu) = (
+        vec![Vec::new(); n],
+        vec![Vec::new(); n],
+        vec![Vec::new(); n],
+    );
     let mut detail = Vec::new();
     for run in 0..runs {
         bare.push(bare_throughput(mib) / 1048576.0);
@@ -313,7 +317,11 @@ fn throughput(bins: &[(&'static str, PathBuf)], r: &mut Report) {
     let b = median(&mut bare);
     let mut medians = serde_json::Map::new();
     for (i, (label, _)) in bins.iter().enumerate() {
-        let (f, p, c) = (median(&mut flow[i]), median(&mut plain[i]), median(&mut cpu[i]));
+        let (f, p, c) = (
+            median(&mut flow[i]),
+            median(&mut plain[i]),
+            median(&mut cpu[i]),
+        );
         for (name, v) in [("throughput, flow=1", f), ("throughput, no flow", p)] {
             r.judged(
                 name,
@@ -693,7 +701,15 @@ enum Tool {
 
 /// The system calls `perf stat` counts one by one (`raw_syscalls` counts them all).
 const PERF_CALLS: [&str; 9] = [
-    "read", "write", "writev", "epoll_wait", "epoll_ctl", "recvfrom", "sendto", "readv", "ioctl",
+    "read",
+    "write",
+    "writev",
+    "epoll_wait",
+    "epoll_ctl",
+    "recvfrom",
+    "sendto",
+    "readv",
+    "ioctl",
 ];
 
 impl Tool {
@@ -712,7 +728,10 @@ impl Tool {
             return Command::new("perf")
                 .args(["stat", "-x,", "-e", "raw_syscalls:sys_enter", "true"])
                 .output()
-                .is_ok_and(|o| o.status.success() && !String::from_utf8_lossy(&o.stderr).contains("not supported"));
+                .is_ok_and(|o| {
+                    o.status.success()
+                        && !String::from_utf8_lossy(&o.stderr).contains("not supported")
+                });
         }
         Command::new(self.name())
             .arg("--version")
@@ -798,12 +817,15 @@ fn traced_pid(srv: &Server, tool: Tool) -> u32 {
 fn cost_run(bin: &PathBuf, tool: Tool, load: Load) -> Option<Counted> {
     // E2E_COST_KEEP=DIR keeps each tool's output there (callgrind_annotate reads it).
     let keep = std::env::var_os("E2E_COST_KEEP").map(PathBuf::from);
-    let out = keep.clone().unwrap_or_else(std::env::temp_dir).join(format!(
-        "keepty-e2e-{}-{}-{}.out",
-        tool.name(),
-        load.name().replace(' ', "-"),
-        std::process::id()
-    ));
+    let out = keep
+        .clone()
+        .unwrap_or_else(std::env::temp_dir)
+        .join(format!(
+            "keepty-e2e-{}-{}-{}.out",
+            tool.name(),
+            load.name().replace(' ', "-"),
+            std::process::id()
+        ));
     let _ = std::fs::remove_file(&out);
     let mut cmd = match tool {
         Tool::Callgrind => {
@@ -990,13 +1012,19 @@ fn cost(bins: &[(&'static str, PathBuf)], r: &mut Report) {
                     continue;
                 }
                 let key = format!("{label} {} {}", tool.name(), load.name());
-                let unit = if let Load::Echo(_) = load { "key" } else { "MiB" };
+                let unit = if let Load::Echo(_) = load {
+                    "key"
+                } else {
+                    "MiB"
+                };
                 let frames = per_unit(load, c.frames as f64, &c);
                 match tool {
                     Tool::Callgrind => {
                         let i = c.instructions.saturating_sub(fixed.instructions) as f64;
                         let v = per_unit(load, i, &c);
-                        eprintln!("e2e: {key}: {v:.0} instructions/{unit}, {frames:.1} frames/{unit}");
+                        eprintln!(
+                            "e2e: {key}: {v:.0} instructions/{unit}, {frames:.1} frames/{unit}"
+                        );
                         r.rows.push(Row {
                             name: "instructions",
                             value: format!("{:.0}/{unit}", v),
@@ -1004,9 +1032,12 @@ fn cost(bins: &[(&'static str, PathBuf)], r: &mut Report) {
                             target: "",
                             met: None,
                         });
-                        json.insert(key, json!({"instructions": c.instructions,
+                        json.insert(
+                            key,
+                            json!({"instructions": c.instructions,
                             "fixed_instructions": fixed.instructions, "bytes": c.bytes,
-                            "frames": c.frames, "keys": c.keys, "per_unit": v, "unit": unit}));
+                            "frames": c.frames, "keys": c.keys, "per_unit": v, "unit": unit}),
+                        );
                     }
                     Tool::Strace | Tool::Perf => {
                         let calls = |name: &str| {
@@ -1039,18 +1070,25 @@ fn cost(bins: &[(&'static str, PathBuf)], r: &mut Report) {
                             eprintln!("e2e: {key}: server CPU {cpu:.0} us/{unit}");
                         }
                         r.rows.push(Row {
-                            name: if tool == Tool::Perf { "system calls (perf)" } else { "system calls (strace)" },
+                            name: if tool == Tool::Perf {
+                                "system calls (perf)"
+                            } else {
+                                "system calls (strace)"
+                            },
                             value: format!("{total:.1}/{unit}"),
                             beside: format!("{label}, {}: {}", load.name(), top.join(", ")),
                             target: "",
                             met: None,
                         });
-                        json.insert(key, json!({"per_unit": total, "unit": unit,
+                        json.insert(
+                            key,
+                            json!({"per_unit": total, "unit": unit,
                             "wakeups_per_unit": calls("epoll_wait") + calls("epoll_pwait"),
                             "cpu_us_per_unit": cpu,
                             "by_kind": kinds.iter().map(|(n, v)| (n.clone(), json!(v)))
                                 .collect::<serde_json::Map<_, _>>(),
-                            "bytes": c.bytes, "frames": c.frames, "keys": c.keys}));
+                            "bytes": c.bytes, "frames": c.frames, "keys": c.keys}),
+                        );
                     }
                 }
             }

@@ -78,6 +78,10 @@ pub const DISCARD_READS: usize = 16;
 /// Most output taken from one PTY in one pass, so a flood from one session cannot starve
 /// the others; the session stays marked readable and the loop comes back at once.
 pub const READ_PASS: usize = 1 << 20;
+/// Output below this much in one read pass and the one before it is a trickle (keys, a
+/// prompt, a line of a slow log), whose short reads end the pass; more is sustained output,
+/// read on to `WouldBlock` (see `Session::read_output`). A full-screen redraw is a few KiB.
+pub const STREAMING: usize = 1 << 10;
 /// Passes (PTY -> ring -> clients) for one session in one turn before the others get theirs.
 pub const SESSION_PASSES: usize = 64;
 /// Rounds of servicing what a turn touched before the loop polls again (without sleeping).

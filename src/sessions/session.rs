@@ -12,7 +12,7 @@ use nix::sys::signal::Signal;
 
 use crate::api::protocol::{ErrorCode, ProtoError};
 use crate::config::AttachPolicy;
-use crate::limits::{INPUT_CAP, READ_PASS};
+use crate::limits::{INPUT_CAP, READ_PASS, STREAMING};
 use crate::sessions::checkpoint::Checkpoints;
 use crate::sessions::modes::ModeTracker;
 use crate::sessions::policy::{Admission, Seats};
@@ -137,6 +137,9 @@ pub struct Session {
     rows: u16,
     /// The master had data when we last stopped reading (edge-triggered: remember it).
     pty_readable: bool,
+    /// Bytes the last read pass took, which tells a trickle (keys, prompts, a slow log) from
+    /// sustained output.
+    last_pass: usize,
     /// The master took input when we last stopped writing.
     pty_writable: bool,
     state: State,
@@ -184,6 +187,7 @@ impl Session {
             cols: 80,
             rows: 24,
             pty_readable: true,
+            last_pass: 0,
             pty_writable: true,
             state: State::Running,
             input: Vec::new(),
@@ -490,6 +494,20 @@ impl Session {
                     self.ring.commit(n);
                     self.checkpoints.after_write(&mut self.ring, &self.modes);
                     bytes += n;
+                    // A short read took everything the terminal held: the master's line
+                    // discipline hands over all it has in one read, and whatever it receives
+                    // later comes with a wake-up of its own (it wakes its readers for every
+                    // push, which the edge-triggered poll reports anew). So for a trickle the
+                    // read that would only say `WouldBlock` is skipped, and with it the wait
+                    // for the kernel's flush worker that an empty read makes first (issue 20:
+                    // one of the two reads per echoed key or slow line). Sustained output
+                    // drains on: there that wait is what gathers the next push into this
+                    // pass, and one frame, instead of a wake-up and a frame of its own. Once
+                    // the process is gone the drain goes on to `WouldBlock`, which ends the
+                    // output.
+                    if n < want && bytes + self.last_pass < STREAMING && self.is_alive() {
+                        self.pty_readable = false;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.pty_readable = false;
@@ -505,6 +523,7 @@ impl Session {
                 }
             }
         }
+        self.last_pass = bytes;
         Ok(bytes)
     }
 }
