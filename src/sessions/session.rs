@@ -12,8 +12,9 @@ use nix::sys::signal::Signal;
 
 use crate::api::protocol::{ErrorCode, ProtoError};
 use crate::config::AttachPolicy;
-use crate::limits::{INPUT_CAP, READ_PASS, STREAMING};
+use crate::limits::{INPUT_CAP, READ_PASS};
 use crate::sessions::checkpoint::Checkpoints;
+use crate::sessions::gather::Gather;
 use crate::sessions::modes::ModeTracker;
 use crate::sessions::policy::{Admission, Seats};
 use crate::sessions::pty::{self, ExitStatus, Pty};
@@ -137,9 +138,8 @@ pub struct Session {
     rows: u16,
     /// The master had data when we last stopped reading (edge-triggered: remember it).
     pty_readable: bool,
-    /// Bytes the last read pass took, which tells a trickle (keys, prompts, a slow log) from
-    /// sustained output.
-    last_pass: usize,
+    /// Whether new output goes out now or gathers into a bigger frame.
+    gather: Gather,
     /// The master took input when we last stopped writing.
     pty_writable: bool,
     state: State,
@@ -187,7 +187,7 @@ impl Session {
             cols: 80,
             rows: 24,
             pty_readable: true,
-            last_pass: 0,
+            gather: Gather::default(),
             pty_writable: true,
             state: State::Running,
             input: Vec::new(),
@@ -225,6 +225,18 @@ impl Session {
     /// All output, addressed by absolute offset.
     pub fn ring(&self) -> &Ring {
         &self.ring
+    }
+
+    /// After a read pass at `now` that took `bytes`, with `room` bytes still readable before a
+    /// client must be sent something: true if the new output should wait to gather.
+    pub fn gather(&mut self, now: Instant, bytes: usize, room: u64) -> bool {
+        let open = self.state.output_open();
+        self.gather.hold(now, bytes, self.ring.end(), room, open)
+    }
+
+    /// When output held to gather must go out.
+    pub fn gather_deadline(&self) -> Option<Instant> {
+        self.gather.deadline()
     }
 
     /// The terminal modes in force now (title, alternate screen).
@@ -494,20 +506,6 @@ impl Session {
                     self.ring.commit(n);
                     self.checkpoints.after_write(&mut self.ring, &self.modes);
                     bytes += n;
-                    // A short read took everything the terminal held: the master's line
-                    // discipline hands over all it has in one read, and whatever it receives
-                    // later comes with a wake-up of its own (it wakes its readers for every
-                    // push, which the edge-triggered poll reports anew). So for a trickle the
-                    // read that would only say `WouldBlock` is skipped, and with it the wait
-                    // for the kernel's flush worker that an empty read makes first (issue 20:
-                    // one of the two reads per echoed key or slow line). Sustained output
-                    // drains on: there that wait is what gathers the next push into this
-                    // pass, and one frame, instead of a wake-up and a frame of its own. Once
-                    // the process is gone the drain goes on to `WouldBlock`, which ends the
-                    // output.
-                    if n < want && bytes + self.last_pass < STREAMING && self.is_alive() {
-                        self.pty_readable = false;
-                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.pty_readable = false;
@@ -523,7 +521,6 @@ impl Session {
                 }
             }
         }
-        self.last_pass = bytes;
         Ok(bytes)
     }
 }
