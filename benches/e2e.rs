@@ -282,6 +282,8 @@ fn throughput(bins: &[(&'static str, PathBuf)], r: &mut Report) {
         .map(|(_, bin)| spawn(bin, &["--", "/bin/sh", "-c", &script]))
         .collect();
     let n = bins.len();
+    let ttyd = ttyd_bin().map(|b| spawn_ttyd(&b, &script));
+    let (mut ttyd_rate, mut ttyd_cpu) = (Vec::new(), Vec::new());
     let mut bare = Vec::new();
     let (mut flow, mut plain, mut cpu) = (
         vec![Vec::new(); n],
@@ -313,9 +315,45 @@ fn throughput(bins: &[(&'static str, PathBuf)], r: &mut Report) {
                 if is_flow { &mut flow[i] } else { &mut plain[i] }.push(f.rate / 1048576.0);
             }
         }
+        if let Some(t) = &ttyd {
+            let f = ttyd_throughput(t);
+            eprintln!(
+                "e2e: run {run} ttyd {:.1} MiB/s, {} frames of {} B on average, server CPU {:.2} s",
+                f.rate / 1048576.0,
+                f.frames,
+                f.bytes / f.frames.max(1),
+                f.cpu
+            );
+            detail.push(
+                json!({"run": run, "bin": "ttyd", "mib_s": f.rate / 1048576.0,
+                "frames": f.frames, "bytes": f.bytes, "server_cpu_s": f.cpu}),
+            );
+            ttyd_rate.push(f.rate / 1048576.0);
+            ttyd_cpu.push(f.cpu / (f.bytes as f64 / 1048576.0).max(1.0) * 64.0);
+        }
     }
     let b = median(&mut bare);
     let mut medians = serde_json::Map::new();
+    let ttyd_c = (!ttyd_cpu.is_empty()).then(|| median(&mut ttyd_cpu));
+    if let Some(c) = ttyd_c {
+        let rate = median(&mut ttyd_rate);
+        r.row(
+            "ttyd throughput",
+            format!("{rate:.1} MiB/s"),
+            format!("bare PTY {b:.1} MiB/s"),
+            "",
+        );
+        r.row(
+            "ttyd server CPU per 64 MiB",
+            format!("{c:.3} s"),
+            String::new(),
+            "",
+        );
+        medians.insert(
+            "ttyd".into(),
+            json!({"mib_s": rate, "server_cpu_s_per_64_mib": c}),
+        );
+    }
     for (i, (label, _)) in bins.iter().enumerate() {
         let (f, p, c) = (
             median(&mut flow[i]),
@@ -331,12 +369,21 @@ fn throughput(bins: &[(&'static str, PathBuf)], r: &mut Report) {
                 v >= 0.7 * b && v >= 150.0,
             );
         }
-        r.row(
-            "server CPU per 64 MiB",
-            format!("{c:.3} s"),
-            format!("{label}; median of every run, flow and not"),
-            "",
-        );
+        match ttyd_c {
+            Some(t) => r.judged(
+                "server CPU per 64 MiB",
+                format!("{c:.3} s"),
+                format!("{label}; ttyd {t:.3} s, ratio {:.2}", c / t),
+                "<= 0.25x ttyd",
+                c <= 0.25 * t,
+            ),
+            None => r.row(
+                "server CPU per 64 MiB",
+                format!("{c:.3} s"),
+                format!("{label}; median of every run, flow and not"),
+                "",
+            ),
+        }
         medians.insert(
             (*label).into(),
             json!({"flow": f, "no_flow": p, "server_cpu_s_per_64_mib": c}),
@@ -347,6 +394,144 @@ fn throughput(bins: &[(&'static str, PathBuf)], r: &mut Report) {
         json!({"command": script, "runs": runs, "median_mib_s": {"bare_pty": b}, "bins": medians,
             "bare_mib_s": bare, "detail": detail}),
     );
+}
+
+// ---- ttyd, side by side ---------------------------------------------------------------
+
+/// ttyd (`E2E_TTYD`, else `ttyd` on PATH) if it runs: the C terminal server keepty's cost per
+/// byte is judged against.
+fn ttyd_bin() -> Option<PathBuf> {
+    let bin = std::env::var_os("E2E_TTYD")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("ttyd"));
+    let ok = Command::new(&bin)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("e2e: ttyd not found (set E2E_TTYD): no side-by-side ttyd rows");
+    }
+    ok.then_some(bin)
+}
+
+/// A running ttyd, killed on drop.
+struct Ttyd {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Ttyd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts ttyd on a free loopback port with `sh -c SCRIPT` for each client (writable).
+fn spawn_ttyd(bin: &PathBuf, script: &str) -> Ttyd {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let child = Command::new(bin)
+        .args([
+            "-p",
+            &port.to_string(),
+            "-i",
+            "lo",
+            "-W",
+            "--",
+            "/bin/sh",
+            "-c",
+            script,
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn ttyd");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "ttyd did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ttyd { child, port }
+}
+
+/// A ttyd client: subprotocol `tty`, the size message first; output comes as binary messages
+/// led by '0'.
+fn ttyd_connect(port: u16) -> ws::Ws {
+    let mut c = ws::try_connect_with(port, "", Some("tty"), &[]).expect("connect to ttyd");
+    c.sock
+        .send(Message::binary(
+            &br#"{"AuthToken":"","columns":80,"rows":24}"#[..],
+        ))
+        .expect("ttyd size message");
+    c
+}
+
+/// One ttyd client taking the flood until ttyd closes (the command exited).
+fn ttyd_throughput(t: &Ttyd) -> Flood {
+    let start = Instant::now();
+    let mut c = ttyd_connect(t.port);
+    let cpu0 = cpu_secs(t.child.id());
+    c.sock.get_mut().set_read_timeout(Some(WAIT)).unwrap();
+    let deadline = start + Duration::from_secs(300);
+    let (mut frames, mut bytes) = (0u64, 0u64);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "ttyd throughput run took over 300 s"
+        );
+        match c.sock.read() {
+            Ok(Message::Binary(b)) if b.first() == Some(&b'0') => {
+                frames += 1;
+                bytes += b.len() as u64 - 1;
+            }
+            Ok(Message::Close(_)) => break,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Flood {
+        rate: bytes as f64 / secs,
+        frames,
+        bytes,
+        cpu: cpu_secs(t.child.id()) - cpu0,
+    }
+}
+
+/// Keystroke round trips through ttyd, as `server_echo` does through keepty.
+fn ttyd_echo(bin: &PathBuf) -> Vec<Duration> {
+    let t = spawn_ttyd(bin, ECHO_SCRIPT);
+    let mut c = ttyd_connect(t.port);
+    c.sock.get_mut().set_read_timeout(Some(WAIT)).unwrap();
+    let mut seen = Vec::new();
+    while !ws::find(&seen, b"ready").is_some() {
+        match c.sock.read() {
+            Ok(Message::Binary(b)) if b.first() == Some(&b'0') => seen.extend_from_slice(&b[1..]),
+            Ok(_) => {}
+            Err(e) => panic!("ttyd echo: no ready: {e}"),
+        }
+    }
+    let mut samples = Vec::with_capacity(KEYS);
+    for i in 0..KEYS + WARMUP {
+        let t0 = Instant::now();
+        c.sock.send(Message::binary(&b"0a"[..])).unwrap();
+        loop {
+            match c.sock.read() {
+                Ok(Message::Binary(b)) if b.first() == Some(&b'0') && b.len() > 1 => break,
+                Ok(_) => {}
+                Err(e) => panic!("ttyd echo sample {i}: {e}"),
+            }
+        }
+        if i >= WARMUP {
+            samples.push(t0.elapsed());
+        }
+    }
+    samples.sort();
+    samples
 }
 
 // ---- echo -----------------------------------------------------------------------------
@@ -417,6 +602,18 @@ fn echo(bins: &[(&'static str, PathBuf)], r: &mut Report) {
         }
     }
     let mut out = serde_json::Map::new();
+    if let Some(t) = ttyd_bin() {
+        let mut s = ttyd_echo(&t);
+        s.sort();
+        let (t50, t99) = (percentile(&s, 0.5), percentile(&s, 0.99));
+        r.row(
+            "ttyd echo p50 / p99",
+            format!("{t50:.0} / {t99:.0} us"),
+            format!("bare PTY {b50:.0} / {b99:.0} us"),
+            "",
+        );
+        out.insert("ttyd".into(), json!({"p50": t50, "p99": t99}));
+    }
     for ((label, _), srv) in bins.iter().zip(&mut samples) {
         srv.sort();
         let (s50, s99) = (percentile(srv, 0.5), percentile(srv, 0.99));
