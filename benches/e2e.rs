@@ -508,7 +508,7 @@ fn ttyd_echo(bin: &PathBuf) -> Vec<Duration> {
     let mut c = ttyd_connect(t.port);
     c.sock.get_mut().set_read_timeout(Some(WAIT)).unwrap();
     let mut seen = Vec::new();
-    while !ws::find(&seen, b"ready").is_some() {
+    while ws::find(&seen, b"ready").is_none() {
         match c.sock.read() {
             Ok(Message::Binary(b)) if b.first() == Some(&b'0') => seen.extend_from_slice(&b[1..]),
             Ok(_) => {}
