@@ -98,3 +98,33 @@ impl Touched {
         self.sessions.is_empty() && self.conns.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn held_sessions_come_back_when_the_first_is_due() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis(1);
+        let mut t = Touched::default();
+        assert_eq!(t.held_until(), None);
+        // A flood files itself every turn: one entry, the earliest deadline kept.
+        t.hold(3, t0 + 2 * ms);
+        t.hold(3, t0 + 3 * ms);
+        t.hold(5, t0 + ms);
+        assert_eq!(t.held_until(), Some(t0 + ms));
+        // Not yet due: nothing is touched.
+        t.release_held(t0);
+        assert!(t.is_empty());
+        assert_eq!(t.held_until(), Some(t0 + ms));
+        // Due: every held session is touched (the one not yet due files itself again when
+        // serviced), and the loop no longer wakes for them.
+        t.release_held(t0 + ms);
+        assert_eq!(t.take_sessions(), vec![3, 5]);
+        assert_eq!(t.held_until(), None);
+        t.release_held(t0 + 10 * ms);
+        assert!(t.is_empty());
+    }
+}
