@@ -9,6 +9,14 @@
 //! with `KEEPTY_BIN` pointing at a binary. `E2E_MIB` sets the throughput volume (default 256,
 //! as in `head -c 256M /dev/zero | base64`), `E2E_RUNS` the runs per throughput case (3).
 //!
+//! The cost per relayed byte (instructions under callgrind, system calls by kind under
+//! `perf stat` and `strace -c`, wake-ups as `epoll_wait` calls) for a fast producer, a slow
+//! one and echo, and the server's CPU per 64 MiB beside ttyd's (`E2E_TTYD`, or `ttyd` on
+//! PATH) when ttyd is there: a missing tool is said so and skipped. `E2E_BASE_BIN` measures
+//! an older binary alternately with this one; `E2E_ONLY=cost,echo,...` runs only those
+//! sections; `E2E_COST=0` skips the cost runs; `E2E_COST_MIB` (16), `E2E_COST_LINES` (300),
+//! `E2E_COST_KEYS` (300) size them; `E2E_COST_KEEP=DIR` keeps the tools' output files.
+//!
 //! These are measurements to print and compare, not assertions: timing on a shared 2-core
 //! machine is too noisy to gate on. Cases that compete for the CPU are interleaved, so a
 //! burst of load from elsewhere hits both sides of a ratio.
