@@ -160,9 +160,12 @@ impl Server {
             let timeout = if self.busy {
                 Some(Duration::ZERO)
             } else {
-                self.wheel
-                    .next_deadline()
-                    .map(|d| d.saturating_duration_since(now))
+                // Output held to gather a frame (issue 20) is due as surely as a timer.
+                let due = match (self.wheel.next_deadline(), self.touched.held_until()) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                due.map(|d| d.saturating_duration_since(now))
             };
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
@@ -175,6 +178,7 @@ impl Server {
             for ev in events.iter() {
                 self.dispatch(ev, now);
             }
+            self.touched.release_held(now);
             self.wheel.poll(now, &mut fired);
             for t in fired.drain(..) {
                 self.on_timer(t, now);

@@ -14,6 +14,7 @@ use crate::api::protocol::{ErrorCode, ProtoError};
 use crate::config::AttachPolicy;
 use crate::limits::{INPUT_CAP, READ_PASS};
 use crate::sessions::checkpoint::Checkpoints;
+use crate::sessions::gather::Gather;
 use crate::sessions::modes::ModeTracker;
 use crate::sessions::policy::{Admission, Seats};
 use crate::sessions::pty::{self, ExitStatus, Pty};
@@ -137,6 +138,8 @@ pub struct Session {
     rows: u16,
     /// The master had data when we last stopped reading (edge-triggered: remember it).
     pty_readable: bool,
+    /// Whether new output goes out now or gathers into a bigger frame.
+    gather: Gather,
     /// The master took input when we last stopped writing.
     pty_writable: bool,
     state: State,
@@ -185,6 +188,7 @@ impl Session {
             cols: 80,
             rows: 24,
             pty_readable: true,
+            gather: Gather::default(),
             pty_writable: true,
             state: State::Running,
             input: Vec::new(),
@@ -228,6 +232,18 @@ impl Session {
     /// All output, addressed by absolute offset.
     pub fn ring(&self) -> &Ring {
         &self.ring
+    }
+
+    /// After a read pass at `now` that took `bytes`, with `room` bytes still readable before a
+    /// client must be sent something: true if the new output should wait to gather.
+    pub fn gather(&mut self, now: Instant, bytes: usize, room: u64) -> bool {
+        let open = self.state.output_open();
+        self.gather.hold(now, bytes, self.ring.end(), room, open)
+    }
+
+    /// When output held to gather must go out.
+    pub fn gather_deadline(&self) -> Option<Instant> {
+        self.gather.deadline()
     }
 
     /// The terminal modes in force now (title, alternate screen).
