@@ -84,6 +84,131 @@ async function main() {
   if (y2 <= y1) await fail(`a swipe up did not scroll forward (${y1} -> ${y2})`);
   log(`1 ok: three swipes scrolled from line ${y0} to ${y1} (top line ${top}); back up to ${y2}`);
 
+  // 2. The paging keys: in less (the alternate screen) PgDn and PgUp page the program; at
+  // the shell prompt PgUp scrolls the scrollback a page, End comes back.
+  h.scenario = '2 paging keys';
+  const firstRow = () => pp.evaluate(() => window.keepty.term.buffer.active.getLine(0).translateToString(true));
+  await typeLine("seq -f 'line-%04g' 1 1000 | less");
+  await waitFor('less to start', () => window.keepty.term.buffer.active.type === 'alternate'
+    && window.keepty.term.buffer.active.getLine(0).translateToString(true) === 'line-0001');
+  await pp.tap('#keys [data-key="pgdn"]');
+  await waitFor('PgDn to page less forward', () => /^line-0*[1-9]\d+$/.test(
+    window.keepty.term.buffer.active.getLine(0).translateToString(true)));
+  const paged = await firstRow();
+  await shot('less-pgdn');
+  await pp.tap('#keys [data-key="pgup"]');
+  await waitFor('PgUp to page less back', () => window.keepty.term.buffer.active.getLine(0).translateToString(true) === 'line-0001');
+  await pp.keyboard.press('q');
+  await waitFor('less to quit', () => window.keepty.term.buffer.active.type === 'normal');
+  const bottom = await viewportY();
+  await pp.tap('#keys [data-key="pgup"]');
+  const rows = await pp.evaluate(() => window.keepty.term.rows);
+  await waitFor('PgUp at the prompt to scroll back a page', ([b, r]) =>
+    window.keepty.term.buffer.active.viewportY === b - r + 1 || window.keepty.term.buffer.active.viewportY === b - r, [bottom, rows]);
+  await pp.tap('#keys [data-key="end"]');
+  await waitFor('End to come back to the bottom', (b) => window.keepty.term.buffer.active.viewportY === b, bottom);
+  log(`2 ok: PgDn in less went to ${paged}, PgUp back to line-0001; PgUp at the prompt scrolled ${rows} rows`);
+
+  // 3. Select text: a long press on a word in the text view selects it natively, Copy puts it
+  // in the clipboard; Copy screen and Copy all copy the screen and the whole scrollback.
+  h.scenario = '3 select text';
+  await typeLine("echo 'pick selectword42 here'");
+  await waitForLine(/^pick selectword42 here$/);
+  await pp.tap('#keys [data-key="select"]');
+  await waitFor('the text view', () => !document.getElementById('select-view').hidden
+    && document.getElementById('select-text').textContent.includes('pick selectword42 here'));
+  // The long press itself: headless Chromium turns neither a held CDP touch nor
+  // Input.synthesizeTapGesture (duration 1.5 s, tried with --enable-longpress-drag-selection)
+  // into a long-press selection, so the test makes the selection the long press would (the
+  // word under the finger) with the DOM's Selection API, on the text the view shows.
+  await pp.evaluate(() => {
+    const node = document.getElementById('select-text').firstChild;
+    const at = node.textContent.lastIndexOf('selectword42');
+    const range = document.createRange();
+    range.setStart(node, at);
+    range.setEnd(node, at + 'selectword42'.length);
+    range.startContainer.parentElement.scrollTop = 0;
+    getSelection().removeAllRanges();
+    getSelection().addRange(range);
+  });
+  await waitFor('the word selected in the text view', () => String(window.getSelection()) === 'selectword42');
+  await shot('select-longpress');
+  await pp.tap('#select-view [data-select="copy"]');
+  await waitFor('the selection copied', () => window.keepty.lastCopied.trim() === 'selectword42');
+  const clip1 = await pp.evaluate(() => navigator.clipboard.readText());
+  if (clip1.trim() !== 'selectword42') await fail(`the clipboard holds ${JSON.stringify(clip1)}`);
+  await pp.tap('#select-view [data-select="all"]');
+  await waitFor('Copy all', () => /^root@|^\$|seq 1 400/.test(window.keepty.lastCopied)
+    && window.keepty.lastCopied.includes('\n400\n') && window.keepty.lastCopied.includes('pick selectword42 here'));
+  await pp.tap('#select-view [data-select="screen"]');
+  await waitFor('Copy screen', () => window.keepty.lastCopied.includes('pick selectword42 here')
+    && !window.keepty.lastCopied.includes('\n1\n2\n3\n'));
+  await pp.tap('#select-view [data-select="close"]');
+  await waitFor('the text view to close', () => document.getElementById('select-view').hidden);
+  log(`3 ok: a selection of ${JSON.stringify(clip1)} in the text view was copied by Copy; Copy all and Copy screen`);
+
+  // 4. The compose bar: text from the soft keyboard (Input.insertText, as an IME or dictation
+  // commits it) goes to the PTY once, on Enter; and an IME composition in the terminal
+  // itself reaches the PTY once.
+  h.scenario = '4 compose';
+  await typeLine('read x; echo "got:[$x]"');
+  await pp.tap('#keys [data-key="compose"]');
+  await waitFor('the compose bar', () => !document.getElementById('compose').hidden
+    && document.activeElement === document.getElementById('compose-input'));
+  await cdp.send('Input.imeSetComposition', { text: 'héllo', selectionStart: 5, selectionEnd: 5 });
+  await cdp.send('Input.insertText', { text: 'héllo' });
+  await cdp.send('Input.insertText', { text: ' wörld' });
+  await shot('compose');
+  await pp.keyboard.press('Enter');
+  await waitForLine(/^got:\[(.*)\]$/, 'the read to finish');
+  const composed = await h.screenText();
+  const got = composed.split('\n').filter((l) => l.startsWith('got:['));
+  if (got.pop() !== 'got:[héllo wörld]') await fail(`the shell read ${JSON.stringify(got)}`);
+  if (countLines(composed, 'héllo wörld') !== 1) await fail('the composed line was not echoed exactly once');
+  // Ctrl from the key bar applies: Ctrl, then "c" in the compose bar interrupts a sleep.
+  await pp.fill('#compose-input', "sleep 100; echo sl''ept");
+  await pp.keyboard.press('Enter');
+  await pp.waitForTimeout(300);
+  await pp.tap('#keys [data-key="ctrl"]');
+  await pp.fill('#compose-input', 'c');
+  await pp.keyboard.press('Enter');
+  await pp.fill('#compose-input', 'echo ctrl-c-$((40+2))');
+  await pp.keyboard.press('Enter');
+  await waitForLine(/^ctrl-c-42$/, 'Ctrl+c from the compose bar to interrupt the sleep');
+  if ((await h.screenText()).includes('\nslept')) await fail('the sleep was not interrupted');
+  await pp.tap('#keys [data-key="compose"]');
+  await waitFor('the compose bar to close', () => document.getElementById('compose').hidden);
+
+  await typeLine('read y; echo "ime:[$y]"');
+  await pp.evaluate(() => window.keepty.term.focus());
+  await cdp.send('Input.imeSetComposition', { text: 'に', selectionStart: 1, selectionEnd: 1 });
+  await cdp.send('Input.imeSetComposition', { text: 'にほ', selectionStart: 2, selectionEnd: 2 });
+  await cdp.send('Input.imeSetComposition', { text: 'にほん', selectionStart: 3, selectionEnd: 3 });
+  await shot('ime-composing');
+  await cdp.send('Input.insertText', { text: '日本' });
+  await pp.waitForTimeout(200);
+  await pp.keyboard.press('Enter');
+  const ime = await waitForLine(/^ime:\[(.*)\]$/, 'the IME read to finish');
+  if (ime[1] !== '日本') await fail(`the IME composition reached the PTY as ${JSON.stringify(ime[1])}`);
+  log('4 ok: the compose bar sent héllo wörld once; Ctrl applied; an IME composition reached the PTY once');
+
+  // 5. OSC 52 from the writer's program lands in the clipboard.
+  h.scenario = '5 osc52';
+  await typeLine("printf '\\033]52;c;%s\\a' \"$(printf 'from osc52 é' | base64)\"; echo osc-se''nt");
+  await waitForLine(/^osc-sent$/);
+  await waitFor('the OSC 52 text in the clipboard', () => window.keepty.lastCopied === 'from osc52 é');
+  const clip2 = await pp.evaluate(() => navigator.clipboard.readText());
+  if (clip2 !== 'from osc52 é') await fail(`after OSC 52 the clipboard holds ${JSON.stringify(clip2)}`);
+  // A reload replays that output: the replay must not copy again.
+  await pp.evaluate(() => navigator.clipboard.writeText('user-own-text'));
+  await pp.reload();
+  await waitShell('the attach after reload');
+  await waitForLine(/^osc-sent$/, 'the replayed osc-sent');
+  await pp.waitForTimeout(300);
+  if ((await pp.evaluate(() => window.keepty.osc52Writes)) !== 0) await fail('the replayed OSC 52 wrote the clipboard');
+  log('5 ok: OSC 52 from the writer reached the clipboard; its replay did not');
+  await phone.close();
+
   await h.finish();
 }
 
