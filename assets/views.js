@@ -133,18 +133,17 @@
       const b = term.buffer.active;
       const { lines, rows } = bufferLines(term, 0, b.length);
       const n = lines.length;
-      let start = n;
-      if (at) {
-        start = rows.indexOf(at.row);
-        if (start < 0) start = n;
-      }
-      for (let k = 0; k <= n; k++) {
+      // From the last match, else from the bottom (older) or the top (newer).
+      let start = at ? rows.indexOf(at.row) : -1;
+      const from = start >= 0 ? at : null;
+      if (start < 0) start = older ? n - 1 : 0;
+      for (let k = 0; k < n; k++) {
         const li = older ? start - k : start + k;
         if (li < 0 || li >= n) break;
         const text = fold ? lines[li].toLowerCase() : lines[li];
         let idx;
-        if (at && li === start) {
-          idx = older ? (at.index > 0 ? text.lastIndexOf(needle, at.index - 1) : -1) : text.indexOf(needle, at.index + 1);
+        if (from && li === start) {
+          idx = older ? (from.index > 0 ? text.lastIndexOf(needle, from.index - 1) : -1) : text.indexOf(needle, from.index + 1);
         } else {
           idx = older ? text.lastIndexOf(needle) : text.indexOf(needle);
         }

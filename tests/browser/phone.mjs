@@ -209,6 +209,127 @@ async function main() {
   log('5 ok: OSC 52 from the writer reached the clipboard; its replay did not');
   await phone.close();
 
+  // 6. A viewer (multi policy) sees the writer's OSC 52 in the output but never copies it.
+  h.scenario = '6 osc52 viewer';
+  const devA = await h.newContext(DESKTOP);
+  await devA.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: multi });
+  const pa = await openPage(devA, 'writer', multi + '/');
+  await waitShell('the writer attach');
+  const sidM = h.sessionOf();
+  const devB = await h.newContext(DESKTOP);
+  await devB.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: multi });
+  const pb = await openPage(devB, 'viewer', `${multi}/?s=${sidM}`);
+  await waitBanner('the viewer banner', 'open', /view only/, 'Take control');
+  h.page = pa;
+  await typeLine("printf '\\033]52;c;%s\\a' \"$(printf 'writer-only' | base64)\"; echo osc-vi''ew");
+  await waitFor('the writer to copy', () => window.keepty.lastCopied === 'writer-only');
+  h.page = pb;
+  await waitForLine(/^osc-view$/, 'the output at the viewer');
+  await pb.waitForTimeout(300);
+  const viewerWrites = await pb.evaluate(() => window.keepty.osc52Writes);
+  if (viewerWrites !== 0) await fail(`the viewer's page wrote the clipboard ${viewerWrites} times`);
+  await shot('osc52-viewer');
+  await devB.close();
+  await devA.close();
+  log('6 ok: the writer copied, the viewer saw the output and did not');
+
+  // 7. Links: a plain URL on screen and an OSC 8 hyperlink open in a new tab, noopener.
+  h.scenario = '7 links';
+  const desk = await h.newContext(DESKTOP);
+  const pd = await openPage(desk, 'desk', base + '/');
+  await waitShell('the desktop attach');
+  await pd.evaluate(() => {
+    window.__opened = [];
+    window.open = (...args) => { window.__opened.push(args); return null; };
+  });
+  await typeLine("clear; echo 'see https://example.com/keepty-link?x=1 now'; " +
+    "printf '\\033]8;;https://example.org/osc8\\033\\\\osc8-label\\033]8;;\\033\\\\\\n'");
+  await waitForLine(/^osc8-label$/);
+  const cell = (re) => pd.evaluate((src) => {
+    const t = window.keepty.term;
+    const b = t.buffer.active;
+    const r = document.querySelector('#term .xterm-screen').getBoundingClientRect();
+    for (let i = 0; i < t.rows; i++) {
+      const text = b.getLine(b.viewportY + i).translateToString(true);
+      const m = new RegExp(src).exec(text);
+      if (m) return { x: r.left + (m.index + 3.5) * (r.width / t.cols), y: r.top + (i + 0.5) * (r.height / t.rows) };
+    }
+    return null;
+  }, re);
+  const url = await cell('https://example.com/keepty-link');
+  if (!url) await fail('the URL is not on screen');
+  await pd.mouse.move(url.x, url.y);
+  await waitFor('the URL to be a link (pointer cursor)', () =>
+    document.querySelector('#term .xterm-screen').classList.contains('xterm-cursor-pointer'));
+  await shot('link-hover');
+  await pd.mouse.click(url.x, url.y);
+  await waitFor('the URL to open', () => window.__opened.length === 1);
+  const osc8 = await cell('^osc8-label$');
+  await pd.mouse.move(osc8.x, osc8.y + 1);
+  await pd.mouse.move(osc8.x, osc8.y);
+  await pd.waitForTimeout(200);
+  await pd.mouse.click(osc8.x, osc8.y);
+  await waitFor('the OSC 8 link to open', () => window.__opened.length === 2);
+  const opened = await pd.evaluate(() => window.__opened);
+  const want = [['https://example.com/keepty-link?x=1', '_blank', 'noopener'], ['https://example.org/osc8', '_blank', 'noopener']];
+  if (JSON.stringify(opened) !== JSON.stringify(want)) await fail(`links opened as ${JSON.stringify(opened)}`);
+  log(`7 ok: ${JSON.stringify(opened)}`);
+
+  // 8. Find (Ctrl+Shift+F) brings a line from far up the scrollback into view, selected.
+  h.scenario = '8 find';
+  await typeLine("echo needle-$((40+2)); seq 1 600; echo find-re''ady");
+  await waitForLine(/^find-ready$/);
+  await pd.keyboard.press('Control+Shift+F');
+  await waitFor('the find bar', () => !document.getElementById('search').hidden
+    && document.activeElement === document.getElementById('search-input'));
+  await pd.keyboard.type('needle-42');
+  await pd.keyboard.press('Enter');
+  await waitFor('the match in view and selected', () => {
+    const t = window.keepty.term;
+    const b = t.buffer.active;
+    if (t.getSelection() !== 'needle-42') return false;
+    for (let i = b.viewportY; i < b.viewportY + t.rows; i++) if (b.getLine(i).translateToString(true) === 'needle-42') return true;
+    return false;
+  });
+  await shot('find');
+  await pd.keyboard.press('Escape');
+  await waitFor('the find bar to close', () => document.getElementById('search').hidden);
+  log('8 ok: find brought needle-42 back from 600 lines up');
+
+  // 9. Named sessions: ?s=NAME for a name that does not exist asks, creates nothing until
+  // told, then creates it; the same name on another device lands in the same shell; the
+  // menu creates a named session.
+  h.scenario = '9 named sessions';
+  const name = `box-${process.pid}`;
+  await pd.goto(`${base}/?s=${name}`);
+  await waitBanner('the create question', 'closed', new RegExp(`create session ${name}\\?`), `Create ${name}`);
+  const before = await (await fetch(`${base}/admin/sessions`)).json();
+  if (before.sessions.some((x) => x.id === name)) await fail('the session was created without asking');
+  await shot('named-ask');
+  await pd.getByRole('button', { name: `Create ${name}`, exact: true }).click();
+  await waitShell('the named session');
+  if (h.sessionOf() !== name) await fail(`the URL names ${h.sessionOf()}, not ${name}`);
+  await typeLine('export NAMED_MARK=kept-$((6*7))');
+  const other = await h.newContext(PHONE);
+  const po = await openPage(other, 'other', `${base}/?s=${name}`);
+  await waitShell('the other device on the name');
+  await typeLine('echo "mark:$NAMED_MARK"');
+  await waitForLine(/^mark:kept-42$/, 'the same shell under the same name');
+  await shot('named-other-device');
+  await other.close();
+  h.page = pd;
+  await waitBanner('the first tab taken over', 'taken_over', /opened elsewhere/, 'Take back');
+  const menuName = `menu-${process.pid}`;
+  pd.once('dialog', (d) => d.accept(menuName));
+  await pd.getByRole('button', { name: 'Sessions and settings', exact: true }).click();
+  await pd.getByRole('button', { name: 'Named\u2026', exact: true }).click();
+  await waitShell('the session named from the menu');
+  if (h.sessionOf() !== menuName) await fail(`the menu's name gave ${pd.url()}`);
+  const after = await (await fetch(`${base}/admin/sessions`)).json();
+  if (!after.sessions.some((x) => x.id === menuName)) await fail('the menu did not create its session');
+  await desk.close();
+  log(`9 ok: ?s=${name} asked, then created; a second device landed in the same shell; the menu made ${menuName}`);
+
   await h.finish();
 }
 
