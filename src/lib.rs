@@ -26,6 +26,8 @@ pub mod config;
 pub mod error;
 pub mod event_loop;
 pub mod limits;
+pub mod qr;
+pub mod reach;
 pub mod net;
 pub(crate) mod relay;
 pub mod sessions;
