@@ -65,7 +65,8 @@ pub fn encode(data: &[u8]) -> Option<Qr> {
 /// Encodes `data` at level `ecc` in the smallest version that holds it, with the mask of the
 /// lowest penalty.
 pub fn encode_at(data: &[u8], ecc: Ecc) -> Option<Qr> {
-    let version = (1..=MAX_VERSION).find(|&v| data_bits_needed(data.len(), v) <= data_codewords(v, ecc) * 8)?;
+    let version = (1..=MAX_VERSION)
+        .find(|&v| data_bits_needed(data.len(), v) <= data_codewords(v, ecc) * 8)?;
     let mut best: Option<(u32, Qr)> = None;
     for mask in 0..8 {
         let qr = build(data, version, ecc, mask);
@@ -100,7 +101,8 @@ fn raw_data_modules(version: usize) -> usize {
 }
 
 fn data_codewords(version: usize, ecc: Ecc) -> usize {
-    raw_data_modules(version) / 8 - ECC_PER_BLOCK[ecc.index()][version] * BLOCKS[ecc.index()][version]
+    raw_data_modules(version) / 8
+        - ECC_PER_BLOCK[ecc.index()][version] * BLOCKS[ecc.index()][version]
 }
 
 fn build(data: &[u8], version: usize, ecc: Ecc, mask: u8) -> Qr {
@@ -395,7 +397,15 @@ impl Qr {
         let n = self.size;
         let mut score = 0u32;
         let line = |i: usize, horizontal: bool| -> Vec<bool> {
-            (0..n).map(|j| if horizontal { self.dark(j, i) } else { self.dark(i, j) }).collect()
+            (0..n)
+                .map(|j| {
+                    if horizontal {
+                        self.dark(j, i)
+                    } else {
+                        self.dark(i, j)
+                    }
+                })
+                .collect()
         };
         for i in 0..n {
             for horizontal in [true, false] {
@@ -411,7 +421,9 @@ impl Qr {
                         run = 1;
                     }
                 }
-                const A: [bool; 11] = [true, false, true, true, true, false, true, false, false, false, false];
+                const A: [bool; 11] = [
+                    true, false, true, true, true, false, true, false, false, false, false,
+                ];
                 for w in l.windows(11) {
                     if w == A || w.iter().rev().eq(A.iter()) {
                         score += 40;
@@ -422,14 +434,20 @@ impl Qr {
         for y in 0..n - 1 {
             for x in 0..n - 1 {
                 let c = self.dark(x, y);
-                if c == self.dark(x + 1, y) && c == self.dark(x, y + 1) && c == self.dark(x + 1, y + 1) {
+                if c == self.dark(x + 1, y)
+                    && c == self.dark(x, y + 1)
+                    && c == self.dark(x + 1, y + 1)
+                {
                     score += 3;
                 }
             }
         }
         let dark = self.modules.iter().filter(|&&m| m).count();
         let total = n * n;
-        let k = (dark * 20).abs_diff(total * 10).div_ceil(total).saturating_sub(1);
+        let k = (dark * 20)
+            .abs_diff(total * 10)
+            .div_ceil(total)
+            .saturating_sub(1);
         score + 10 * k as u32
     }
 
@@ -466,7 +484,11 @@ mod tests {
 
     fn rows(qr: &Qr) -> Vec<String> {
         (0..qr.size)
-            .map(|y| (0..qr.size).map(|x| if qr.dark(x, y) { '#' } else { '.' }).collect())
+            .map(|y| {
+                (0..qr.size)
+                    .map(|x| if qr.dark(x, y) { '#' } else { '.' })
+                    .collect()
+            })
             .collect()
     }
 
@@ -488,7 +510,12 @@ mod tests {
             assert_eq!(rows(&build(data, version, ecc, mask)), want, "{}", head[3]);
             // The same version. The mask may differ: encoders score the penalty rules each in
             // their own way (python-qrcode's is not the standard's), and any mask is valid.
-            assert_eq!(encode_at(data, ecc).unwrap().version, version, "{}", head[3]);
+            assert_eq!(
+                encode_at(data, ecc).unwrap().version,
+                version,
+                "{}",
+                head[3]
+            );
             cases += 1;
         }
         assert_eq!(cases, 4);
@@ -501,8 +528,14 @@ mod tests {
         let m = [14, 26, 42, 62, 84, 106, 122, 152, 180, 213];
         for v in 1..=MAX_VERSION {
             let fits = |ecc, len| data_bits_needed(len, v) <= data_codewords(v, ecc) * 8;
-            assert!(fits(Ecc::L, l[v - 1]) && !fits(Ecc::L, l[v - 1] + 1), "L v{v}");
-            assert!(fits(Ecc::M, m[v - 1]) && !fits(Ecc::M, m[v - 1] + 1), "M v{v}");
+            assert!(
+                fits(Ecc::L, l[v - 1]) && !fits(Ecc::L, l[v - 1] + 1),
+                "L v{v}"
+            );
+            assert!(
+                fits(Ecc::M, m[v - 1]) && !fits(Ecc::M, m[v - 1] + 1),
+                "M v{v}"
+            );
         }
     }
 
@@ -510,18 +543,28 @@ mod tests {
     fn reed_solomon_of_the_standards_example() {
         // ISO/IEC 18004 annex I: "01234567" at 1-M, its 16 data codewords and 10 EC codewords.
         let data = [
-            0x10, 0x20, 0x0C, 0x56, 0x61, 0x80, 0xEC, 0x11, 0xEC, 0x11, 0xEC, 0x11, 0xEC, 0x11, 0xEC, 0x11,
+            0x10, 0x20, 0x0C, 0x56, 0x61, 0x80, 0xEC, 0x11, 0xEC, 0x11, 0xEC, 0x11, 0xEC, 0x11,
+            0xEC, 0x11,
         ];
         let ecc = rs_remainder(&data, &rs_divisor(10));
-        assert_eq!(ecc, [0xA5, 0x24, 0xD4, 0xC1, 0xED, 0x36, 0xC7, 0x87, 0x2C, 0x55]);
+        assert_eq!(
+            ecc,
+            [0xA5, 0x24, 0xD4, 0xC1, 0xED, 0x36, 0xC7, 0x87, 0x2C, 0x55]
+        );
     }
 
     #[test]
     fn too_long_is_refused() {
         assert!(encode(&[b'a'; 271]).is_some());
         assert!(encode(&[b'a'; 272]).is_none());
-        assert_eq!(encode(&[b'a'; 213]).map(|q| (q.version, q.ecc)), Some((10, Ecc::M)));
-        assert_eq!(encode(&[b'a'; 214]).map(|q| (q.version, q.ecc)), Some((9, Ecc::L)));
+        assert_eq!(
+            encode(&[b'a'; 213]).map(|q| (q.version, q.ecc)),
+            Some((10, Ecc::M))
+        );
+        assert_eq!(
+            encode(&[b'a'; 214]).map(|q| (q.version, q.ecc)),
+            Some((9, Ecc::L))
+        );
     }
 
     #[test]
@@ -539,6 +582,9 @@ mod tests {
         // below only at the ends.
         let line1: Vec<char> = lines[1]["\x1b[30;47m".len()..].chars().collect();
         let edge: String = line1[2..9].iter().collect();
-        assert_eq!(edge, "\u{2588}\u{2580}\u{2580}\u{2580}\u{2580}\u{2580}\u{2588}");
+        assert_eq!(
+            edge,
+            "\u{2588}\u{2580}\u{2580}\u{2580}\u{2580}\u{2580}\u{2588}"
+        );
     }
 }
