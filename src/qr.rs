@@ -252,7 +252,8 @@ impl Qr {
         for i in 0..n {
             for j in 0..n {
                 // Not over the three finder patterns.
-                if (i == 0 && j == 0) || (i == 0 && j == n - 1) || (i == n - 1 && j == 0) {
+                let corner = |a: usize, b: usize| i == a && j == b;
+                if corner(0, 0) || corner(0, n - 1) || corner(n - 1, 0) {
                     continue;
                 }
                 self.draw_alignment(pos[i], pos[j]);
