@@ -574,6 +574,9 @@
       try { ok = document.execCommand('copy'); } catch (_) { ok = false; }
       document.removeEventListener('copy', onCopy);
       if (ok) done();
+      // Outside a tap or a key press (OSC 52 from a program, a tab without focus) browsers
+      // refuse; say so rather than leave the user to paste something old.
+      else if (machine.state === 'open') showOpenStatus('the browser refused to copy ' + (what || 'the selection'));
     };
     if (navigator.clipboard && window.isSecureContext) {
       navigator.clipboard.writeText(text).then(done, legacy);
