@@ -91,7 +91,7 @@
     input.addEventListener('compositionstart', () => { composing = true; });
     input.addEventListener('compositionend', () => { composing = false; });
     input.addEventListener('keydown', (e) => {
-      if (e.key === 'Enter' && (composing || e.isComposing || e.keyCode === 229)) e.stopPropagation();
+      if (e.key === 'Enter' && (composing || e.isComposing || e.keyCode === 229)) e.preventDefault();
     });
     form.addEventListener('submit', (e) => {
       e.preventDefault();
