@@ -68,6 +68,8 @@ async function main() {
   await typeLine("seq 1 400; echo seq-do''ne");
   await waitForLine(/^seq-done$/);
   const y0 = await viewportY();
+  // Swipes must not bring up the on-screen keyboard; a tap must.
+  await pp.evaluate(() => document.activeElement && document.activeElement.blur());
   for (let i = 0; i < 3; i++) await swipe(cdp, 450);
   await waitFor('the fling to settle', () => !window.keepty.flinging, undefined, 5000);
   const y1 = await viewportY();
@@ -76,13 +78,18 @@ async function main() {
     return b.getLine(b.viewportY).translateToString(true);
   });
   if (y0 - y1 < 100) await fail(`three swipes scrolled back ${y0 - y1} lines, not >= 100 (top line ${top})`);
+  const focusedBySwipe = await pp.evaluate(() => document.activeElement && document.activeElement.classList.contains('xterm-helper-textarea'));
+  if (focusedBySwipe) await fail('a swipe focused the terminal (the soft keyboard would pop up)');
   await shot('swipe');
   // A swipe up comes back; a tap still focuses the terminal.
   for (let i = 0; i < 4; i++) await swipe(cdp, -600);
   await waitFor('the fling to settle', () => !window.keepty.flinging, undefined, 5000);
   const y2 = await viewportY();
   if (y2 <= y1) await fail(`a swipe up did not scroll forward (${y1} -> ${y2})`);
-  log(`1 ok: three swipes scrolled from line ${y0} to ${y1} (top line ${top}); back up to ${y2}`);
+  await pp.tap('#term');
+  await waitFor('a tap to focus the terminal', () => document.activeElement
+    && document.activeElement.classList.contains('xterm-helper-textarea'));
+  log(`1 ok: three swipes scrolled from line ${y0} to ${y1} (top line ${top}) without focusing; back up to ${y2}; a tap focused`);
 
   // 2. The paging keys: in less (the alternate screen) PgDn and PgUp page the program; at
   // the shell prompt PgUp scrolls the scrollback a page, End comes back.
