@@ -105,6 +105,16 @@ async function main() {
   await shot('less-pgdn');
   await pp.tap('#keys [data-key="pgup"]');
   await waitFor('PgUp to page less back', () => window.keepty.term.buffer.active.getLine(0).translateToString(true) === 'line-0001');
+  // A swipe on the alternate screen scrolls the program (arrow keys), not a scrollback.
+  await pp.tap('#keys [data-key="pgdn"]');
+  await waitFor('PgDn again', (p) => window.keepty.term.buffer.active.getLine(0).translateToString(true) === p, paged);
+  await swipe(cdp, 150, 6);
+  await waitFor('a swipe to scroll less back a few lines', (p) => {
+    const top = window.keepty.term.buffer.active.getLine(0).translateToString(true);
+    return /^line-\d+$/.test(top) && top < p;
+  }, paged);
+  await waitFor('the fling to settle', () => !window.keepty.flinging, undefined, 5000);
+  const swiped = await firstRow();
   await pp.keyboard.press('q');
   await waitFor('less to quit', () => window.keepty.term.buffer.active.type === 'normal');
   const bottom = await viewportY();
@@ -114,7 +124,7 @@ async function main() {
     window.keepty.term.buffer.active.viewportY === b - r + 1 || window.keepty.term.buffer.active.viewportY === b - r, [bottom, rows]);
   await pp.tap('#keys [data-key="end"]');
   await waitFor('End to come back to the bottom', (b) => window.keepty.term.buffer.active.viewportY === b, bottom);
-  log(`2 ok: PgDn in less went to ${paged}, PgUp back to line-0001; PgUp at the prompt scrolled ${rows} rows`);
+  log(`2 ok: PgDn in less went to ${paged}, PgUp back to line-0001, a swipe from ${paged} to ${swiped}; PgUp at the prompt scrolled ${rows} rows`);
 
   // 3. Select text: a long press on a word in the text view selects it natively, Copy puts it
   // in the clipboard; Copy screen and Copy all copy the screen and the whole scrollback.
