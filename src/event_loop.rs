@@ -94,6 +94,8 @@ impl Server {
         if let Some(why) = cfg.refusal() {
             return Err(StartError::Config(why));
         }
+        crate::startup::check(&cfg, std::env::var_os("PATH").as_deref())
+            .map_err(StartError::Config)?;
         // The token files are read before anything else, so a broken one is reported even
         // when the port is taken too; the port a Host must name is known after the bind.
         let mut gate =

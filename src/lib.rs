@@ -32,5 +32,6 @@ pub mod reach;
 pub(crate) mod relay;
 pub mod sessions;
 pub(crate) mod signals;
+pub mod startup;
 pub mod timer;
 pub(crate) mod token;

@@ -150,11 +150,11 @@ impl Session {
         owner: String,
         generation: u64,
         pty: Pty,
-        scrollback: usize,
+        ring: Ring,
         (cols, rows): (u16, u16),
         (now, now_unix): (Instant, u64),
     ) -> Session {
-        let mut s = Session::detached(id, owner, generation, scrollback, (now, now_unix));
+        let mut s = Session::detached(id, owner, generation, ring, (now, now_unix));
         s.pid = pty.pid();
         s.pty = Some(pty);
         (s.cols, s.rows) = (cols, rows);
@@ -166,16 +166,17 @@ impl Session {
         id: String,
         owner: String,
         generation: u64,
-        scrollback: usize,
+        ring: Ring,
         (now, now_unix): (Instant, u64),
     ) -> Session {
+        let scrollback = ring.capacity();
         Session {
             id,
             owner,
             generation,
             pid: 0,
             pty: None,
-            ring: Ring::new(scrollback),
+            ring,
             modes: ModeTracker::new(),
             checkpoints: Checkpoints::new(scrollback),
             seats: Seats::new(),
@@ -193,7 +194,13 @@ impl Session {
     /// A session without a terminal, for the tests of code that holds sessions.
     #[cfg(test)]
     pub(crate) fn fixture(id: &str, owner: &str, generation: u64, pid: i32) -> Session {
-        let mut s = Session::detached(id.into(), owner.into(), generation, 64, (Instant::now(), 0));
+        let mut s = Session::detached(
+            id.into(),
+            owner.into(),
+            generation,
+            Ring::new(64).expect("a 64-byte mapping"),
+            (Instant::now(), 0),
+        );
         s.pid = pid;
         s
     }
@@ -520,7 +527,13 @@ mod tests {
 
     /// A session without a terminal, in `state`, with `output` in its ring.
     fn fixture(state: State, output: &[u8]) -> Session {
-        let mut s = Session::detached("s".into(), "local".into(), 1, 64, (Instant::now(), 0));
+        let mut s = Session::detached(
+            "s".into(),
+            "local".into(),
+            1,
+            Ring::new(64).expect("a 64-byte mapping"),
+            (Instant::now(), 0),
+        );
         s.checkpoints.feed(&mut s.modes, output);
         s.ring.push(output);
         s.checkpoints.after_write(&mut s.ring, &s.modes);
