@@ -89,7 +89,15 @@ fn a_pipe_gets_addresses_on_stderr_and_no_token_anywhere() {
         .expect("stdout")
         .read_to_string(&mut out);
     let _ = child.wait();
-    err.extend(rx.try_iter());
+    // The reader thread forwards the rest until the pipe closes.
+    let drain = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < drain {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(l) => err.push(l),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
 
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 1, "stdout beyond the startup line: {out:?}");
