@@ -27,6 +27,8 @@ pub mod error;
 pub mod event_loop;
 pub mod limits;
 pub mod net;
+pub mod qr;
+pub mod reach;
 pub(crate) mod relay;
 pub mod sessions;
 pub(crate) mod signals;
