@@ -3,11 +3,11 @@
 //! can use (the machine's LAN addresses, from getifaddrs) and tells the operator:
 //!
 //! - on stderr, one log line with the plain addresses (SPEC 5, Startup);
-//! - on stdout, after the startup line, and only when stdout is a terminal: the link with
-//!   `#token=` for the first user of the token file (the page moves the token into its storage
-//!   and out of the address bar), and a QR code of it for a phone's camera. Tokens never go to
-//!   stderr, which is the log; and stdout that is not a terminal (a service manager's journal,
-//!   a test reading the port) may be a log too, so it gets neither the token nor the QR code.
+//! - on stderr too, and only when stderr is a terminal (SPEC 5): the link with `#token=` for
+//!   the first user of the token file (the page moves the token into its storage and out of
+//!   the address bar), and a QR code of it for a phone's camera. A stderr that is not a
+//!   terminal is a log (a service manager's journal, a test's pipe), and a token is never
+//!   logged, so it gets neither the token nor the QR code.
 
 use std::io::{IsTerminal, Write};
 use std::net::{IpAddr, SocketAddr};
@@ -32,11 +32,12 @@ pub fn announce(listen: SocketAddr, scheme: &str, token_file: Option<&Path>) {
         plain.join(" ")
     );
     let token = token_file.and_then(first_token);
-    let mut out = std::io::stdout().lock();
+    let mut out = std::io::stderr().lock();
     if !out.is_terminal() {
         if token.is_some() {
-            eprintln!(
-                "keepty: the phone link with a token is shown only when stdout is a terminal"
+            let _ = writeln!(
+                out,
+                "keepty: the phone link with a token is shown only when stderr is a terminal"
             );
         }
         return;

@@ -1,6 +1,6 @@
 //! First contact (src/reach.rs): on all interfaces, keepty names its LAN addresses on stderr,
-//! and shows the phone link with the first user's token, and its QR code, only on a terminal's
-//! stdout; the first stdout line stays the startup line tests read.
+//! and shows the phone link with the first user's token, and its QR code, only when stderr is
+//! a terminal (SPEC 5); the first stdout line stays the startup line tests read.
 
 mod common;
 
@@ -129,27 +129,28 @@ fn a_pipe_gets_addresses_on_stderr_and_no_token_anywhere() {
         "a token on stderr: {all}"
     );
     assert!(
-        all.contains("shown only when stdout is a terminal"),
+        all.contains("shown only when stderr is a terminal"),
         "no word about the phone link: {all}"
     );
 }
 
-/// On a terminal (util-linux `script` gives keepty one), stdout has the link with the first
-/// user's token and a QR code in half blocks; stderr still has no token.
+/// On a terminal (util-linux `script` gives keepty one as its stderr), stderr has the link
+/// with the first user's token and a QR code in half blocks; stdout, here a file, has the
+/// startup line and no token.
 #[test]
 fn a_terminal_gets_the_phone_link_and_a_qr_code() {
     let dir = TempDir::new("reach-tty");
     let token = token();
     let users = dir.write("users", &format!("phone {token}\n"), 0o600);
-    let err_path = dir.path("stderr");
+    let out_path = dir.path("stdout");
     let pid_path = dir.path("pid");
     // keepty is the session leader on script's terminal, outside script's process group, and
     // takes the SIGHUP of a closed terminal for a token reload: it is stopped by its pid.
     let inner = format!(
-        "echo $$ > {}; exec {} --listen 0.0.0.0:0 --token-file {users} -- /bin/true 2>{}",
+        "echo $$ > {}; exec {} --listen 0.0.0.0:0 --token-file {users} -- /bin/true >{}",
         pid_path.display(),
         common::bin(),
-        err_path.display()
+        out_path.display()
     );
     let mut child = Command::new("script")
         .args(["-qfec", &inner, "/dev/null"])
@@ -221,14 +222,14 @@ fn a_terminal_gets_the_phone_link_and_a_qr_code() {
         "keepty {keepty} outlived SIGTERM"
     );
     let text = out.concat();
+    let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
     assert!(
-        text.lines().next().is_some_and(|l| l
+        stdout.lines().next().is_some_and(|l| l
             .trim_end()
             .starts_with("keepty listening on http://0.0.0.0:")),
-        "{text:?}"
+        "{stdout:?}"
     );
-    let err = std::fs::read_to_string(&err_path).unwrap_or_default();
-    if err.contains("no LAN address") {
+    if text.contains("no LAN address") {
         return;
     }
     let link = text
@@ -241,9 +242,9 @@ fn a_terminal_gets_the_phone_link_and_a_qr_code() {
         "{link}"
     );
     assert!(qr_lines > 10, "no QR code after the link: {text:?}");
-    assert!(err.contains("reachable from other devices"), "{err}");
+    assert!(text.contains("reachable from other devices"), "{text}");
     assert!(
-        !err.contains(&token) && !err.contains(&encoded(&token)),
-        "a token on stderr: {err}"
+        !stdout.contains(&token) && !stdout.contains(&encoded(&token)),
+        "a token on stdout: {stdout}"
     );
 }
