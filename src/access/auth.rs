@@ -23,13 +23,15 @@ pub struct User {
     pub max_sessions: Option<usize>,
 }
 
-/// Compares two byte strings in time that depends only on their lengths, so a wrong guess
-/// does not tell how many leading bytes were right.
-pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
+/// Compares a `secret` with a `guess` in time that depends only on the guess's length (which
+/// the guesser knows anyway): every byte of the guess is compared, against the secret's byte
+/// or a zero past its end, with no early exit, so neither how many leading bytes were right
+/// nor how long the secret is shows in the time taken.
+pub fn ct_eq(secret: &[u8], guess: &[u8]) -> bool {
+    let mut diff = u64::from(secret.len() != guess.len());
+    for (i, g) in guess.iter().enumerate() {
+        diff |= u64::from(g ^ secret.get(i).copied().unwrap_or(0));
     }
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
     // black_box keeps the optimizer from turning the fold into an early-exit compare.
     std::hint::black_box(diff) == 0
 }
@@ -253,6 +255,11 @@ mod tests {
         assert!(ct_eq(b"secret", b"secret"));
         assert!(!ct_eq(b"secret", b"secreT"));
         assert!(!ct_eq(b"secret", b"secret2"));
+        assert!(!ct_eq(b"secret", b"secre"));
+        assert!(!ct_eq(b"secret", b""));
+        assert!(!ct_eq(b"", b"x"));
+        // A guess that is the secret followed by zero bytes is not the secret.
+        assert!(!ct_eq(b"ab", b"ab\0\0"));
         assert!(ct_eq(b"", b""));
     }
 

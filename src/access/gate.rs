@@ -38,6 +38,9 @@ pub(crate) enum Refusal {
     /// A request with a side effect whose `Sec-Fetch-Site` says another site sent it: a link
     /// or an image elsewhere. 403.
     CrossSite,
+    /// More than one `Sec-Fetch-Site` header: as with two Origins, judging only the first
+    /// would be a bypass. 403.
+    TwoFetchSites,
     /// An admin request from a peer off loopback, with no admin token file to let it prove
     /// itself. 403.
     AdminNotLoopback,
@@ -65,6 +68,7 @@ impl Refusal {
                 "forbidden",
                 "a request from another site cannot change sessions",
             ),
+            Refusal::TwoFetchSites => (403, "forbidden", "more than one Sec-Fetch-Site"),
             Refusal::AdminNotLoopback => (
                 403,
                 "forbidden",
@@ -255,13 +259,17 @@ impl Gate {
     }
 
     /// The user a request acts as: `local` without a token file, else the owner of the
-    /// token it carries (Bearer, or the `keepty.token.` subprotocol for browsers).
+    /// token it carries (Bearer, or the `keepty.token.` subprotocol for browsers). The
+    /// Origin and the fetch metadata are judged first, so a foreign page's attempt never
+    /// reaches the token check (and never counts as a failed login).
     pub(crate) fn user(
         &mut self,
         req: &Request,
         peer: SocketAddr,
         now: Instant,
     ) -> Result<Caller, Refusal> {
+        self.origin(req)?;
+        fetch_site(req, false)?;
         if !self.tokens.users_required() {
             return Ok(Caller {
                 name: auth::LOCAL_USER.to_string(),
@@ -283,13 +291,14 @@ impl Gate {
                 name: u.name.clone(),
                 max_sessions: u.max_sessions,
             }),
-            None => Err(self.wrong_token(peer, now, "user")),
+            None => Err(self.wrong_token(req, peer, now, "user")),
         }
     }
 
-    /// Admin access, in the order the admin routes have always applied it: the Origin, then
-    /// an admin token when an admin token file is configured (else a loopback peer), then,
-    /// for a route with a side effect, the fetch metadata.
+    /// Admin access: the Origin and the fetch metadata (for a route with a side effect, it
+    /// must not come from another site), then an admin token when an admin token file is
+    /// configured (else a loopback peer). What a browser can be made to send from another
+    /// site is refused before any token is looked at.
     pub(crate) fn admin(
         &mut self,
         req: &Request,
@@ -298,8 +307,8 @@ impl Gate {
         now: Instant,
     ) -> Result<(), Refusal> {
         self.origin(req)?;
-        self.admin_token(req, peer, now)?;
-        fetch_site(req, side_effect)
+        fetch_site(req, side_effect)?;
+        self.admin_token(req, peer, now)
     }
 
     fn admin_token(
@@ -325,14 +334,29 @@ impl Gate {
         match token {
             None => Err(Refusal::NoAdminToken),
             Some(t) if self.tokens.is_admin(&t) => Ok(()),
-            Some(_) => Err(self.wrong_token(peer, now, "admin")),
+            Some(_) => Err(self.wrong_token(req, peer, now, "admin")),
         }
     }
 
     /// Counts a wrong token from `peer` (never logging it). Once the address has used up its
-    /// attempts, its next requests get 429 (checked before any token).
-    fn wrong_token(&mut self, peer: SocketAddr, now: Instant, kind: &str) -> Refusal {
+    /// attempts, its next requests get 429 (checked before any token). A request a browser
+    /// made for another site's page is answered 401 but not counted: otherwise any page the
+    /// operator visits could lock the operator's own address out with a few `<img>` tags.
+    fn wrong_token(
+        &mut self,
+        req: &Request,
+        peer: SocketAddr,
+        now: Instant,
+        kind: &str,
+    ) -> Refusal {
         self.auth_failures += 1;
+        if browser_cross_site(req) {
+            eprintln!(
+                "keepty: wrong {kind} token from {} in a cross-site browser request (not counted)",
+                peer.ip()
+            );
+            return Refusal::WrongToken;
+        }
         let blocked = self.failures.fail(peer.ip(), now);
         eprintln!(
             "keepty: wrong {kind} token from {}{}",
@@ -349,14 +373,40 @@ impl Gate {
 }
 
 /// A request with a side effect must not come from another site: a link or an image
-/// elsewhere would otherwise be enough to drop sessions.
+/// elsewhere would otherwise be enough to drop sessions. Two `Sec-Fetch-Site` headers are
+/// refused whatever the route: a browser sends one.
 fn fetch_site(req: &Request, side_effect: bool) -> Result<(), Refusal> {
+    if req
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "sec-fetch-site")
+        .count()
+        > 1
+    {
+        return Err(Refusal::TwoFetchSites);
+    }
     match req.header("sec-fetch-site") {
         Some(site) if side_effect && !matches!(site.trim(), "same-origin" | "none") => {
             Err(Refusal::CrossSite)
         }
         _ => Ok(()),
     }
+}
+
+/// True when a browser says it made this request for another origin's page
+/// (`Sec-Fetch-Site` other than `same-origin` or `none`), or as a subresource no keepty
+/// page loads with a token (`Sec-Fetch-Dest` `image`, `script` or `style`). Such a request's
+/// wrong token is not a guess by the peer: it is a page elsewhere using the peer's browser.
+/// A client that omits the headers (curl, a script) is counted as before.
+fn browser_cross_site(req: &Request) -> bool {
+    let site = req.header("sec-fetch-site").map(str::trim);
+    let dest = req.header("sec-fetch-dest").map(str::trim);
+    site.is_some_and(|s| !s.eq_ignore_ascii_case("same-origin") && !s.eq_ignore_ascii_case("none"))
+        || dest.is_some_and(|d| {
+            ["image", "script", "style"]
+                .iter()
+                .any(|k| d.eq_ignore_ascii_case(k))
+        })
 }
 
 #[cfg(test)]
@@ -642,7 +692,7 @@ mod tests {
     }
 
     #[test]
-    fn admin_checks_origin_then_token_then_fetch_site() {
+    fn admin_checks_origin_then_fetch_site_then_token() {
         let (_dir, mut g) = with_tokens();
         let (p, now) = (peer("127.0.0.1"), Instant::now());
         let site = |site: &str, token: &str| {
@@ -666,9 +716,14 @@ mod tests {
             Ok(()),
             "only a side effect is refused cross-site"
         );
-        // A wrong token is found before the fetch metadata, so the guess is counted.
+        // The fetch metadata is judged before the token: a cross-site drop is no guess.
         assert_eq!(
             g.admin(&site("cross-site", "nope"), true, p, now),
+            Err(Refusal::CrossSite)
+        );
+        assert_eq!(g.auth_failures(), 0);
+        assert_eq!(
+            g.admin(&site("same-origin", "nope"), true, p, now),
             Err(Refusal::WrongToken)
         );
         assert_eq!(g.auth_failures(), 1);
@@ -682,6 +737,64 @@ mod tests {
             Err(Refusal::ForeignOrigin)
         );
         assert_eq!(g.auth_failures(), 1);
+    }
+
+    #[test]
+    fn cross_site_browser_failures_never_lock_the_address() {
+        let (_dir, mut g) = with_tokens();
+        let (p, now) = (peer("192.168.1.5"), Instant::now());
+        // What `<img src="http://box:7700/admin/sessions?token=x">` on another site sends.
+        let img = req(
+            "GET /admin/sessions?token=x HTTP/1.1\r\nHost: localhost:7700\r\n\
+             Sec-Fetch-Site: cross-site\r\nSec-Fetch-Mode: no-cors\r\nSec-Fetch-Dest: image\r\n\r\n",
+        );
+        // A same-site page on another port, and a script tag with no site header at all.
+        let sibling = req("GET /api/sessions HTTP/1.1\r\nHost: localhost:7700\r\n\
+             Authorization: Bearer x\r\nSec-Fetch-Site: same-site\r\n\r\n");
+        let script = req(
+            "GET /admin/sessions?token=x HTTP/1.1\r\nHost: localhost:7700\r\n\
+             Sec-Fetch-Dest: script\r\n\r\n",
+        );
+        for _ in 0..3 * MAX_FAILURES {
+            assert_eq!(g.admin(&img, false, p, now), Err(Refusal::WrongToken));
+            assert_eq!(g.user(&sibling, p, now), Err(Refusal::WrongToken));
+            assert_eq!(g.admin(&script, false, p, now), Err(Refusal::WrongToken));
+        }
+        assert_eq!(g.user(&ws_bearer("s3cret"), p, now).unwrap().name, "alice");
+        let admin = req("GET /admin/sessions?token=r00t HTTP/1.1\r\nHost: localhost:7700\r\n\r\n");
+        assert_eq!(g.admin(&admin, false, p, now), Ok(()));
+        // A foreign Origin on /ws is refused before its token is read.
+        let ws = req(
+            "GET /ws HTTP/1.1\r\nHost: localhost:7700\r\nOrigin: http://evil.example\r\n\
+             Authorization: Bearer nope\r\n\r\n",
+        );
+        assert_eq!(g.user(&ws, p, now), Err(Refusal::ForeignOrigin));
+        assert_eq!(g.auth_failures(), u64::from(9 * MAX_FAILURES));
+        // The same wrong token from curl (no fetch metadata) counts.
+        for _ in 0..MAX_FAILURES {
+            assert_eq!(g.user(&ws_bearer("nope"), p, now), Err(Refusal::WrongToken));
+        }
+        assert_eq!(
+            g.user(&ws_bearer("s3cret"), p, now),
+            Err(Refusal::TooManyFailures)
+        );
+    }
+
+    #[test]
+    fn two_fetch_site_headers_are_refused() {
+        let (_dir, mut g) = with_tokens();
+        let (p, now) = (peer("127.0.0.1"), Instant::now());
+        let two = req(
+            "POST /admin/drop-all?confirm=0&token=r00t HTTP/1.1\r\nHost: localhost\r\n\
+             Sec-Fetch-Site: same-origin\r\nSec-Fetch-Site: cross-site\r\n\r\n",
+        );
+        assert_eq!(g.admin(&two, true, p, now), Err(Refusal::TwoFetchSites));
+        assert_eq!(g.admin(&two, false, p, now), Err(Refusal::TwoFetchSites));
+        let ws = req(
+            "GET /ws HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer s3cret\r\n\
+             Sec-Fetch-Site: none\r\nSec-Fetch-Site: none\r\n\r\n",
+        );
+        assert_eq!(g.user(&ws, p, now), Err(Refusal::TwoFetchSites));
     }
 
     #[test]
@@ -733,6 +846,7 @@ mod tests {
             (Refusal::TwoOrigins, 403, "forbidden"),
             (Refusal::ForeignOrigin, 403, "forbidden"),
             (Refusal::CrossSite, 403, "forbidden"),
+            (Refusal::TwoFetchSites, 403, "forbidden"),
             (Refusal::AdminNotLoopback, 403, "forbidden"),
             (Refusal::NoUserToken, 401, "unauthorized"),
             (Refusal::NoAdminToken, 401, "unauthorized"),
