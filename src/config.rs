@@ -55,6 +55,9 @@ pub struct Config {
     pub allow_origins: Vec<String>,
     /// Extra allowed `Host` names.
     pub allow_hosts: Vec<String>,
+    /// Reverse proxies whose forwarding headers name the client (`--trusted-proxy`,
+    /// repeatable; extension).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Total time a connection gets to send its request head. Default 10 s.
     pub header_timeout: Duration,
     /// Connections without a complete request yet. Default 32.
@@ -94,6 +97,7 @@ impl Default for Config {
             admin_token_file: None,
             allow_origins: Vec::new(),
             allow_hosts: Vec::new(),
+            trusted_proxies: Vec::new(),
             header_timeout: limits::DEFAULT_HEADER_TIMEOUT,
             max_pending: limits::DEFAULT_MAX_PENDING,
             ping_interval: limits::DEFAULT_PING_INTERVAL,
@@ -147,6 +151,7 @@ Options:
   --admin-token-file PATH       admin tokens, one per line
   --allow-origin ORIGIN         extra allowed Origin (repeatable)
   --allow-host NAME             extra allowed Host name (repeatable)
+  --trusted-proxy ADDR          a reverse proxy whose X-Forwarded-For/Forwarded names the client (repeatable)
   --header-timeout DURATION     time to send a request head (default 10s)
   --max-pending N               connections still sending a request head (default 32)
   --detached-output MODE        drop-oldest | block (default drop-oldest)
@@ -296,6 +301,11 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, CliErr
             "--admin-token-file" => cfg.admin_token_file = Some(PathBuf::from(value)),
             "--allow-origin" => cfg.allow_origins.push(value),
             "--allow-host" => cfg.allow_hosts.push(value.to_ascii_lowercase()),
+            "--trusted-proxy" => cfg.trusted_proxies.push(
+                value
+                    .parse()
+                    .map_err(|_| bad(format!("expected an IP address, got {value:?}")))?,
+            ),
             "--tls-cert" => cfg.tls_cert = Some(PathBuf::from(value)),
             "--tls-key" => cfg.tls_key = Some(PathBuf::from(value)),
             "--tls-dir" => cfg.tls_dir = Some(PathBuf::from(value)),

@@ -96,6 +96,15 @@ pub const MAX_FAILURES: u32 = 10;
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 /// Addresses the failure limiter tracks at most; past it the stalest is forgotten first.
 pub const MAX_TRACKED: usize = 4096;
+/// Failed logins allowed from all addresses together per [`FAILURE_WINDOW`]: ten addresses'
+/// worth, so a guesser with a thousand addresses still gets 100 guesses a minute, not
+/// 10,000. Past it, only addresses that logged in within [`TRUST_KEEP`] are still heard.
+pub const GLOBAL_FAILURES: u32 = 100;
+/// How long an address that presented a right token keeps its own budget through a global
+/// block: a day, so the operator's usual devices are known.
+pub const TRUST_KEEP: Duration = Duration::from_secs(24 * 3600);
+/// Addresses remembered as having logged in; past it the stalest is forgotten first.
+pub const MAX_TRUSTED: usize = 64;
 /// How long the id of a reaped or dropped session is remembered (SPEC 4: 24 h).
 pub const TOMBSTONE_KEEP: Duration = Duration::from_secs(24 * 3600);
 /// Most ids remembered; past it the oldest is forgotten first. 4096 drops a day is far past

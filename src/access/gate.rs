@@ -3,12 +3,13 @@
 //! parsed request head and the peer's address, never a socket, so every rule is testable
 //! with a literal request; the event loop only carries out the answer.
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::access::auth::{self, FailureLimiter, Tokens};
 use crate::config::Config;
+use crate::net::addr;
 use crate::net::http::{self, Request, Response};
 
 /// The authenticated user behind a request.
@@ -100,6 +101,8 @@ pub(crate) struct Gate {
     /// `--allow-host` names, lowercased by the command line parser.
     allow_hosts: Vec<String>,
     allow_origins: Vec<String>,
+    /// `--trusted-proxy` addresses: from them, the client is named by the forwarding headers.
+    trusted_proxies: Vec<IpAddr>,
     /// The bound port: a `Host` with another port names another server.
     port: u16,
     /// Serving HTTPS: our own origin is `https://` + Host.
@@ -159,6 +162,7 @@ impl Gate {
             failures: FailureLimiter::default(),
             allow_hosts: cfg.allow_hosts.clone(),
             allow_origins: cfg.allow_origins.clone(),
+            trusted_proxies: cfg.trusted_proxies.clone(),
             port,
             tls,
             token_file: cfg.token_file.clone(),
@@ -190,6 +194,19 @@ impl Gate {
     /// Wrong tokens seen since start, for the metrics.
     pub(crate) fn auth_failures(&self) -> u64 {
         self.auth_failures
+    }
+
+    /// The client a request from `peer` stands for, for every per-address budget: the peer,
+    /// or behind a `--trusted-proxy` the address its forwarding headers name.
+    pub(crate) fn client(&self, req: &Request, peer: SocketAddr) -> IpAddr {
+        addr::client(req, peer.ip(), &self.trusted_proxies)
+    }
+
+    /// Whether the request comes from this box itself and may have loopback's trust: a
+    /// loopback peer, and no forwarding header (a reverse proxy on the box connects from
+    /// loopback for every client it serves, so a forwarded request is the proxy's client's).
+    pub(crate) fn loopback(&self, req: &Request, peer: SocketAddr) -> bool {
+        peer.ip().is_loopback() && !addr::forwarded(req)
     }
 
     /// The Host allowlist: the only defence against DNS rebinding, where an attacker's page
@@ -276,8 +293,9 @@ impl Gate {
                 max_sessions: None,
             });
         }
+        let client = self.client(req, peer);
         // The block is on guessing tokens, so it applies where a token is checked.
-        if self.failures.blocked(peer.ip(), now) {
+        if self.failures.blocked(client, now) {
             return Err(Refusal::TooManyFailures);
         }
         let token = bearer(req)
@@ -287,11 +305,15 @@ impl Gate {
             return Err(Refusal::NoUserToken);
         };
         match self.tokens.user(&token) {
-            Some(u) => Ok(Caller {
-                name: u.name.clone(),
-                max_sessions: u.max_sessions,
-            }),
-            None => Err(self.wrong_token(req, peer, now, "user")),
+            Some(u) => {
+                let caller = Caller {
+                    name: u.name.clone(),
+                    max_sessions: u.max_sessions,
+                };
+                self.failures.succeed(client, now);
+                Ok(caller)
+            }
+            None => Err(self.wrong_token(req, client, now, "user")),
         }
     }
 
@@ -318,13 +340,14 @@ impl Gate {
         now: Instant,
     ) -> Result<(), Refusal> {
         if !self.tokens.admins_required() {
-            return if peer.ip().is_loopback() {
+            return if self.loopback(req, peer) {
                 Ok(())
             } else {
                 Err(Refusal::AdminNotLoopback)
             };
         }
-        if self.failures.blocked(peer.ip(), now) {
+        let client = self.client(req, peer);
+        if self.failures.blocked(client, now) {
             return Err(Refusal::TooManyFailures);
         }
         // The query parameter is for a phone's address bar, which cannot set a header.
@@ -333,8 +356,11 @@ impl Gate {
             .or_else(|| http::query_param(&req.query, "token").map(String::into_bytes));
         match token {
             None => Err(Refusal::NoAdminToken),
-            Some(t) if self.tokens.is_admin(&t) => Ok(()),
-            Some(_) => Err(self.wrong_token(req, peer, now, "admin")),
+            Some(t) if self.tokens.is_admin(&t) => {
+                self.failures.succeed(client, now);
+                Ok(())
+            }
+            Some(_) => Err(self.wrong_token(req, client, now, "admin")),
         }
     }
 
@@ -342,25 +368,17 @@ impl Gate {
     /// attempts, its next requests get 429 (checked before any token). A request a browser
     /// made for another site's page is answered 401 but not counted: otherwise any page the
     /// operator visits could lock the operator's own address out with a few `<img>` tags.
-    fn wrong_token(
-        &mut self,
-        req: &Request,
-        peer: SocketAddr,
-        now: Instant,
-        kind: &str,
-    ) -> Refusal {
+    fn wrong_token(&mut self, req: &Request, client: IpAddr, now: Instant, kind: &str) -> Refusal {
         self.auth_failures += 1;
         if browser_cross_site(req) {
             eprintln!(
-                "keepty: wrong {kind} token from {} in a cross-site browser request (not counted)",
-                peer.ip()
+                "keepty: wrong {kind} token from {client} in a cross-site browser request (not counted)"
             );
             return Refusal::WrongToken;
         }
-        let blocked = self.failures.fail(peer.ip(), now);
+        let blocked = self.failures.fail(client, now);
         eprintln!(
-            "keepty: wrong {kind} token from {}{}",
-            peer.ip(),
+            "keepty: wrong {kind} token from {client}{}",
             if blocked {
                 "; refusing that address for a minute"
             } else {
@@ -795,6 +813,72 @@ mod tests {
              Sec-Fetch-Site: none\r\nSec-Fetch-Site: none\r\n\r\n",
         );
         assert_eq!(g.user(&ws, p, now), Err(Refusal::TwoFetchSites));
+    }
+
+    #[test]
+    fn a_forwarded_request_is_not_loopback() {
+        let mut g = open(&Config::default());
+        let now = Instant::now();
+        let lo = peer("127.0.0.1");
+        for h in [
+            "X-Forwarded-For: 192.168.1.9",
+            "Forwarded: for=192.168.1.9",
+            "X-Real-IP: 192.168.1.9",
+        ] {
+            let r = req(&format!(
+                "GET /admin/sessions HTTP/1.1\r\nHost: localhost\r\n{h}\r\n\r\n"
+            ));
+            assert!(!g.loopback(&r, lo), "{h}");
+            assert_eq!(
+                g.admin(&r, false, lo, now),
+                Err(Refusal::AdminNotLoopback),
+                "{h}"
+            );
+        }
+    }
+
+    #[test]
+    fn behind_a_trusted_proxy_the_failure_budget_is_the_clients() {
+        let dir = TempDir::new();
+        let cfg = Config {
+            token_file: Some(dir.write("users", "alice s3cret\n")),
+            trusted_proxies: vec!["127.0.0.1".parse().unwrap()],
+            ..Config::default()
+        };
+        let mut g = open(&cfg);
+        let (proxy, now) = (peer("127.0.0.1"), Instant::now());
+        let from = |client: &str, token: &str| {
+            req(&format!(
+                "GET /api/sessions HTTP/1.1\r\nHost: localhost\r\n\
+                 X-Forwarded-For: 6.6.6.6, {client}\r\nAuthorization: Bearer {token}\r\n\r\n"
+            ))
+        };
+        for _ in 0..MAX_FAILURES {
+            assert_eq!(
+                g.user(&from("10.0.0.66", "x"), proxy, now),
+                Err(Refusal::WrongToken)
+            );
+        }
+        assert_eq!(
+            g.user(&from("10.0.0.66", "s3cret"), proxy, now),
+            Err(Refusal::TooManyFailures)
+        );
+        // Another client of the same proxy is not locked out by the first one's guesses.
+        assert_eq!(
+            g.user(&from("10.0.0.7", "s3cret"), proxy, now)
+                .unwrap()
+                .name,
+            "alice"
+        );
+        // Without --trusted-proxy the header is ignored: the proxy is the address.
+        let (_d, mut plain) = with_tokens();
+        for _ in 0..MAX_FAILURES {
+            let _ = plain.user(&from("10.0.0.66", "x"), proxy, now);
+        }
+        assert_eq!(
+            plain.user(&from("10.0.0.7", "s3cret"), proxy, now),
+            Err(Refusal::TooManyFailures)
+        );
     }
 
     #[test]
