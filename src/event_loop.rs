@@ -477,20 +477,24 @@ impl Server {
         now: Instant,
     ) -> Result<(), ProtoError> {
         let existing = p.session.as_deref().and_then(|id| self.sessions.find(id));
+        // Another user's session, live or ended, answers exactly as an unknown id does, with
+        // or without new=1, before anything else about it can show (its policy, its end).
+        if let Some(s) = existing.and_then(|k| self.sessions.get(k))
+            && s.owner() != caller.name
+        {
+            return Err(self.unknown(None, caller));
+        }
         let (skey, created) = match existing {
             Some(s) => (s, false),
-            None if p.new => (self.create_session(p, caller, now)?, true),
-            None => return Err(self.unknown(p.session.as_deref())),
+            // An ended id stays its owner's until its tombstone expires.
+            None if p.new && !self.ended_elsewhere(p.session.as_deref(), caller) => {
+                (self.create_session(p, caller, now)?, true)
+            }
+            None => return Err(self.unknown(p.session.as_deref(), caller)),
         };
         let Some(s) = self.sessions.get_mut(skey) else {
-            return Err(self.unknown(None));
+            return Err(self.unknown(None, caller));
         };
-        if s.owner() != caller.name {
-            return Err(ProtoError::new(
-                ErrorCode::Forbidden,
-                "the session belongs to another user",
-            ));
-        }
         let start = s.start_point(p.since)?;
         let role = match s.admit(self.policy, k) {
             Admission::Refused => {
@@ -542,9 +546,14 @@ impl Server {
         Ok(())
     }
 
-    /// The answer for an id that names no session: why it is gone, if it is remembered.
-    fn unknown(&self, id: Option<&str>) -> ProtoError {
-        match id.and_then(|id| self.sessions.ended_as(id)) {
+    /// The answer for an id that names none of `caller`'s sessions: why it is gone, if it
+    /// is remembered as the caller's; another user's tombstone says nothing.
+    fn unknown(&self, id: Option<&str>, caller: &Caller) -> ProtoError {
+        let cause = id
+            .and_then(|id| self.sessions.ended(id))
+            .filter(|t| t.owner == caller.name)
+            .map(|t| t.cause);
+        match cause {
             Some(Cause::Expired) => ProtoError::new(
                 ErrorCode::Expired,
                 "the session was idle past its TTL and has ended",
@@ -552,6 +561,12 @@ impl Server {
             Some(Cause::Dropped) => ProtoError::new(ErrorCode::Dropped, "the session was dropped"),
             None => ProtoError::new(ErrorCode::NotFound, "no such session"),
         }
+    }
+
+    /// True when `id` ended as another user's session and is still remembered.
+    fn ended_elsewhere(&self, id: Option<&str>, caller: &Caller) -> bool {
+        id.and_then(|id| self.sessions.ended(id))
+            .is_some_and(|t| t.owner != caller.name)
     }
 
     /// Starts a session for `caller`, if every cap allows one more: the server's and the

@@ -155,8 +155,9 @@ pub const TLS_RESERVE: usize = TLS_SEND_LIMIT + (16 << 10) + (64 << 10) + (8 << 
 /// Memory a session's input queue holds at most: the cap, plus the one message that may
 /// arrive while the queue is just under it.
 pub const INPUT_RESERVE: usize = INPUT_CAP + MAX_MESSAGE;
-/// Bytes charged per tombstone: the id twice (map and queue) and the entries around it.
-pub const TOMBSTONE_RESERVE: usize = 2 * MAX_ID_LEN + 96;
+/// Bytes charged per tombstone: the id twice (map and queue), its owner's name (a user name
+/// is at most as long as an id) and the entries around it.
+pub const TOMBSTONE_RESERVE: usize = 3 * MAX_ID_LEN + 120;
 
 /// What happens to output while nobody is attached and the ring is full.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
