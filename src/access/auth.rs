@@ -236,7 +236,12 @@ impl FailureLimiter {
             .by_ip
             .get(&ip)
             .is_some_and(|(n, since)| *n >= MAX_FAILURES && now < *since + FAILURE_WINDOW);
-        own || (self.global_spent(now) && !self.trusted.get(&ip).is_some_and(|u| now < *u))
+        own || (self.global_spent(now) && !self.known(ip, now))
+    }
+
+    /// True while `ip` (a key) is remembered as having logged in.
+    fn known(&self, ip: IpAddr, now: Instant) -> bool {
+        self.trusted.get(&ip).is_some_and(|until| now < *until)
     }
 
     fn global_spent(&self, now: Instant) -> bool {
@@ -273,7 +278,8 @@ impl FailureLimiter {
         if e.0 == MAX_FAILURES {
             e.1 = now;
         }
-        e.0 >= MAX_FAILURES || self.global_spent(now) && !self.trusted.contains_key(&ip)
+        let own = e.0 >= MAX_FAILURES;
+        own || (self.global_spent(now) && !self.known(ip, now))
     }
 
     /// `ip` presented a right token: it keeps its own budget through a global block for

@@ -71,7 +71,7 @@ pub fn client(req: &Request, peer: IpAddr, trusted: &[IpAddr]) -> IpAddr {
     }
     values("x-real-ip")
         .filter_map(parse_node)
-        .last()
+        .next_back()
         .filter(|ip| !is_trusted(ip))
         .unwrap_or(peer)
 }
