@@ -257,29 +257,23 @@ impl Server {
     }
 
     fn add_conn(&mut self, stream: TcpStream, peer: SocketAddr, now: Instant) {
-        // (status, code, message, why for the log)
-        let refused = if self
-            .conns
-            .may_accept(peer.ip(), self.limits.max_pending)
-            .is_err()
-        {
-            Some((
-                429,
-                "limit",
-                "too many unfinished requests",
-                "too many unfinished requests",
-            ))
-        } else if self.limits.admit(self.usage(), Charge::Connection).is_err() {
-            Some((503, "memory", "memory cap reached", "--max-memory reached"))
-        } else {
-            None
-        };
-        if let Some((status, code, message, why)) = refused {
-            eprintln!("keepty: refused connection from {peer}: {why}");
+        // Pending is full: the oldest unfinished request of the address holding the most goes,
+        // so a slowloris from a few addresses cannot keep a fifth out.
+        if let Some(victim) = self.conns.pending_victim(self.limits.max_pending) {
+            if let Some(h) = self.conns.http_mut(victim) {
+                eprintln!(
+                    "keepty: --max-pending reached; closing an unfinished request from {}",
+                    h.peer()
+                );
+            }
+            self.relay().kill_conn(victim);
+        }
+        if self.limits.admit(self.usage(), Charge::Connection).is_err() {
+            eprintln!("keepty: refused connection from {peer}: --max-memory reached");
             self.counters.connections_refused += 1;
             // Over TLS a refusal cannot be read before a handshake we will not do: just close.
             if !self.is_tls() {
-                listener::refuse(stream, status, code, message);
+                listener::refuse(stream, 503, "memory", "memory cap reached");
             }
             return;
         }
@@ -340,7 +334,7 @@ impl Server {
                     self.respond(k, &Request::default(), e.response(), After::Close, now);
                 }
                 Step::Upgraded(u) => return self.upgrade(k, u, now),
-                Step::Blocked => return,
+                Step::Blocked => return self.settle_idle(k),
                 Step::Yield => break,
                 Step::Closed => return self.relay().kill_conn(k),
             }
@@ -350,14 +344,26 @@ impl Server {
         self.touched.conns.push(k);
     }
 
+    /// A connection that went idle between requests moves to the idle budget; past it, the
+    /// oldest idle one of the address with the most is closed.
+    fn settle_idle(&mut self, k: usize) {
+        if let Some(victim) = self.conns.settle_idle(k, self.limits.max_idle()) {
+            self.relay().kill_conn(victim);
+        }
+    }
+
     /// A request head arrived on connection `k`.
     fn on_head(&mut self, k: usize, req: Request, now: Instant) {
         let Some(peer) = self.conns.http_mut(k).map(|h| h.peer()) else {
             return;
         };
-        // Its first head is in: from now on it counts against --max-clients.
-        if self.conns.end_pending(k) && self.conns.active() > self.limits.max_clients {
-            eprintln!("keepty: refused request from {peer}: --max-clients reached");
+        // A request is being served: it counts against --max-clients and its client's share.
+        let client = self.gate.client(&req, peer);
+        let (max, share) = (self.limits.max_clients, self.limits.peer_share());
+        if self.conns.begin_request(k, client, max, share).is_err() {
+            eprintln!(
+                "keepty: refused request from {client}: --max-clients or its share ({share}) reached"
+            );
             self.counters.connections_refused += 1;
             let resp = Reject::TooManyClients.response();
             return self.respond(k, &req, resp, After::Close, now);

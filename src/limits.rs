@@ -85,8 +85,12 @@ pub const SETTLE_ROUNDS: usize = 8;
 
 // ---- per-peer and per-session bounds -----------------------------------------------------
 
-/// Unfinished requests allowed from one peer address: a browser opens about six at once.
-pub const PENDING_PER_PEER: usize = 8;
+/// An address's share of `--max-clients` is a quarter of it ([`Limits::peer_share`]): one
+/// peer cannot hold more than that while others wait.
+pub const PEER_SHARE_DIVISOR: usize = 4;
+/// ... but at least this many (or all of `--max-clients` when it is smaller): a browser with
+/// a dozen tabs reconnecting after a network change is one address.
+pub const PEER_SHARE_MIN: usize = 32;
 /// Input waiting for the PTY, bytes. A client is not read while this much is queued, so a
 /// program that stops reading its terminal pushes back on the client instead of growing memory.
 pub const INPUT_CAP: usize = 64 << 10;
@@ -120,6 +124,9 @@ pub const MAX_TITLE: usize = 256;
 
 // ---- time --------------------------------------------------------------------------------
 
+/// How long a kept-alive HTTP connection may wait for its next request (Apache's default):
+/// an idle connection holds a slot for nothing, and a browser simply opens a new one.
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
 /// How long a closing connection may take to answer our close or finish its request.
 pub const LINGER: Duration = Duration::from_secs(2);
 /// How long a peer may take none of a response before it is dropped. A slow phone link still
@@ -173,7 +180,8 @@ pub enum DetachedOutput {
 pub struct Limits {
     /// `--max-sessions`: sessions alive at once, all users together.
     pub max_sessions: usize,
-    /// `--max-clients`: connections past their first request head.
+    /// `--max-clients`: WebSockets and connections serving a request (kept-alive idle ones
+    /// and unfinished requests have budgets of their own).
     pub max_clients: usize,
     /// `--max-pending`: connections still sending their first request head.
     pub max_pending: usize,
@@ -222,6 +230,19 @@ pub enum Charge {
 pub struct OverBudget;
 
 impl Limits {
+    /// How many of `--max-clients` one address (an IPv6 /64) may hold at once.
+    pub fn peer_share(&self) -> usize {
+        (self.max_clients / PEER_SHARE_DIVISOR)
+            .max(PEER_SHARE_MIN)
+            .min(self.max_clients)
+    }
+
+    /// How many connections may be kept alive between requests: as many as `--max-clients`,
+    /// in a budget of their own, so idle ones never keep out a request or a WebSocket.
+    pub fn max_idle(&self) -> usize {
+        self.max_clients
+    }
+
     /// Memory charged per session: its ring in full and its input queue at the most it holds.
     pub fn session_reserve(&self) -> usize {
         self.scrollback + INPUT_RESERVE

@@ -3,9 +3,11 @@
 //! [`HttpConn::advance`] reads a request head, writes a response and lingers after a close,
 //! without blocking, and says what happened ([`Step`]); the event loop only decides what a
 //! head gets and what follows a sent response. [`Conns`] holds every connection (HTTP or
-//! WebSocket) in a slab with generations, counts the ones still sending their first head
-//! against `--max-pending`, and frees slots only after the event batch (deferred removal), so
-//! an event for a closed connection never reaches a new one in the same slot.
+//! WebSocket) in a slab with generations and keeps each in one of three budgets
+//! ([`Budget`]): still sending its first head (`--max-pending`), serving a request or a
+//! WebSocket (`--max-clients`, and a per-address share of it), or kept alive between requests
+//! (a budget of its own, evicted first). It frees slots only after the event batch (deferred
+//! removal), so an event for a closed connection never reaches a new one in the same slot.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -16,7 +18,8 @@ use std::time::Instant;
 use mio::{Interest, Registry};
 use slab::Slab;
 
-use crate::limits::{HTTP_STEP_BUDGET, LINGER, MAX_HEAD, PENDING_PER_PEER, WRITE_STALL};
+use crate::limits::{HTTP_STEP_BUDGET, KEEPALIVE_IDLE, LINGER, MAX_HEAD, WRITE_STALL};
+use crate::net::addr;
 use crate::net::http::{self, HeadError, Request, Response};
 use crate::net::stream::{Stream, Transport};
 use crate::net::ws::WsConn;
@@ -73,6 +76,8 @@ pub struct HttpConn<U, S = Stream> {
     deadline: Instant,
     /// The earliest wheel entry pending for this connection.
     timer_at: Instant,
+    /// A kept-alive response has been sent: reading now means waiting for the next request.
+    served: bool,
 }
 
 impl<U, S: Transport> HttpConn<U, S> {
@@ -85,7 +90,14 @@ impl<U, S: Transport> HttpConn<U, S> {
             phase: Phase::Reading,
             deadline,
             timer_at: deadline,
+            served: false,
         }
+    }
+
+    /// True while the connection is kept alive between requests: a response went out and no
+    /// next request has arrived. Such a connection holds nothing a client waits for.
+    pub fn is_idle(&self) -> bool {
+        self.served && matches!(self.phase, Phase::Reading)
     }
 
     /// Peer address.
@@ -199,9 +211,11 @@ impl<U, S: Transport> HttpConn<U, S> {
         };
         match after {
             After::KeepAlive => {
-                // A new request gets a fresh head deadline.
+                // The next request must come soon: an idle connection is a slot held for
+                // nothing, and a browser opens a new one when it finds this one closed.
                 self.phase = Phase::Reading;
-                self.deadline = now + header_timeout;
+                self.served = true;
+                self.deadline = now + header_timeout.min(KEEPALIVE_IDLE);
                 None
             }
             After::Close => {
@@ -312,44 +326,60 @@ pub struct Conn<U> {
     /// What it is.
     pub kind: Kind<U>,
     dead: bool,
-    /// Has not finished its first request head: counted against `--max-pending`, not
-    /// `--max-clients`, so a slowloris cannot take the client slots.
-    pending: Option<IpAddr>,
+    /// Which budget it counts in.
+    budget: Budget,
 }
 
-/// Why a new connection is turned away before it is read.
+/// Which budget a connection counts in, with the address key it counts under
+/// ([`addr::key`]) and, where the oldest may be evicted, when it entered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Budget {
+    /// Still sending its first request head: `--max-pending`. Keyed by the socket's peer.
+    Pending(IpAddr, u64),
+    /// Serving a request, or a WebSocket: `--max-clients` and the per-address share. Keyed by
+    /// the client (behind a `--trusted-proxy`, the one its headers name).
+    Busy(IpAddr),
+    /// Kept alive between requests: a budget of its own, the oldest of the heaviest address
+    /// evicted first.
+    Idle(IpAddr, u64),
+    /// Refused or closing: counted nowhere (the linger timer bounds it).
+    Uncounted,
+}
+
+/// `--max-clients`, or the address's share of it, is reached.
 #[derive(Debug, PartialEq, Eq)]
-pub struct TooManyPending;
+pub struct TooManyClients;
 
-/// Connections still sending their first request head, in all and per peer address.
+/// How many connections one budget holds, in all and per address key.
 #[derive(Default)]
-struct Pending {
+struct Tally {
     total: usize,
-    by_ip: HashMap<IpAddr, usize>,
+    by_key: HashMap<IpAddr, usize>,
 }
 
-impl Pending {
-    fn may_add(&self, ip: IpAddr, max: usize) -> Result<(), TooManyPending> {
-        let from_peer = self.by_ip.get(&ip).copied().unwrap_or(0);
-        if self.total >= max || from_peer >= PENDING_PER_PEER {
-            return Err(TooManyPending);
-        }
-        Ok(())
+impl Tally {
+    fn of(&self, key: IpAddr) -> usize {
+        self.by_key.get(&key).copied().unwrap_or(0)
     }
 
-    fn add(&mut self, ip: IpAddr) {
+    fn add(&mut self, key: IpAddr) {
         self.total += 1;
-        *self.by_ip.entry(ip).or_insert(0) += 1;
+        *self.by_key.entry(key).or_insert(0) += 1;
     }
 
-    fn remove(&mut self, ip: IpAddr) {
+    fn remove(&mut self, key: IpAddr) {
         self.total -= 1;
-        if let Some(n) = self.by_ip.get_mut(&ip) {
+        if let Some(n) = self.by_key.get_mut(&key) {
             *n -= 1;
             if *n == 0 {
-                self.by_ip.remove(&ip);
+                self.by_key.remove(&key);
             }
         }
+    }
+
+    /// The key holding the most, if any.
+    fn heaviest(&self) -> Option<IpAddr> {
+        self.by_key.iter().max_by_key(|(_, n)| **n).map(|(k, _)| *k)
     }
 }
 
@@ -357,7 +387,11 @@ impl Pending {
 pub struct Conns<U> {
     slab: Slab<Conn<U>>,
     generation: u64,
-    pending: Pending,
+    pending: Tally,
+    busy: Tally,
+    idle: Tally,
+    /// Orders entries into the pending and idle budgets, oldest first.
+    seq: u64,
     ws: usize,
     dead: Vec<usize>,
 }
@@ -367,7 +401,10 @@ impl<U> Default for Conns<U> {
         Conns {
             slab: Slab::new(),
             generation: 0,
-            pending: Pending::default(),
+            pending: Tally::default(),
+            busy: Tally::default(),
+            idle: Tally::default(),
+            seq: 0,
             ws: 0,
             dead: Vec::new(),
         }
@@ -375,12 +412,32 @@ impl<U> Default for Conns<U> {
 }
 
 impl<U> Conns<U> {
-    /// Whether one more unfinished request from `ip` fits `--max-pending` and the per-peer cap.
-    pub fn may_accept(&self, ip: IpAddr, max_pending: usize) -> Result<(), TooManyPending> {
-        self.pending.may_add(ip, max_pending)
+    /// Makes room for one more unfinished request: when `--max-pending` are pending, the
+    /// slot of the one to close, the oldest of the address with the most. A peer holding many
+    /// unfinished requests so loses its own first, and never keeps out another address.
+    pub fn pending_victim(&self, max_pending: usize) -> Option<usize> {
+        if self.pending.total < max_pending {
+            return None;
+        }
+        let key = self.pending.heaviest()?;
+        self.oldest(|b| match b {
+            Budget::Pending(k, seq) if k == key => Some(seq),
+            _ => None,
+        })
     }
 
-    /// Adds a new connection, registered for both directions; its slot and generation.
+    /// The live slot whose budget `pick` gives the smallest sequence number.
+    fn oldest(&self, pick: impl Fn(Budget) -> Option<u64>) -> Option<usize> {
+        self.slab
+            .iter()
+            .filter(|(_, c)| !c.dead)
+            .filter_map(|(k, c)| pick(c.budget).map(|seq| (seq, k)))
+            .min()
+            .map(|(_, k)| k)
+    }
+
+    /// Adds a new connection, registered for both directions, as pending under its peer's
+    /// address; its slot and generation.
     pub fn insert(&mut self, mut h: HttpConn<U>, registry: &Registry) -> io::Result<(usize, u64)> {
         let entry = self.slab.vacant_entry();
         let key = entry.key();
@@ -389,26 +446,86 @@ impl<U> Conns<U> {
             token::conn(key),
             Interest::READABLE | Interest::WRITABLE,
         )?;
-        let ip = h.peer().ip();
+        let ip = addr::key(h.peer().ip());
         self.generation += 1;
+        self.seq += 1;
         entry.insert(Conn {
             generation: self.generation,
             kind: Kind::Http(Box::new(h)),
             dead: false,
-            pending: Some(ip),
+            budget: Budget::Pending(ip, self.seq),
         });
         self.pending.add(ip);
         Ok((key, self.generation))
     }
 
+    /// Takes connection `k` out of whichever budget it counts in.
+    fn uncount(&mut self, k: usize) {
+        let Some(c) = self.slab.get_mut(k) else {
+            return;
+        };
+        match std::mem::replace(&mut c.budget, Budget::Uncounted) {
+            Budget::Pending(ip, _) => self.pending.remove(ip),
+            Budget::Busy(ip) => self.busy.remove(ip),
+            Budget::Idle(ip, _) => self.idle.remove(ip),
+            Budget::Uncounted => {}
+        }
+    }
+
+    /// A request head arrived on `k` from `client`: the connection now serves a request and
+    /// counts against `--max-clients` and `client`'s `share` of it. Refused (and counted
+    /// nowhere, to be answered and closed) past either.
+    pub fn begin_request(
+        &mut self,
+        k: usize,
+        client: IpAddr,
+        max_clients: usize,
+        share: usize,
+    ) -> Result<(), TooManyClients> {
+        let Some(c) = self.slab.get(k) else {
+            return Err(TooManyClients);
+        };
+        if matches!(c.budget, Budget::Busy(_)) {
+            return Ok(());
+        }
+        self.uncount(k);
+        let key = addr::key(client);
+        if self.busy.total >= max_clients || self.busy.of(key) >= share {
+            return Err(TooManyClients);
+        }
+        self.busy.add(key);
+        self.slab[k].budget = Budget::Busy(key);
+        Ok(())
+    }
+
+    /// After `k` made progress: a connection kept alive between requests moves into the idle
+    /// budget. When that holds more than `max_idle`, the slot of the one to close: the
+    /// oldest idle connection of the address with the most.
+    pub fn settle_idle(&mut self, k: usize, max_idle: usize) -> Option<usize> {
+        let c = self.slab.get(k).filter(|c| !c.dead)?;
+        let Budget::Busy(key) = c.budget else {
+            return None;
+        };
+        if !matches!(&c.kind, Kind::Http(h) if h.is_idle()) {
+            return None;
+        }
+        self.busy.remove(key);
+        self.idle.add(key);
+        self.seq += 1;
+        self.slab[k].budget = Budget::Idle(key, self.seq);
+        if self.idle.total <= max_idle {
+            return None;
+        }
+        let heavy = self.idle.heaviest()?;
+        self.oldest(|b| match b {
+            Budget::Idle(k, seq) if k == heavy => Some(seq),
+            _ => None,
+        })
+    }
+
     /// True when none is left.
     pub fn is_empty(&self) -> bool {
         self.slab.is_empty()
-    }
-
-    /// Connections past their first request head: the ones `--max-clients` counts.
-    pub fn active(&self) -> usize {
-        self.slab.len() - self.pending.total
     }
 
     /// Connections not upgraded, and WebSockets.
@@ -466,16 +583,6 @@ impl<U> Conns<U> {
         }
     }
 
-    /// A connection's first request head is complete: it no longer counts as pending.
-    /// True if it was pending until now.
-    pub fn end_pending(&mut self, k: usize) -> bool {
-        let Some(ip) = self.slab.get_mut(k).and_then(|c| c.pending.take()) else {
-            return false;
-        };
-        self.pending.remove(ip);
-        true
-    }
-
     /// Marks a connection for removal after the batch. A WebSocket is finished at once and
     /// its session binding returned, so the caller detaches it now and the session's read
     /// budget no longer waits for it.
@@ -483,7 +590,7 @@ impl<U> Conns<U> {
         let conn = self.slab.get_mut(k).filter(|c| !c.dead)?;
         conn.dead = true;
         self.dead.push(k);
-        self.end_pending(k);
+        self.uncount(k);
         match &mut self.slab[k].kind {
             Kind::Ws(w) => {
                 w.finish();
@@ -755,28 +862,23 @@ mod tests {
     }
 
     #[test]
-    fn pending_counts_per_peer_and_in_all() {
-        let mut p = Pending::default();
+    fn tallies_count_per_key_and_in_all() {
+        let mut t = Tally::default();
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
-        for _ in 0..PENDING_PER_PEER {
-            assert_eq!(p.may_add(a, 32), Ok(()));
-            p.add(a);
+        assert_eq!(t.heaviest(), None);
+        for _ in 0..3 {
+            t.add(a);
         }
-        assert_eq!(p.may_add(a, 32), Err(TooManyPending), "per-peer cap");
-        assert_eq!(p.may_add(b, 32), Ok(()), "another peer is not blocked");
-        assert_eq!(
-            p.may_add(b, PENDING_PER_PEER),
-            Err(TooManyPending),
-            "--max-pending"
-        );
-        p.remove(a);
-        assert_eq!(p.may_add(a, 32), Ok(()));
-        for _ in 1..PENDING_PER_PEER {
-            p.remove(a);
+        t.add(b);
+        assert_eq!((t.total, t.of(a), t.of(b)), (4, 3, 1));
+        assert_eq!(t.heaviest(), Some(a));
+        for _ in 0..3 {
+            t.remove(a);
         }
-        assert_eq!(p.total, 0);
-        assert!(p.by_ip.is_empty(), "no entry left behind for a gone peer");
+        t.remove(b);
+        assert_eq!(t.total, 0);
+        assert!(t.by_key.is_empty(), "no entry left behind for a gone peer");
     }
 
     #[test]
