@@ -14,9 +14,9 @@ use serde_json::Value;
 
 use common::http::{self, Response};
 use common::proc::{connect_from, cpu_secs, rss_kib};
+use common::spawn_server;
 use common::support::echo_roundtrip;
 use common::ws::{self, Msg, WAIT, Ws};
-use common::spawn_server;
 
 /// How an attach attempt was turned away.
 #[derive(Debug)]
