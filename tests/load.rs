@@ -159,9 +159,9 @@ fn a_slowloris_of_500_does_not_keep_a_probe_out() {
     let addr = srv.addr();
     let mut canary = Canary::open_with(&srv, Duration::from_secs(1));
     let head = http::half_head(&addr);
-    // All from 127.0.0.1: --max-pending allows 8 unfinished heads per peer address (32 in
-    // all), so the rest are refused at once; the probe comes from 127.0.0.2 (from 127.0.0.1
-    // it would be one more pending connection of an address at its cap).
+    // All from 127.0.0.1: --max-pending holds 32 unfinished heads, and each newcomer past it
+    // closes the oldest of the address holding the most (this one); the probe comes from
+    // 127.0.0.2, which is never the heaviest address.
     let mut loris: Vec<Option<TcpStream>> = (0..500)
         .map(|_| {
             let s = TcpStream::connect(&addr).ok()?;
