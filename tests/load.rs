@@ -220,8 +220,9 @@ fn a_slowloris_of_500_does_not_keep_a_probe_out() {
     let live = loris.iter().filter(|s| s.is_some()).count();
     eprintln!("slowloris: {live} of 500 still open after 6 s, {probes} probes attached");
     assert!(probes >= 5, "only {probes} probes");
+    // --max-pending (32): each newcomer past it closed the oldest of this address.
     assert!(
-        live <= 8,
+        live <= 32,
         "{live} slowloris connections from one address held open"
     );
     canary.alive("a slowloris of 500");
