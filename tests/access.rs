@@ -129,9 +129,9 @@ fn another_users_id_answers_like_an_unknown_one() {
 }
 
 /// Ten `<img src=".../admin/sessions?token=x">` on a foreign page, and WebSockets from a
-/// foreign origin with a junk token, must not lock the operator out (issue 15, case 4).
-/// Before: the token was judged before the Origin and each counted, so the right token then
-/// got 429 for a minute.
+/// foreign origin with a junk token, must not lock the operator out (issue 15, case 4): a
+/// browser's cross-site request is refused (403) before its token is read. Before: the token
+/// was judged first and each counted, so the right token then got 429 for a minute.
 #[test]
 fn a_foreign_page_cannot_lock_the_operator_out() {
     let dir = TempDir::new("cross-site");
@@ -147,7 +147,7 @@ fn a_foreign_page_cannot_lock_the_operator_out() {
                 "Sec-Fetch-Dest: image",
             ],
         );
-        assert_json_error(&r, 401, Some("unauthorized"), "an image's junk token");
+        assert_json_error(&r, 403, Some("forbidden"), "an image's junk token");
         let r = http::upgrade(
             &addr,
             "new=1",
@@ -162,6 +162,19 @@ fn a_foreign_page_cannot_lock_the_operator_out() {
         );
         assert_json_error(&r, 403, Some("forbidden"), "a foreign origin's socket");
     }
+    // A client writing those headers itself gets no answer to its guesses: even a right
+    // token is refused unread.
+    let r = http::get_with(
+        &addr,
+        "/api/sessions",
+        &[&bearer(ALICE), "Sec-Fetch-Site: cross-site"],
+    );
+    assert_json_error(
+        &r,
+        403,
+        Some("forbidden"),
+        "a token in a cross-site request",
+    );
     let r = http::get_with(&addr, "/api/sessions", &[&bearer(ALICE)]);
     assert_eq!(r.status, 200, "the operator's token: {}", r.text());
     let r = http::get_with(&addr, "/admin/sessions", &[&bearer(ADMIN)]);

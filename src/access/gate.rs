@@ -42,6 +42,10 @@ pub(crate) enum Refusal {
     /// More than one `Sec-Fetch-Site` header: as with two Origins, judging only the first
     /// would be a bypass. 403.
     TwoFetchSites,
+    /// A token in a request a browser made for another site's page (an `<img>`, a link, a
+    /// script): refused before the token is read, so it is neither a guess that counts
+    /// against the address nor one that is answered. 403.
+    CrossSiteToken,
     /// An admin request from a peer off loopback, with no admin token file to let it prove
     /// itself. 403.
     AdminNotLoopback,
@@ -70,6 +74,11 @@ impl Refusal {
                 "a request from another site cannot change sessions",
             ),
             Refusal::TwoFetchSites => (403, "forbidden", "more than one Sec-Fetch-Site"),
+            Refusal::CrossSiteToken => (
+                403,
+                "forbidden",
+                "a request made for another site cannot present a token; open it from the address bar",
+            ),
             Refusal::AdminNotLoopback => (
                 403,
                 "forbidden",
@@ -293,6 +302,12 @@ impl Gate {
                 max_sessions: None,
             });
         }
+        // Another site's page must not make this browser's requests guess tokens (each
+        // would count against the operator's own address). A client could send these
+        // headers itself, so the token is not read at all rather than read and not counted.
+        if browser_cross_site(req) {
+            return Err(Refusal::CrossSiteToken);
+        }
         let client = self.client(req, peer);
         // The block is on guessing tokens, so it applies where a token is checked.
         if self.failures.blocked(client, now) {
@@ -313,7 +328,7 @@ impl Gate {
                 self.failures.succeed(client, now);
                 Ok(caller)
             }
-            None => Err(self.wrong_token(req, client, now, "user")),
+            None => Err(self.wrong_token(client, now, "user")),
         }
     }
 
@@ -346,6 +361,9 @@ impl Gate {
                 Err(Refusal::AdminNotLoopback)
             };
         }
+        if browser_cross_site(req) {
+            return Err(Refusal::CrossSiteToken);
+        }
         let client = self.client(req, peer);
         if self.failures.blocked(client, now) {
             return Err(Refusal::TooManyFailures);
@@ -360,22 +378,14 @@ impl Gate {
                 self.failures.succeed(client, now);
                 Ok(())
             }
-            Some(_) => Err(self.wrong_token(req, client, now, "admin")),
+            Some(_) => Err(self.wrong_token(client, now, "admin")),
         }
     }
 
-    /// Counts a wrong token from `peer` (never logging it). Once the address has used up its
-    /// attempts, its next requests get 429 (checked before any token). A request a browser
-    /// made for another site's page is answered 401 but not counted: otherwise any page the
-    /// operator visits could lock the operator's own address out with a few `<img>` tags.
-    fn wrong_token(&mut self, req: &Request, client: IpAddr, now: Instant, kind: &str) -> Refusal {
+    /// Counts a wrong token from `client` (never logging it). Once the address has used up
+    /// its attempts, its next requests get 429 (checked before any token).
+    fn wrong_token(&mut self, client: IpAddr, now: Instant, kind: &str) -> Refusal {
         self.auth_failures += 1;
-        if browser_cross_site(req) {
-            eprintln!(
-                "keepty: wrong {kind} token from {client} in a cross-site browser request (not counted)"
-            );
-            return Refusal::WrongToken;
-        }
         let blocked = self.failures.fail(client, now);
         eprintln!(
             "keepty: wrong {kind} token from {client}{}",
@@ -414,8 +424,8 @@ fn fetch_site(req: &Request, side_effect: bool) -> Result<(), Refusal> {
 /// True when a browser says it made this request for another origin's page
 /// (`Sec-Fetch-Site` other than `same-origin` or `none`), or as a subresource no keepty
 /// page loads with a token (`Sec-Fetch-Dest` `image`, `script` or `style`). Such a request's
-/// wrong token is not a guess by the peer: it is a page elsewhere using the peer's browser.
-/// A client that omits the headers (curl, a script) is counted as before.
+/// token is not the peer's guess but a page elsewhere using the peer's browser. A client
+/// that omits the headers (curl, a script) is judged by its token.
 fn browser_cross_site(req: &Request) -> bool {
     let site = req.header("sec-fetch-site").map(str::trim);
     let dest = req.header("sec-fetch-dest").map(str::trim);
@@ -731,6 +741,13 @@ mod tests {
         assert_eq!(g.admin(&site("none", "r00t"), true, p, now), Ok(()));
         assert_eq!(
             g.admin(&site("cross-site", "r00t"), false, p, now),
+            Err(Refusal::CrossSiteToken),
+            "with a token file, no token is read from another site's request"
+        );
+        // Without an admin token file, a read-only admin request is judged by loopback alone.
+        let mut open = open(&Config::default());
+        assert_eq!(
+            open.admin(&site("cross-site", "x"), false, p, now),
             Ok(()),
             "only a side effect is refused cross-site"
         );
@@ -758,26 +775,49 @@ mod tests {
     }
 
     #[test]
-    fn cross_site_browser_failures_never_lock_the_address() {
+    fn cross_site_browser_requests_never_reach_the_token() {
         let (_dir, mut g) = with_tokens();
         let (p, now) = (peer("192.168.1.5"), Instant::now());
         // What `<img src="http://box:7700/admin/sessions?token=x">` on another site sends.
-        let img = req(
-            "GET /admin/sessions?token=x HTTP/1.1\r\nHost: localhost:7700\r\n\
-             Sec-Fetch-Site: cross-site\r\nSec-Fetch-Mode: no-cors\r\nSec-Fetch-Dest: image\r\n\r\n",
-        );
+        let img = |token: &str| {
+            req(&format!(
+                "GET /admin/sessions?token={token} HTTP/1.1\r\nHost: localhost:7700\r\n\
+                 Sec-Fetch-Site: cross-site\r\nSec-Fetch-Mode: no-cors\r\nSec-Fetch-Dest: image\r\n\r\n"
+            ))
+        };
         // A same-site page on another port, and a script tag with no site header at all.
-        let sibling = req("GET /api/sessions HTTP/1.1\r\nHost: localhost:7700\r\n\
-             Authorization: Bearer x\r\nSec-Fetch-Site: same-site\r\n\r\n");
+        let sibling = |token: &str| {
+            req(&format!(
+                "GET /api/sessions HTTP/1.1\r\nHost: localhost:7700\r\n\
+                 Authorization: Bearer {token}\r\nSec-Fetch-Site: same-site\r\n\r\n"
+            ))
+        };
         let script = req(
             "GET /admin/sessions?token=x HTTP/1.1\r\nHost: localhost:7700\r\n\
              Sec-Fetch-Dest: script\r\n\r\n",
         );
         for _ in 0..3 * MAX_FAILURES {
-            assert_eq!(g.admin(&img, false, p, now), Err(Refusal::WrongToken));
-            assert_eq!(g.user(&sibling, p, now), Err(Refusal::WrongToken));
-            assert_eq!(g.admin(&script, false, p, now), Err(Refusal::WrongToken));
+            assert_eq!(
+                g.admin(&img("x"), false, p, now),
+                Err(Refusal::CrossSiteToken)
+            );
+            assert_eq!(g.user(&sibling("x"), p, now), Err(Refusal::CrossSiteToken));
+            assert_eq!(
+                g.admin(&script, false, p, now),
+                Err(Refusal::CrossSiteToken)
+            );
         }
+        // The token is not read at all: a right one is refused the same way, so a client
+        // that writes these headers itself gets no answer to its guesses.
+        assert_eq!(
+            g.admin(&img("r00t"), false, p, now),
+            Err(Refusal::CrossSiteToken)
+        );
+        assert_eq!(
+            g.user(&sibling("s3cret"), p, now),
+            Err(Refusal::CrossSiteToken)
+        );
+        assert_eq!(g.auth_failures(), 0);
         assert_eq!(g.user(&ws_bearer("s3cret"), p, now).unwrap().name, "alice");
         let admin = req("GET /admin/sessions?token=r00t HTTP/1.1\r\nHost: localhost:7700\r\n\r\n");
         assert_eq!(g.admin(&admin, false, p, now), Ok(()));
@@ -787,15 +827,10 @@ mod tests {
              Authorization: Bearer nope\r\n\r\n",
         );
         assert_eq!(g.user(&ws, p, now), Err(Refusal::ForeignOrigin));
-        assert_eq!(g.auth_failures(), u64::from(9 * MAX_FAILURES));
-        // The same wrong token from curl (no fetch metadata) counts.
-        for _ in 0..MAX_FAILURES {
-            assert_eq!(g.user(&ws_bearer("nope"), p, now), Err(Refusal::WrongToken));
-        }
-        assert_eq!(
-            g.user(&ws_bearer("s3cret"), p, now),
-            Err(Refusal::TooManyFailures)
-        );
+        assert_eq!(g.auth_failures(), 0);
+        // Without a token file there is no token to protect: the page's own rules apply.
+        let mut open = open(&Config::default());
+        assert!(open.user(&sibling("x"), peer("127.0.0.1"), now).is_ok());
     }
 
     #[test]
@@ -931,6 +966,7 @@ mod tests {
             (Refusal::ForeignOrigin, 403, "forbidden"),
             (Refusal::CrossSite, 403, "forbidden"),
             (Refusal::TwoFetchSites, 403, "forbidden"),
+            (Refusal::CrossSiteToken, 403, "forbidden"),
             (Refusal::AdminNotLoopback, 403, "forbidden"),
             (Refusal::NoUserToken, 401, "unauthorized"),
             (Refusal::NoAdminToken, 401, "unauthorized"),
