@@ -896,20 +896,35 @@ mod tests {
         h.respond(&req, ok(), After::KeepAlive, false, t0);
         assert_eq!(h.rearm(t0), None);
         assert!(!h.expired(t0 + TIMEOUT));
-        // Once sent, the next head gets a deadline earlier than the stall one.
+        // Once sent, the connection is idle and waits for its next head at most
+        // KEEPALIVE_IDLE, sooner than the pending entry (t0 + 10 s): a new one is filed.
         let t1 = t0 + Duration::from_secs(1);
+        assert!(!h.is_idle());
         let _ = h.advance(t1, TIMEOUT);
+        assert!(h.is_idle());
+        assert_eq!(h.rearm(t1), Some(t1 + KEEPALIVE_IDLE));
+        assert_eq!(h.rearm(t1), None);
+        assert!(!h.expired(t1 + KEEPALIVE_IDLE - Duration::from_millis(1)));
+        assert!(h.expired(t1 + KEEPALIVE_IDLE));
+        // A shorter --header-timeout wins over the keep-alive idle time.
+        let (mut h2, _sock2, t) = answering(After::KeepAlive);
+        let short = Duration::from_secs(2);
+        let _ = h2.advance(t, short);
+        assert!(!h2.expired(t + short - Duration::from_millis(1)));
+        assert!(h2.expired(t + short));
+        // The next request: busy again, the entry for its response filed once.
+        let t2 = t1 + Duration::from_secs(1);
+        sock.feed(GET);
+        let req = head(h.advance(t2, TIMEOUT));
+        h.respond(&req, ok(), After::KeepAlive, false, t2);
+        assert!(!h.is_idle());
+        assert_eq!(h.rearm(t2), None, "the entry at t1 + 5 s is still ahead");
+        let t3 = t1 + KEEPALIVE_IDLE;
         assert_eq!(
-            h.rearm(t1),
-            None,
-            "the head-deadline entry at t0 + 10 s is still ahead"
+            h.rearm(t3),
+            Some(t2 + WRITE_STALL),
+            "it fired: file the new one"
         );
-        let t2 = t0 + TIMEOUT;
-        assert_eq!(
-            h.rearm(t2),
-            Some(t1 + TIMEOUT),
-            "the old entry fired: file the new one"
-        );
-        assert_eq!(h.rearm(t2), None);
+        assert_eq!(h.rearm(t3), None);
     }
 }
