@@ -319,7 +319,7 @@ impl Server {
         };
         // Bounded like each advance, so an endless pipeline cannot starve everyone else.
         for _ in 0..crate::limits::HTTP_STEP_BUDGET {
-            let header_timeout = self.limits.header_timeout;
+            let header_timeout = self.limits.next_head_timeout();
             let Some(h) = self.conns.http_mut(k) else {
                 return;
             };

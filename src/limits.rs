@@ -23,6 +23,10 @@ pub const DEFAULT_MAX_MEMORY: usize = 64 << 20;
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// `--max-pending`.
 pub const DEFAULT_MAX_PENDING: usize = 32;
+/// `--keepalive-timeout`: how long a kept-alive HTTP connection may wait for its next request
+/// (Apache's default): an idle connection holds a slot for nothing, and a browser simply
+/// opens a new one.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// `--ping-interval`: under the idle timeouts of common proxies and NAT tables.
 pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(20);
 
@@ -85,8 +89,8 @@ pub const SETTLE_ROUNDS: usize = 8;
 
 // ---- per-peer and per-session bounds -----------------------------------------------------
 
-/// An address's share of `--max-clients` is a quarter of it ([`Limits::peer_share`]): one
-/// peer cannot hold more than that while others wait.
+/// The default `--max-clients-per-address` is a quarter of `--max-clients`
+/// ([`Limits::peer_share`]): one peer cannot hold more than that while others wait.
 pub const PEER_SHARE_DIVISOR: usize = 4;
 /// ... but at least this many (or all of `--max-clients` when it is smaller): a browser with
 /// a dozen tabs reconnecting after a network change is one address.
@@ -124,9 +128,6 @@ pub const MAX_TITLE: usize = 256;
 
 // ---- time --------------------------------------------------------------------------------
 
-/// How long a kept-alive HTTP connection may wait for its next request (Apache's default):
-/// an idle connection holds a slot for nothing, and a browser simply opens a new one.
-pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
 /// How long a closing connection may take to answer our close or finish its request.
 pub const LINGER: Duration = Duration::from_secs(2);
 /// How long a peer may take none of a response before it is dropped. A slow phone link still
@@ -193,6 +194,10 @@ pub struct Limits {
     pub ttl: Duration,
     /// `--header-timeout`: total time for a request head.
     pub header_timeout: Duration,
+    /// `--keepalive-timeout`: how long a kept-alive connection may wait for its next request.
+    pub keepalive_timeout: Duration,
+    /// `--max-clients-per-address`, if given; else [`Limits::peer_share`] derives it.
+    pub max_per_address: Option<usize>,
     /// `--ping-interval`: the liveness tick of every WebSocket.
     pub ping_interval: Duration,
     /// `--detached-output`: whether a full ring with nobody attached blocks the program.
@@ -230,11 +235,19 @@ pub enum Charge {
 pub struct OverBudget;
 
 impl Limits {
-    /// How many of `--max-clients` one address (an IPv6 /64) may hold at once.
+    /// How many of `--max-clients` one address (an IPv6 /64) may hold at once:
+    /// `--max-clients-per-address`, else a quarter of `--max-clients` but at least
+    /// [`PEER_SHARE_MIN`], never more than `--max-clients`.
     pub fn peer_share(&self) -> usize {
-        (self.max_clients / PEER_SHARE_DIVISOR)
-            .max(PEER_SHARE_MIN)
+        self.max_per_address
+            .unwrap_or((self.max_clients / PEER_SHARE_DIVISOR).max(PEER_SHARE_MIN))
             .min(self.max_clients)
+    }
+
+    /// How long a kept-alive connection waits for its next request head: the keep-alive
+    /// timeout, or the head timeout when that is shorter.
+    pub fn next_head_timeout(&self) -> Duration {
+        self.keepalive_timeout.min(self.header_timeout)
     }
 
     /// How many connections may be kept alive between requests: as many as `--max-clients`,
@@ -332,6 +345,24 @@ mod tests {
         assert_eq!(l.admit(full, Charge::Upgrade), Err(OverBudget));
         let l = limits(WS_RESERVE);
         assert_eq!(l.admit(one_conn, Charge::Upgrade), Ok(()));
+    }
+
+    #[test]
+    fn peer_share_defaults_and_bounds() {
+        let with = |max_clients, max_per_address| {
+            crate::config::Config {
+                max_clients,
+                max_per_address,
+                ..Default::default()
+            }
+            .limits(false)
+            .peer_share()
+        };
+        assert_eq!(with(128, None), 32);
+        assert_eq!(with(400, None), 100);
+        assert_eq!(with(8, None), 8, "never more than --max-clients");
+        assert_eq!(with(128, Some(5)), 5);
+        assert_eq!(with(128, Some(500)), 128);
     }
 
     #[test]

@@ -82,6 +82,9 @@ fn two_hundred_sessions_reconnect_ten_times_with_exactly_the_missing_bytes() {
         "210",
         "--max-clients",
         "260",
+        // All 200 come from 127.0.0.1: a load test, not one of fairness.
+        "--max-clients-per-address",
+        "260",
         "--max-memory",
         "512M",
         "--scrollback",
@@ -255,6 +258,8 @@ fn fifty_slow_readers_are_throttled_and_bounded() {
         "60",
         "--max-clients",
         "80",
+        "--max-clients-per-address",
+        "80",
         "--scrollback",
         "64K",
         "--",
@@ -337,6 +342,9 @@ fn a_thousand_idle_connections() {
         "--max-memory",
         "1G",
         "--header-timeout",
+        "60s",
+        // They stay kept-alive and idle for the measurement (5 s by default).
+        "--keepalive-timeout",
         "60s",
         "--",
         "/bin/sh",

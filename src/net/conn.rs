@@ -18,7 +18,7 @@ use std::time::Instant;
 use mio::{Interest, Registry};
 use slab::Slab;
 
-use crate::limits::{HTTP_STEP_BUDGET, KEEPALIVE_IDLE, LINGER, MAX_HEAD, WRITE_STALL};
+use crate::limits::{HTTP_STEP_BUDGET, LINGER, MAX_HEAD, WRITE_STALL};
 use crate::net::addr;
 use crate::net::http::{self, HeadError, Request, Response};
 use crate::net::stream::{Stream, Transport};
@@ -121,7 +121,9 @@ impl<U, S: Transport> HttpConn<U, S> {
     }
 
     /// Goes as far as it can without blocking, at most [`HTTP_STEP_BUDGET`] steps.
-    /// `header_timeout` is the deadline a kept-alive connection gets for its next head.
+    /// `header_timeout` is the deadline a kept-alive connection gets for its next head
+    /// ([`crate::limits::Limits::next_head_timeout`]: short, since an idle connection holds
+    /// a slot for nothing).
     pub fn advance(&mut self, now: Instant, header_timeout: std::time::Duration) -> Step<U> {
         for _ in 0..HTTP_STEP_BUDGET {
             let step = match &mut self.phase {
@@ -211,11 +213,10 @@ impl<U, S: Transport> HttpConn<U, S> {
         };
         match after {
             After::KeepAlive => {
-                // The next request must come soon: an idle connection is a slot held for
-                // nothing, and a browser opens a new one when it finds this one closed.
+                // A new request gets a fresh head deadline.
                 self.phase = Phase::Reading;
                 self.served = true;
-                self.deadline = now + header_timeout.min(KEEPALIVE_IDLE);
+                self.deadline = now + header_timeout;
                 None
             }
             After::Close => {
@@ -896,30 +897,25 @@ mod tests {
         h.respond(&req, ok(), After::KeepAlive, false, t0);
         assert_eq!(h.rearm(t0), None);
         assert!(!h.expired(t0 + TIMEOUT));
-        // Once sent, the connection is idle and waits for its next head at most
-        // KEEPALIVE_IDLE, sooner than the pending entry (t0 + 10 s): a new one is filed.
+        // Once sent, the connection is idle and its next head gets the keep-alive deadline
+        // (5 s here), sooner than the pending entry (t0 + 10 s): a new one is filed.
+        let keepalive = Duration::from_secs(5);
         let t1 = t0 + Duration::from_secs(1);
         assert!(!h.is_idle());
-        let _ = h.advance(t1, TIMEOUT);
+        let _ = h.advance(t1, keepalive);
         assert!(h.is_idle());
-        assert_eq!(h.rearm(t1), Some(t1 + KEEPALIVE_IDLE));
+        assert_eq!(h.rearm(t1), Some(t1 + keepalive));
         assert_eq!(h.rearm(t1), None);
-        assert!(!h.expired(t1 + KEEPALIVE_IDLE - Duration::from_millis(1)));
-        assert!(h.expired(t1 + KEEPALIVE_IDLE));
-        // A shorter --header-timeout wins over the keep-alive idle time.
-        let (mut h2, _sock2, t) = answering(After::KeepAlive);
-        let short = Duration::from_secs(2);
-        let _ = h2.advance(t, short);
-        assert!(!h2.expired(t + short - Duration::from_millis(1)));
-        assert!(h2.expired(t + short));
+        assert!(!h.expired(t1 + keepalive - Duration::from_millis(1)));
+        assert!(h.expired(t1 + keepalive));
         // The next request: busy again, the entry for its response filed once.
         let t2 = t1 + Duration::from_secs(1);
         sock.feed(GET);
-        let req = head(h.advance(t2, TIMEOUT));
+        let req = head(h.advance(t2, keepalive));
         h.respond(&req, ok(), After::KeepAlive, false, t2);
         assert!(!h.is_idle());
         assert_eq!(h.rearm(t2), None, "the entry at t1 + 5 s is still ahead");
-        let t3 = t1 + KEEPALIVE_IDLE;
+        let t3 = t1 + keepalive;
         assert_eq!(
             h.rearm(t3),
             Some(t2 + WRITE_STALL),
