@@ -378,9 +378,10 @@ impl Tally {
         }
     }
 
-    /// The key holding the most, if any.
-    fn heaviest(&self) -> Option<IpAddr> {
-        self.by_key.iter().max_by_key(|(_, n)| **n).map(|(k, _)| *k)
+    /// The most any one key holds (0 when empty). Among the keys holding that many, the
+    /// caller takes the oldest connection, so ties go by age.
+    fn most(&self) -> usize {
+        self.by_key.values().copied().max().unwrap_or(0)
     }
 }
 
@@ -420,9 +421,9 @@ impl<U> Conns<U> {
         if self.pending.total < max_pending {
             return None;
         }
-        let key = self.pending.heaviest()?;
+        let most = self.pending.most();
         self.oldest(|b| match b {
-            Budget::Pending(k, seq) if k == key => Some(seq),
+            Budget::Pending(k, seq) if self.pending.of(k) == most => Some(seq),
             _ => None,
         })
     }
@@ -517,9 +518,9 @@ impl<U> Conns<U> {
         if self.idle.total <= max_idle {
             return None;
         }
-        let heavy = self.idle.heaviest()?;
+        let most = self.idle.most();
         self.oldest(|b| match b {
-            Budget::Idle(k, seq) if k == heavy => Some(seq),
+            Budget::Idle(k, seq) if self.idle.of(k) == most => Some(seq),
             _ => None,
         })
     }
@@ -867,13 +868,13 @@ mod tests {
         let mut t = Tally::default();
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
-        assert_eq!(t.heaviest(), None);
+        assert_eq!(t.most(), 0);
         for _ in 0..3 {
             t.add(a);
         }
         t.add(b);
         assert_eq!((t.total, t.of(a), t.of(b)), (4, 3, 1));
-        assert_eq!(t.heaviest(), Some(a));
+        assert_eq!(t.most(), 3);
         for _ in 0..3 {
             t.remove(a);
         }
@@ -922,5 +923,154 @@ mod tests {
             "it fired: file the new one"
         );
         assert_eq!(h.rearm(t3), None);
+    }
+
+    /// A table over real loopback sockets, with the peer address each connection claims.
+    struct Table {
+        poll: mio::Poll,
+        listener: std::net::TcpListener,
+        conns: Conns<u32>,
+        /// The client ends by slot, kept open.
+        clients: HashMap<usize, std::net::TcpStream>,
+    }
+
+    impl Table {
+        fn new() -> Table {
+            Table {
+                poll: mio::Poll::new().unwrap(),
+                listener: std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+                conns: Conns::default(),
+                clients: HashMap::new(),
+            }
+        }
+
+        /// A new pending connection that claims to come from `peer`; its slot.
+        fn add(&mut self, peer: &str) -> usize {
+            let client = std::net::TcpStream::connect(self.listener.local_addr().unwrap()).unwrap();
+            let (server, _) = self.listener.accept().unwrap();
+            server.set_nonblocking(true).unwrap();
+            let stream = Stream::Plain(mio::net::TcpStream::from_std(server));
+            let peer: SocketAddr = format!("{peer}:5000").parse().unwrap();
+            let h = HttpConn::new(stream, peer, Instant::now() + TIMEOUT);
+            let (k, _) = self.conns.insert(h, self.poll.registry()).unwrap();
+            self.clients.insert(k, client);
+            k
+        }
+
+        /// Connection `k` answers one kept-alive request and waits for the next.
+        fn serve_once(&mut self, k: usize) {
+            use std::io::Write as _;
+            self.clients.get_mut(&k).unwrap().write_all(GET).unwrap();
+            let now = Instant::now();
+            let h = self.conns.http_mut(k).unwrap();
+            let req = loop {
+                match h.advance(now, TIMEOUT) {
+                    Step::Head(r) => break r,
+                    Step::Blocked => std::thread::sleep(Duration::from_millis(1)),
+                    _ => panic!("no head"),
+                }
+            };
+            h.respond(&req, ok(), After::KeepAlive, false, now);
+            assert!(matches!(h.advance(now, TIMEOUT), Step::Blocked));
+            assert!(h.is_idle());
+        }
+
+        fn budget(&self, k: usize) -> Budget {
+            self.conns.slab[k].budget
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn full_pending_gives_up_the_oldest_of_the_heaviest_address() {
+        let mut t = Table::new();
+        let a: Vec<usize> = (0..3).map(|_| t.add("10.0.0.1")).collect();
+        let b = t.add("10.0.0.2");
+        assert_eq!(t.conns.pending_victim(5), None, "room left");
+        assert_eq!(t.conns.pending_victim(4), Some(a[0]));
+        t.conns.kill(a[0]);
+        assert_eq!(t.conns.pending_victim(4), None);
+        // Even at one each, the oldest goes first.
+        t.conns.kill(a[1]);
+        t.conns.kill(a[2]);
+        t.add("10.0.0.3");
+        assert_eq!(t.conns.pending_victim(2), Some(b));
+        assert_eq!(t.conns.pending.total, 2);
+    }
+
+    #[test]
+    fn requests_count_against_the_cap_and_the_address_share() {
+        let mut t = Table::new();
+        let ks: Vec<usize> = (0..4).map(|_| t.add("10.0.0.1")).collect();
+        // Behind a proxy the client is another address than the socket's peer.
+        let (max, share) = (3, 2);
+        assert_eq!(
+            t.conns.begin_request(ks[0], ip("10.0.0.1"), max, share),
+            Ok(())
+        );
+        assert_eq!(
+            t.conns.begin_request(ks[1], ip("10.0.0.1"), max, share),
+            Ok(())
+        );
+        assert_eq!(
+            t.conns.begin_request(ks[2], ip("10.0.0.1"), max, share),
+            Err(TooManyClients),
+            "past the address's share"
+        );
+        assert_eq!(t.budget(ks[2]), Budget::Uncounted);
+        assert_eq!(
+            t.conns.begin_request(ks[3], ip("2001:db8::1"), max, share),
+            Ok(())
+        );
+        assert_eq!(
+            t.budget(ks[3]),
+            Budget::Busy(ip("2001:db8::")),
+            "keyed by /64"
+        );
+        let more = t.add("10.0.0.9");
+        assert_eq!(
+            t.conns.begin_request(more, ip("10.0.0.9"), max, share),
+            Err(TooManyClients),
+            "past --max-clients"
+        );
+        // A second request on a serving connection is not counted again.
+        assert_eq!(
+            t.conns.begin_request(ks[0], ip("10.0.0.1"), max, share),
+            Ok(())
+        );
+        assert_eq!((t.conns.pending.total, t.conns.busy.total), (0, 3));
+        t.conns.kill(ks[0]);
+        assert_eq!(t.conns.busy.of(ip("10.0.0.1")), 1);
+    }
+
+    #[test]
+    fn kept_alive_connections_go_idle_and_the_heaviest_address_gives_one_up() {
+        let mut t = Table::new();
+        let a: Vec<usize> = (0..2).map(|_| t.add("10.0.0.1")).collect();
+        let b = t.add("10.0.0.2");
+        for &k in a.iter().chain([&b]) {
+            let peer = t.conns.http_mut(k).unwrap().peer().ip();
+            t.conns.begin_request(k, peer, 10, 10).unwrap();
+            // Serving: not idle yet.
+            assert_eq!(t.conns.settle_idle(k, 2), None);
+        }
+        t.serve_once(a[0]);
+        assert_eq!(t.conns.settle_idle(a[0], 2), None);
+        assert!(matches!(t.budget(a[0]), Budget::Idle(..)));
+        t.serve_once(b);
+        assert_eq!(t.conns.settle_idle(b, 2), None);
+        t.serve_once(a[1]);
+        assert_eq!(
+            t.conns.settle_idle(a[1], 2),
+            Some(a[0]),
+            "the oldest idle connection of the address with the most"
+        );
+        assert_eq!((t.conns.busy.total, t.conns.idle.total), (0, 3));
+        // Its next request takes it out of the idle budget.
+        assert_eq!(t.conns.begin_request(b, ip("10.0.0.2"), 10, 10), Ok(()));
+        assert_eq!((t.conns.busy.total, t.conns.idle.total), (1, 2));
     }
 }
