@@ -42,6 +42,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         "text/javascript; charset=utf-8",
     ),
     (
+        "/assets/token.js",
+        "assets/token.js",
+        "text/javascript; charset=utf-8",
+    ),
+    (
         "/assets/style.css",
         "assets/style.css",
         "text/css; charset=utf-8",

@@ -114,13 +114,38 @@
   // The sticky modifiers of the extra-keys bar.
   const armed = { ctrl: false, alt: false };
 
-  // A token can be handed over once as #token=... (e.g. from a QR code); it moves to
-  // localStorage and out of the address bar.
-  if (location.hash.startsWith('#token=')) {
-    store.set('localStorage', TOKEN_KEY, decodeURIComponent(location.hash.slice(7)));
-    pageUrl.hash = '';
-    history.replaceState(null, '', pageUrl.href);
+  // A token can be handed over as #token=... (e.g. from a QR code); it moves to localStorage
+  // and out of the address bar. token.js asks before it replaces another stored token.
+  const tokens = window.keepty.token;
+  const tokenIo = {
+    get: () => storedToken() || null,
+    set: (t) => store.set('localStorage', TOKEN_KEY, t),
+    whoami: (t) => fetch(new URL('api/whoami', location.href), {
+      headers: t ? { Authorization: 'Bearer ' + t } : {}, cache: 'no-store',
+    }).then((r) => (r.ok ? r.json() : null)).then((j) => (j && j.user) || null).catch(() => null),
+    confirm: (text) => window.confirm(text),
+  };
+  function takeHashToken() {
+    const taken = tokens.take(location.hash, tokenIo);
+    if (location.hash.startsWith('#token=')) {
+      const clean = new URL(location.href);
+      clean.hash = '';
+      history.replaceState(null, '', clean.href);
+    }
+    return taken;
   }
+  function showUser() {
+    tokenIo.whoami(storedToken()).then((u) => tokens.showUser(document, tokens.userText(u, storedToken() !== '')));
+  }
+  const handedOver = takeHashToken();
+  // A link opened in this tab later (it shows "needs a token", say) is taken the same way.
+  window.addEventListener('hashchange', () => {
+    takeHashToken().then((changed) => {
+      if (!changed) return;
+      showUser();
+      dispatch({ type: 'token_set' });
+    });
+  });
   const keysParam = pageUrl.searchParams.get('keys');
   setExtraKeys(keysParam !== null ? keysParam === '1' : store.get('localStorage', KEYS_KEY) === '1', false);
 
@@ -346,6 +371,7 @@
     const t = window.prompt('keepty token (kept in this browser\u2019s local storage):', '');
     if (t === null) return;
     store.set('localStorage', TOKEN_KEY, t.trim() ? t.trim() : null);
+    showUser();
     dispatch({ type: 'token_set' });
   }
 
@@ -861,6 +887,9 @@
     },
   });
 
-  dispatch({ type: 'start', canAsk: channel !== null });
+  handedOver.then(() => {
+    showUser();
+    dispatch({ type: 'start', canAsk: channel !== null });
+  });
   if (!coarse) term.focus();
 })();

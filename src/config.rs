@@ -56,10 +56,19 @@ pub struct Config {
     pub allow_origins: Vec<String>,
     /// Extra allowed `Host` names.
     pub allow_hosts: Vec<String>,
+    /// Reverse proxies whose forwarding headers name the client (`--trusted-proxy`,
+    /// repeatable; extension).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Total time a connection gets to send its request head. Default 10 s.
     pub header_timeout: Duration,
     /// Connections without a complete request yet. Default 32.
     pub max_pending: usize,
+    /// How long a kept-alive connection may wait for its next request. Default 5 s
+    /// (`--keepalive-timeout`, extension).
+    pub keepalive_timeout: Duration,
+    /// How many of `--max-clients` one address may hold; default a quarter, at least 32
+    /// (`--max-clients-per-address`, extension).
+    pub max_per_address: Option<usize>,
     /// How often clients are pinged. A client silent for 3 intervals, or one that takes none
     /// of its output for 3 intervals, is closed. Default 20 s (extension: behind a proxy with
     /// a shorter idle timeout, ping more often).
@@ -95,8 +104,11 @@ impl Default for Config {
             admin_token_file: None,
             allow_origins: Vec::new(),
             allow_hosts: Vec::new(),
+            trusted_proxies: Vec::new(),
             header_timeout: limits::DEFAULT_HEADER_TIMEOUT,
             max_pending: limits::DEFAULT_MAX_PENDING,
+            keepalive_timeout: limits::DEFAULT_KEEPALIVE_TIMEOUT,
+            max_per_address: None,
             ping_interval: limits::DEFAULT_PING_INTERVAL,
             detached_output: DetachedOutput::DropOldest,
             insecure_no_auth: false,
@@ -149,8 +161,11 @@ Options:
   --admin-token-file PATH       admin tokens, one per line
   --allow-origin ORIGIN         extra allowed Origin (repeatable)
   --allow-host NAME             extra allowed Host name (repeatable)
+  --trusted-proxy ADDR          a reverse proxy whose X-Forwarded-For/Forwarded names the client (repeatable)
   --header-timeout DURATION     time to send a request head (default 10s)
   --max-pending N               connections still sending a request head (default 32)
+  --max-clients-per-address N   connections one address may hold (default max-clients/4, at least 32)
+  --keepalive-timeout DURATION  close a kept-alive connection idle this long (default 5s)
   --detached-output MODE        drop-oldest | block (default drop-oldest)
   --ping-interval DURATION      ping clients this often; 3 silent intervals close one (default 20s)
   --insecure-no-auth            allow a non-loopback --listen without tokens
@@ -263,6 +278,8 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, CliErr
             }
             "--ttl" => cfg.ttl = parse_duration(&value).map_err(bad)?,
             "--header-timeout" => cfg.header_timeout = parse_duration(&value).map_err(bad)?,
+            "--keepalive-timeout" => cfg.keepalive_timeout = parse_duration(&value).map_err(bad)?,
+            "--max-clients-per-address" => cfg.max_per_address = Some(parse_count(&name, &value)?),
             "--ping-interval" => {
                 cfg.ping_interval = parse_duration(&value).map_err(bad)?;
                 if cfg.ping_interval < Duration::from_millis(100) {
@@ -298,6 +315,11 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, CliErr
             "--admin-token-file" => cfg.admin_token_file = Some(PathBuf::from(value)),
             "--allow-origin" => cfg.allow_origins.push(value),
             "--allow-host" => cfg.allow_hosts.push(value.to_ascii_lowercase()),
+            "--trusted-proxy" => cfg.trusted_proxies.push(
+                value
+                    .parse()
+                    .map_err(|_| bad(format!("expected an IP address, got {value:?}")))?,
+            ),
             "--tls-cert" => cfg.tls_cert = Some(PathBuf::from(value)),
             "--tls-key" => cfg.tls_key = Some(PathBuf::from(value)),
             "--tls-dir" => cfg.tls_dir = Some(PathBuf::from(value)),
@@ -347,6 +369,8 @@ impl Config {
             scrollback: self.scrollback,
             ttl: self.ttl,
             header_timeout: self.header_timeout,
+            keepalive_timeout: self.keepalive_timeout,
+            max_per_address: self.max_per_address,
             ping_interval: self.ping_interval,
             detached_output: self.detached_output,
             conn_overhead,
@@ -442,6 +466,29 @@ mod tests {
         assert_eq!(c.detached_output, DetachedOutput::Block);
         assert_eq!(c.max_clients, 5);
         assert_eq!(c.command, vec!["/bin/cat"]);
+    }
+
+    #[test]
+    fn access_options() {
+        let c = run(&[
+            "--trusted-proxy",
+            "127.0.0.1",
+            "--trusted-proxy=::1",
+            "--keepalive-timeout",
+            "2s",
+            "--max-clients-per-address",
+            "9",
+        ])
+        .unwrap();
+        assert_eq!(c.trusted_proxies.len(), 2);
+        assert_eq!(c.keepalive_timeout, Duration::from_secs(2));
+        assert_eq!(c.max_per_address, Some(9));
+        let d = run(&[]).unwrap();
+        assert_eq!(d.keepalive_timeout, Duration::from_secs(5));
+        assert!(d.trusted_proxies.is_empty() && d.max_per_address.is_none());
+        assert!(run(&["--trusted-proxy", "proxy.lan"]).is_err());
+        assert!(run(&["--trusted-proxy", "10.0.0.0/8"]).is_err());
+        assert!(run(&["--max-clients-per-address", "0"]).is_err());
     }
 
     #[test]

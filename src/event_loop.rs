@@ -263,29 +263,23 @@ impl Server {
     }
 
     fn add_conn(&mut self, stream: TcpStream, peer: SocketAddr, now: Instant) {
-        // (status, code, message, why for the log)
-        let refused = if self
-            .conns
-            .may_accept(peer.ip(), self.limits.max_pending)
-            .is_err()
-        {
-            Some((
-                429,
-                "limit",
-                "too many unfinished requests",
-                "too many unfinished requests",
-            ))
-        } else if self.limits.admit(self.usage(), Charge::Connection).is_err() {
-            Some((503, "memory", "memory cap reached", "--max-memory reached"))
-        } else {
-            None
-        };
-        if let Some((status, code, message, why)) = refused {
-            eprintln!("keepty: refused connection from {peer}: {why}");
+        // Pending is full: the oldest unfinished request of the address holding the most goes,
+        // so a slowloris from a few addresses cannot keep a fifth out.
+        if let Some(victim) = self.conns.pending_victim(self.limits.max_pending) {
+            if let Some(h) = self.conns.http_mut(victim) {
+                eprintln!(
+                    "keepty: --max-pending reached; closing an unfinished request from {}",
+                    h.peer()
+                );
+            }
+            self.relay().kill_conn(victim);
+        }
+        if self.limits.admit(self.usage(), Charge::Connection).is_err() {
+            eprintln!("keepty: refused connection from {peer}: --max-memory reached");
             self.counters.connections_refused += 1;
             // Over TLS a refusal cannot be read before a handshake we will not do: just close.
             if !self.is_tls() {
-                listener::refuse(stream, status, code, message);
+                listener::refuse(stream, 503, "memory", "memory cap reached");
             }
             return;
         }
@@ -331,7 +325,7 @@ impl Server {
         };
         // Bounded like each advance, so an endless pipeline cannot starve everyone else.
         for _ in 0..crate::limits::HTTP_STEP_BUDGET {
-            let header_timeout = self.limits.header_timeout;
+            let header_timeout = self.limits.next_head_timeout();
             let Some(h) = self.conns.http_mut(k) else {
                 return;
             };
@@ -346,7 +340,7 @@ impl Server {
                     self.respond(k, &Request::default(), e.response(), After::Close, now);
                 }
                 Step::Upgraded(u) => return self.upgrade(k, u, now),
-                Step::Blocked => return,
+                Step::Blocked => return self.settle_idle(k),
                 Step::Yield => break,
                 Step::Closed => return self.relay().kill_conn(k),
             }
@@ -356,14 +350,26 @@ impl Server {
         self.touched.conns.push(k);
     }
 
+    /// A connection that went idle between requests moves to the idle budget; past it, the
+    /// oldest idle one of the address with the most is closed.
+    fn settle_idle(&mut self, k: usize) {
+        if let Some(victim) = self.conns.settle_idle(k, self.limits.max_idle()) {
+            self.relay().kill_conn(victim);
+        }
+    }
+
     /// A request head arrived on connection `k`.
     fn on_head(&mut self, k: usize, req: Request, now: Instant) {
         let Some(peer) = self.conns.http_mut(k).map(|h| h.peer()) else {
             return;
         };
-        // Its first head is in: from now on it counts against --max-clients.
-        if self.conns.end_pending(k) && self.conns.active() > self.limits.max_clients {
-            eprintln!("keepty: refused request from {peer}: --max-clients reached");
+        // A request is being served: it counts against --max-clients and its client's share.
+        let client = self.gate.client(&req, peer);
+        let (max, share) = (self.limits.max_clients, self.limits.peer_share());
+        if self.conns.begin_request(k, client, max, share).is_err() {
+            eprintln!(
+                "keepty: refused request from {client}: --max-clients or its share ({share}) reached"
+            );
             self.counters.connections_refused += 1;
             let resp = Reject::TooManyClients.response();
             return self.respond(k, &req, resp, After::Close, now);
@@ -483,20 +489,24 @@ impl Server {
         now: Instant,
     ) -> Result<(), ProtoError> {
         let existing = p.session.as_deref().and_then(|id| self.sessions.find(id));
+        // Another user's session, live or ended, answers exactly as an unknown id does, with
+        // or without new=1, before anything else about it can show (its policy, its end).
+        if let Some(s) = existing.and_then(|k| self.sessions.get(k))
+            && s.owner() != caller.name
+        {
+            return Err(self.unknown(None, caller));
+        }
         let (skey, created) = match existing {
             Some(s) => (s, false),
-            None if p.new => (self.create_session(p, caller, now)?, true),
-            None => return Err(self.unknown(p.session.as_deref())),
+            // An ended id stays its owner's until its tombstone expires.
+            None if p.new && !self.ended_elsewhere(p.session.as_deref(), caller) => {
+                (self.create_session(p, caller, now)?, true)
+            }
+            None => return Err(self.unknown(p.session.as_deref(), caller)),
         };
         let Some(s) = self.sessions.get_mut(skey) else {
-            return Err(self.unknown(None));
+            return Err(self.unknown(None, caller));
         };
-        if s.owner() != caller.name {
-            return Err(ProtoError::new(
-                ErrorCode::Forbidden,
-                "the session belongs to another user",
-            ));
-        }
         let start = s.start_point(p.since)?;
         let role = match s.admit(self.policy, k) {
             Admission::Refused => {
@@ -548,9 +558,14 @@ impl Server {
         Ok(())
     }
 
-    /// The answer for an id that names no session: why it is gone, if it is remembered.
-    fn unknown(&self, id: Option<&str>) -> ProtoError {
-        match id.and_then(|id| self.sessions.ended_as(id)) {
+    /// The answer for an id that names none of `caller`'s sessions: why it is gone, if it
+    /// is remembered as the caller's; another user's tombstone says nothing.
+    fn unknown(&self, id: Option<&str>, caller: &Caller) -> ProtoError {
+        let cause = id
+            .and_then(|id| self.sessions.ended(id))
+            .filter(|t| t.owner == caller.name)
+            .map(|t| t.cause);
+        match cause {
             Some(Cause::Expired) => ProtoError::new(
                 ErrorCode::Expired,
                 "the session was idle past its TTL and has ended",
@@ -558,6 +573,12 @@ impl Server {
             Some(Cause::Dropped) => ProtoError::new(ErrorCode::Dropped, "the session was dropped"),
             None => ProtoError::new(ErrorCode::NotFound, "no such session"),
         }
+    }
+
+    /// True when `id` ended as another user's session and is still remembered.
+    fn ended_elsewhere(&self, id: Option<&str>, caller: &Caller) -> bool {
+        id.and_then(|id| self.sessions.ended(id))
+            .is_some_and(|t| t.owner != caller.name)
     }
 
     /// Starts a session for `caller`, if every cap allows one more: the server's and the

@@ -40,6 +40,10 @@ pub fn default_max_memory(mem_total: Option<usize>) -> usize {
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// `--max-pending`.
 pub const DEFAULT_MAX_PENDING: usize = 32;
+/// `--keepalive-timeout`: how long a kept-alive HTTP connection may wait for its next request
+/// (Apache's default): an idle connection holds a slot for nothing, and a browser simply
+/// opens a new one.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// `--ping-interval`: under the idle timeouts of common proxies and NAT tables.
 pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(20);
 
@@ -116,8 +120,12 @@ pub const SETTLE_ROUNDS: usize = 8;
 
 // ---- per-peer and per-session bounds -----------------------------------------------------
 
-/// Unfinished requests allowed from one peer address: a browser opens about six at once.
-pub const PENDING_PER_PEER: usize = 8;
+/// The default `--max-clients-per-address` is a quarter of `--max-clients`
+/// ([`Limits::peer_share`]): one peer cannot hold more than that while others wait.
+pub const PEER_SHARE_DIVISOR: usize = 4;
+/// ... but at least this many (or all of `--max-clients` when it is smaller): a browser with
+/// a dozen tabs reconnecting after a network change is one address.
+pub const PEER_SHARE_MIN: usize = 32;
 /// Input waiting for the PTY, bytes. A client is not read while this much is queued, so a
 /// program that stops reading its terminal pushes back on the client instead of growing memory.
 pub const INPUT_CAP: usize = 64 << 10;
@@ -127,6 +135,15 @@ pub const MAX_FAILURES: u32 = 10;
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 /// Addresses the failure limiter tracks at most; past it the stalest is forgotten first.
 pub const MAX_TRACKED: usize = 4096;
+/// Failed logins allowed from all addresses together per [`FAILURE_WINDOW`]: ten addresses'
+/// worth, so a guesser with a thousand addresses still gets 100 guesses a minute, not
+/// 10,000. Past it, only addresses that logged in within [`TRUST_KEEP`] are still heard.
+pub const GLOBAL_FAILURES: u32 = 100;
+/// How long an address that presented a right token keeps its own budget through a global
+/// block: a day, so the operator's usual devices are known.
+pub const TRUST_KEEP: Duration = Duration::from_secs(24 * 3600);
+/// Addresses remembered as having logged in; past it the stalest is forgotten first.
+pub const MAX_TRUSTED: usize = 64;
 /// How long the id of a reaped or dropped session is remembered (SPEC 4: 24 h).
 pub const TOMBSTONE_KEEP: Duration = Duration::from_secs(24 * 3600);
 /// Most ids remembered; past it the oldest is forgotten first. 4096 drops a day is far past
@@ -177,8 +194,9 @@ pub const TLS_RESERVE: usize = TLS_SEND_LIMIT + (16 << 10) + (64 << 10) + (8 << 
 /// Memory a session's input queue holds at most: the cap, plus the one message that may
 /// arrive while the queue is just under it.
 pub const INPUT_RESERVE: usize = INPUT_CAP + MAX_MESSAGE;
-/// Bytes charged per tombstone: the id twice (map and queue) and the entries around it.
-pub const TOMBSTONE_RESERVE: usize = 2 * MAX_ID_LEN + 96;
+/// Bytes charged per tombstone: the id twice (map and queue), its owner's name (a user name
+/// is at most as long as an id) and the entries around it.
+pub const TOMBSTONE_RESERVE: usize = 3 * MAX_ID_LEN + 120;
 
 /// What happens to output while nobody is attached and the ring is full.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -194,7 +212,8 @@ pub enum DetachedOutput {
 pub struct Limits {
     /// `--max-sessions`: sessions alive at once, all users together.
     pub max_sessions: usize,
-    /// `--max-clients`: connections past their first request head.
+    /// `--max-clients`: WebSockets and connections serving a request (kept-alive idle ones
+    /// and unfinished requests have budgets of their own).
     pub max_clients: usize,
     /// `--max-pending`: connections still sending their first request head.
     pub max_pending: usize,
@@ -206,6 +225,10 @@ pub struct Limits {
     pub ttl: Duration,
     /// `--header-timeout`: total time for a request head.
     pub header_timeout: Duration,
+    /// `--keepalive-timeout`: how long a kept-alive connection may wait for its next request.
+    pub keepalive_timeout: Duration,
+    /// `--max-clients-per-address`, if given; else [`Limits::peer_share`] derives it.
+    pub max_per_address: Option<usize>,
     /// `--ping-interval`: the liveness tick of every WebSocket.
     pub ping_interval: Duration,
     /// `--detached-output`: whether a full ring with nobody attached blocks the program.
@@ -243,6 +266,27 @@ pub enum Charge {
 pub struct OverBudget;
 
 impl Limits {
+    /// How many of `--max-clients` one address (an IPv6 /64) may hold at once:
+    /// `--max-clients-per-address`, else a quarter of `--max-clients` but at least
+    /// [`PEER_SHARE_MIN`], never more than `--max-clients`.
+    pub fn peer_share(&self) -> usize {
+        self.max_per_address
+            .unwrap_or((self.max_clients / PEER_SHARE_DIVISOR).max(PEER_SHARE_MIN))
+            .min(self.max_clients)
+    }
+
+    /// How long a kept-alive connection waits for its next request head: the keep-alive
+    /// timeout, or the head timeout when that is shorter.
+    pub fn next_head_timeout(&self) -> Duration {
+        self.keepalive_timeout.min(self.header_timeout)
+    }
+
+    /// How many connections may be kept alive between requests: as many as `--max-clients`,
+    /// in a budget of their own, so idle ones never keep out a request or a WebSocket.
+    pub fn max_idle(&self) -> usize {
+        self.max_clients
+    }
+
     /// Memory charged per session: its ring in full and its input queue at the most it holds.
     pub fn session_reserve(&self) -> usize {
         self.scrollback + INPUT_RESERVE
@@ -350,6 +394,24 @@ mod tests {
             ..Usage::default()
         };
         assert_eq!(l.admit(six, Charge::Session), Ok(()));
+    }
+
+    #[test]
+    fn peer_share_defaults_and_bounds() {
+        let with = |max_clients, max_per_address| {
+            crate::config::Config {
+                max_clients,
+                max_per_address,
+                ..Default::default()
+            }
+            .limits(false)
+            .peer_share()
+        };
+        assert_eq!(with(128, None), 32);
+        assert_eq!(with(400, None), 100);
+        assert_eq!(with(8, None), 8, "never more than --max-clients");
+        assert_eq!(with(128, Some(5)), 5);
+        assert_eq!(with(128, Some(500)), 128);
     }
 
     #[test]

@@ -409,14 +409,15 @@ fn a_session_belongs_to_the_user_that_created_it() {
     echo_roundtrip(&mut a, "mine");
 
     // Bob may know the name; he still gets no shell, with or without new=1, by either
-    // way of sending his token. (The default handoff policy must not run first.)
+    // way of sending his token. (The default handoff policy must not run first.) The id
+    // answers him as an unknown one does (SPEC 5; tests/access.rs compares the two).
     for query in ["session=alices", "session=alices&new=1"] {
         let mut b = connect_bearer(srv.port, query, BOB);
-        let err = b.expect_error("forbidden", 4403);
+        let err = b.expect_error("not_found", 4404);
         assert!(!err.to_string().contains(BOB), "error echoes the token");
         let mut b = connect_subprotocol(srv.port, query, BOB)
             .unwrap_or_else(|e| panic!("bob's subprotocol connect: {e}"));
-        b.expect_error("forbidden", 4403);
+        b.expect_error("not_found", 4404);
     }
     assert!(
         a.events.is_empty(),
@@ -685,7 +686,7 @@ fn sighup_reloads_both_token_files_without_dropping_sessions() {
 
     // The new user's own limit (1) and ownership apply.
     let mut d = connect_bearer(srv.port, "session=alice-live", DAVE);
-    d.expect_error("forbidden", 4403);
+    d.expect_error("not_found", 4404);
     let mut d = connect_bearer(srv.port, "session=dave1&new=1", DAVE);
     d.expect_attached();
     let mut d2 = connect_bearer(srv.port, "session=dave2&new=1", DAVE);
@@ -914,7 +915,7 @@ fn no_token_appears_in_a_log_line_or_an_answer() {
     a.expect_attached();
     echo_roundtrip(&mut a, "log");
     let mut b = connect_subprotocol(srv.port, "session=logged", BOB).expect("bob connects");
-    let err = b.expect_error("forbidden", 4403);
+    let err = b.expect_error("not_found", 4404);
     answers.push(err.to_string());
     let mut b = connect_subprotocol(srv.port, "session=bobs&new=1", BOB).expect("bob connects");
     b.expect_attached();
@@ -1127,7 +1128,7 @@ fn control_bytes_in_a_user_name_are_never_reflected_raw() {
         c.expect_attached();
         echo_roundtrip(&mut c, "esc");
         let mut b = connect_bearer(srv.port, "session=esc-owner", ALICE);
-        let e = b.expect_error("forbidden", 4403);
+        let e = b.expect_error("not_found", 4404);
         assert!(!raw_ctl(e.to_string().as_bytes()), "{e}");
         for path in ["/admin/sessions", "/admin/sessions?format=text", "/admin"] {
             let r = http::get(&addr, path);

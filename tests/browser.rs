@@ -1,5 +1,6 @@
-//! The real page in a real browser: tests/browser/page.mjs (the terminal) and
-//! tests/browser/token.mjs (the token flow) drive headless Chromium (Debian's
+//! The real page in a real browser: tests/browser/page.mjs (the terminal),
+//! tests/browser/token.mjs (the token flow) and tests/browser/links.mjs (links and pages of
+//! other sites) drive headless Chromium (Debian's
 //! `/usr/bin/chromium`, through `playwright-core` from `npm ci`) against a real keepty.
 //!
 //! Missing prerequisites fail the test rather than skip it, so CI cannot go green without
@@ -83,6 +84,42 @@ fn token_flow_in_headless_chromium() {
         root,
         "tests/browser/token.mjs",
         &[&server.url(), &token],
+        &[&server],
+    );
+}
+
+/// What another site can do through this browser (issue 15): a `#token=` link to another
+/// user's token is asked about (naming both users) before it replaces the stored one, a link
+/// opened in a tab that needs a token is taken on hashchange, and a foreign page's images
+/// and sockets with junk tokens do not lock the operator out.
+#[test]
+fn token_links_and_foreign_pages_in_headless_chromium() {
+    let root = require_prerequisites();
+    let dir = common::auth::TempDir::new("browser-links");
+    let n = std::process::id();
+    let (token, other, admin) = (
+        format!("links-user-{n}"),
+        format!("links-other-{n}"),
+        format!("links-admin-{n}"),
+    );
+    let users = dir.write(
+        "tokens",
+        &format!("browser {token}\nother {other}\n"),
+        0o600,
+    );
+    let admins = dir.write("admins", &format!("{admin}\n"), 0o600);
+    let server = common::spawn_server(&[
+        "--token-file",
+        &users,
+        "--admin-token-file",
+        &admins,
+        "--",
+        "/bin/sh",
+    ]);
+    run_node(
+        root,
+        "tests/browser/links.mjs",
+        &[&server.url(), &token, &other, &admin],
         &[&server],
     );
 }

@@ -494,7 +494,7 @@ fn out_of_descriptors_a_new_session_gets_a_clear_error_and_recovers() {
     let srv = spawn_with_fd_limit(40, "--max-pending 100 -- /bin/sh");
     let pid = srv.child.id();
     let mut canary = Canary::open_with(&srv, LIVENESS);
-    // Idle connections from several addresses (the per-peer pending cap is 8) until two
+    // Idle connections from several addresses until two
     // descriptors are left: the upgrade's own socket and the PTY master fit, the slave not.
     let used = fd_count(pid);
     let mut idle = Vec::new();
@@ -797,12 +797,11 @@ fn memory_cap_gate_peak_rss_stays_under_the_cap_plus_fixed_overhead() {
         slow.push(c);
     }
     assert!(refused, "40 sessions fitted in 8 MiB");
-    // Pending connections on top: the per-peer cap of 8, from four addresses (32, the
-    // default total); at the cap most are refused, which is the point.
+    // Pending connections on top, from four addresses (32, the default total); at the cap
+    // the oldest are closed, which is the point.
     let mut pending = Vec::new();
     for i in 0..32u8 {
-        // At the cap most are refused, and a refused one may be closed before the head is
-        // out: that is fine here.
+        // At the cap one may be closed before its head is out: that is fine here.
         if let Ok(s) = connect_from(Ipv4Addr::new(127, 0, 3, 2 + i / 8), srv.port)
             .and_then(|s| http::half_sent(s, &addr))
         {

@@ -1,5 +1,5 @@
-//! Any bytes a peer sends as a request head: parsing, routing and the answer must not panic,
-//! and a complete head never claims more bytes than were given.
+//! Any bytes a peer sends as a request head: parsing, routing, the forwarding headers and
+//! the answer must not panic, and a complete head never claims more bytes than were given.
 #![no_main]
 use keepty::net::http::{self, parse_head};
 use libfuzzer_sys::fuzz_target;
@@ -14,6 +14,12 @@ fuzz_target!(|data: &[u8]| {
         let _ = req.has_body();
         let _ = http::route(&req);
         let _ = keepty::api::protocol::parse_ws_query(&req.query);
+        // The forwarding headers, as a trusted proxy's (the client named is the proxy, an
+        // address it names, or nothing else).
+        let proxy: std::net::IpAddr = [127, 0, 0, 1].into();
+        let _ = keepty::net::addr::forwarded(&req);
+        let client = keepty::net::addr::client(&req, proxy, &[proxy]);
+        let _ = keepty::net::addr::key(client);
     } else if let Err(e) = parse_head(data) {
         let r = e.response();
         assert!(r.status >= 400);

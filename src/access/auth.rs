@@ -8,7 +8,10 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::Instant;
 
-use crate::limits::{FAILURE_WINDOW, MAX_FAILURES, MAX_TRACKED};
+use crate::limits::{
+    FAILURE_WINDOW, GLOBAL_FAILURES, MAX_FAILURES, MAX_TRACKED, MAX_TRUSTED, TRUST_KEEP,
+};
+use crate::net::addr::key;
 
 /// The user every request is when no token file is configured.
 pub const LOCAL_USER: &str = "local";
@@ -31,13 +34,15 @@ impl User {
     }
 }
 
-/// Compares two byte strings in time that depends only on their lengths, so a wrong guess
-/// does not tell how many leading bytes were right.
-pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
+/// Compares a `secret` with a `guess` in time that depends only on the guess's length (which
+/// the guesser knows anyway): every byte of the guess is compared, against the secret's byte
+/// or a zero past its end, with no early exit, so neither how many leading bytes were right
+/// nor how long the secret is shows in the time taken.
+pub fn ct_eq(secret: &[u8], guess: &[u8]) -> bool {
+    let mut diff = u64::from(secret.len() != guess.len());
+    for (i, g) in guess.iter().enumerate() {
+        diff |= u64::from(g ^ secret.get(i).copied().unwrap_or(0));
     }
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
     // black_box keeps the optimizer from turning the fold into an early-exit compare.
     std::hint::black_box(diff) == 0
 }
@@ -209,22 +214,56 @@ pub fn base64url_decode(s: &str) -> Option<Vec<u8>> {
     (bits < 6 && acc & ((1 << bits) - 1) == 0).then_some(out)
 }
 
-/// Per-address count of failed authentications.
+/// Failed authentications: counted per address (an IPv6 /64 as one, [`crate::net::addr::key`])
+/// and in all.
+///
+/// The per-address budget is SPEC 4's: [`MAX_FAILURES`] a [`FAILURE_WINDOW`], then refused for
+/// a window. The global budget ([`GLOBAL_FAILURES`] a window, all addresses together) stops N
+/// addresses from making 10·N guesses a minute. When it is spent, addresses are refused
+/// before their token is read for the rest of the window, except those that presented a
+/// right token within [`TRUST_KEEP`]: they keep their own per-address budget. So a guesser
+/// with many addresses gets at most [`GLOBAL_FAILURES`] guesses a minute, and what it can do
+/// to the operator is keep a device that has not logged in for a day from logging in while
+/// the flood lasts; the operator's known devices are never locked out by anyone else.
 #[derive(Default)]
 pub struct FailureLimiter {
+    /// Failures and when the count (or the block) started, per address key.
     by_ip: HashMap<IpAddr, (u32, Instant)>,
+    /// Failures from every address, and when the window started.
+    global: (u32, Option<Instant>),
+    /// Address keys that presented a right token, and until when that is remembered.
+    trusted: HashMap<IpAddr, Instant>,
 }
 
 impl FailureLimiter {
-    /// True while `ip` is refused for too many failures.
+    /// True while `ip` is refused for too many failures: its own, or everyone's while it
+    /// has not logged in lately.
     pub fn blocked(&self, ip: IpAddr, now: Instant) -> bool {
-        self.by_ip
+        let ip = key(ip);
+        let own = self
+            .by_ip
             .get(&ip)
-            .is_some_and(|(n, since)| *n >= MAX_FAILURES && now < *since + FAILURE_WINDOW)
+            .is_some_and(|(n, since)| *n >= MAX_FAILURES && now < *since + FAILURE_WINDOW);
+        own || (self.global_spent(now) && !self.known(ip, now))
+    }
+
+    /// True while `ip` (a key) is remembered as having logged in.
+    fn known(&self, ip: IpAddr, now: Instant) -> bool {
+        self.trusted.get(&ip).is_some_and(|until| now < *until)
+    }
+
+    fn global_spent(&self, now: Instant) -> bool {
+        let (n, since) = self.global;
+        n >= GLOBAL_FAILURES && since.is_some_and(|s| now < s + FAILURE_WINDOW)
     }
 
     /// Counts a failure; returns true if `ip` is now blocked.
     pub fn fail(&mut self, ip: IpAddr, now: Instant) -> bool {
+        let ip = key(ip);
+        match self.global.1 {
+            Some(since) if now < since + FAILURE_WINDOW => self.global.0 += 1,
+            _ => self.global = (1, Some(now)),
+        }
         if self.by_ip.len() >= MAX_TRACKED && !self.by_ip.contains_key(&ip) {
             self.by_ip
                 .retain(|_, (_, since)| now < *since + FAILURE_WINDOW);
@@ -247,7 +286,28 @@ impl FailureLimiter {
         if e.0 == MAX_FAILURES {
             e.1 = now;
         }
-        e.0 >= MAX_FAILURES
+        let own = e.0 >= MAX_FAILURES;
+        own || (self.global_spent(now) && !self.known(ip, now))
+    }
+
+    /// `ip` presented a right token: it keeps its own budget through a global block for
+    /// [`TRUST_KEEP`]. At most [`MAX_TRUSTED`] addresses are remembered, the stalest
+    /// forgotten first.
+    pub fn succeed(&mut self, ip: IpAddr, now: Instant) {
+        let ip = key(ip);
+        if self.trusted.len() >= MAX_TRUSTED && !self.trusted.contains_key(&ip) {
+            self.trusted.retain(|_, until| now < *until);
+            if self.trusted.len() >= MAX_TRUSTED
+                && let Some(stalest) = self
+                    .trusted
+                    .iter()
+                    .min_by_key(|(_, u)| **u)
+                    .map(|(k, _)| *k)
+            {
+                self.trusted.remove(&stalest);
+            }
+        }
+        self.trusted.insert(ip, now + TRUST_KEEP);
     }
 }
 
@@ -261,6 +321,11 @@ mod tests {
         assert!(ct_eq(b"secret", b"secret"));
         assert!(!ct_eq(b"secret", b"secreT"));
         assert!(!ct_eq(b"secret", b"secret2"));
+        assert!(!ct_eq(b"secret", b"secre"));
+        assert!(!ct_eq(b"secret", b""));
+        assert!(!ct_eq(b"", b"x"));
+        // A guess that is the secret followed by zero bytes is not the secret.
+        assert!(!ct_eq(b"ab", b"ab\0\0"));
         assert!(ct_eq(b"", b""));
     }
 
@@ -328,5 +393,57 @@ mod tests {
         assert!(l.blocked(ip, t0 + Duration::from_secs(70)));
         assert!(!l.blocked(other, t0 + Duration::from_secs(21)));
         assert!(!l.blocked(ip, t0 + Duration::from_secs(81)));
+    }
+
+    #[test]
+    fn an_ipv6_64_is_one_address() {
+        let t0 = Instant::now();
+        let mut l = FailureLimiter::default();
+        for i in 0..MAX_FAILURES {
+            let ip: IpAddr = format!("2001:db8:1:2::{:x}", i + 1).parse().unwrap();
+            l.fail(ip, t0);
+        }
+        assert!(l.blocked("2001:db8:1:2:dead:beef::1".parse().unwrap(), t0));
+        assert!(!l.blocked("2001:db8:1:3::1".parse().unwrap(), t0));
+    }
+
+    #[test]
+    fn the_global_budget_caps_many_addresses_but_spares_known_ones() {
+        let t0 = Instant::now();
+        let mut l = FailureLimiter::default();
+        let operator: IpAddr = "192.168.1.10".parse().unwrap();
+        let newcomer: IpAddr = "192.168.1.11".parse().unwrap();
+        l.succeed(operator, t0);
+        // Each address stays under its own budget; together they spend the global one.
+        let per = MAX_FAILURES - 1;
+        let mut n = 0;
+        'outer: for a in 0..=255u8 {
+            for _ in 0..per {
+                if n == GLOBAL_FAILURES {
+                    break 'outer;
+                }
+                l.fail(IpAddr::from([10, 0, 0, a]), t0);
+                n += 1;
+            }
+        }
+        assert!(
+            l.blocked("10.0.1.1".parse().unwrap(), t0),
+            "a fresh address"
+        );
+        assert!(l.blocked(newcomer, t0), "a device not seen before");
+        assert!(!l.blocked(operator, t0), "the operator's known address");
+        // The known address still has its own budget, not an unlimited one.
+        for _ in 0..MAX_FAILURES {
+            l.fail(operator, t0);
+        }
+        assert!(l.blocked(operator, t0));
+        // The global block ends with its window.
+        let later = t0 + FAILURE_WINDOW;
+        assert!(!l.blocked(newcomer, later));
+        // Trust is bounded in count and in time.
+        for a in 0..=255u8 {
+            l.succeed(IpAddr::from([172, 16, 0, a]), t0);
+        }
+        assert!(l.trusted.len() <= MAX_TRUSTED);
     }
 }

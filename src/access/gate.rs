@@ -3,12 +3,13 @@
 //! parsed request head and the peer's address, never a socket, so every rule is testable
 //! with a literal request; the event loop only carries out the answer.
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::access::auth::{self, FailureLimiter, Tokens};
 use crate::config::Config;
+use crate::net::addr;
 use crate::net::http::{self, Request, Response};
 
 /// The authenticated user behind a request.
@@ -38,6 +39,13 @@ pub(crate) enum Refusal {
     /// A request with a side effect whose `Sec-Fetch-Site` says another site sent it: a link
     /// or an image elsewhere. 403.
     CrossSite,
+    /// More than one `Sec-Fetch-Site` header: as with two Origins, judging only the first
+    /// would be a bypass. 403.
+    TwoFetchSites,
+    /// A token in a request a browser made for another site's page (an `<img>`, a link, a
+    /// script): refused before the token is read, so it is neither a guess that counts
+    /// against the address nor one that is answered. 403.
+    CrossSiteToken,
     /// An admin request from a peer off loopback, with no admin token file to let it prove
     /// itself. 403.
     AdminNotLoopback,
@@ -68,6 +76,12 @@ impl Refusal {
                 403,
                 "forbidden",
                 "a request from another site cannot change sessions",
+            ),
+            Refusal::TwoFetchSites => (403, "forbidden", "more than one Sec-Fetch-Site"),
+            Refusal::CrossSiteToken => (
+                403,
+                "forbidden",
+                "a request made for another site cannot present a token; open it from the address bar",
             ),
             Refusal::AdminNotLoopback => (
                 403,
@@ -100,6 +114,8 @@ pub(crate) struct Gate {
     /// `--allow-host` names, lowercased by the command line parser.
     allow_hosts: Vec<String>,
     allow_origins: Vec<String>,
+    /// `--trusted-proxy` addresses: from them, the client is named by the forwarding headers.
+    trusted_proxies: Vec<IpAddr>,
     /// The bound port: a `Host` with another port names another server.
     port: u16,
     /// Serving HTTPS: our own origin is `https://` + Host.
@@ -198,6 +214,7 @@ impl Gate {
             failures: FailureLimiter::default(),
             allow_hosts: [cfg.allow_hosts.clone(), own_names(&hostname())].concat(),
             allow_origins: cfg.allow_origins.clone(),
+            trusted_proxies: cfg.trusted_proxies.clone(),
             port,
             tls,
             token_file: cfg.token_file.clone(),
@@ -229,6 +246,19 @@ impl Gate {
     /// Wrong tokens seen since start, for the metrics.
     pub(crate) fn auth_failures(&self) -> u64 {
         self.auth_failures
+    }
+
+    /// The client a request from `peer` stands for, for every per-address budget: the peer,
+    /// or behind a `--trusted-proxy` the address its forwarding headers name.
+    pub(crate) fn client(&self, req: &Request, peer: SocketAddr) -> IpAddr {
+        addr::client(req, peer.ip(), &self.trusted_proxies)
+    }
+
+    /// Whether the request comes from this box itself and may have loopback's trust: a
+    /// loopback peer, and no forwarding header (a reverse proxy on the box connects from
+    /// loopback for every client it serves, so a forwarded request is the proxy's client's).
+    pub(crate) fn loopback(&self, req: &Request, peer: SocketAddr) -> bool {
+        peer.ip().is_loopback() && !addr::forwarded(req)
     }
 
     /// The Host allowlist (`localhost`, IP literals, the box's own names, `--allow-host`):
@@ -299,21 +329,32 @@ impl Gate {
     }
 
     /// The user a request acts as: `local` without a token file, else the owner of the
-    /// token it carries (Bearer, or the `keepty.token.` subprotocol for browsers).
+    /// token it carries (Bearer, or the `keepty.token.` subprotocol for browsers). The
+    /// Origin and the fetch metadata are judged first, so a foreign page's attempt never
+    /// reaches the token check (and never counts as a failed login).
     pub(crate) fn user(
         &mut self,
         req: &Request,
         peer: SocketAddr,
         now: Instant,
     ) -> Result<Caller, Refusal> {
+        self.origin(req)?;
+        fetch_site(req, false)?;
         if !self.tokens.users_required() {
             return Ok(Caller {
                 name: auth::LOCAL_USER.to_string(),
                 max_sessions: None,
             });
         }
+        // Another site's page must not make this browser's requests guess tokens (each
+        // would count against the operator's own address). A client could send these
+        // headers itself, so the token is not read at all rather than read and not counted.
+        if browser_cross_site(req) {
+            return Err(Refusal::CrossSiteToken);
+        }
+        let client = self.client(req, peer);
         // The block is on guessing tokens, so it applies where a token is checked.
-        if self.failures.blocked(peer.ip(), now) {
+        if self.failures.blocked(client, now) {
             return Err(Refusal::TooManyFailures);
         }
         let token = bearer(req)
@@ -323,17 +364,22 @@ impl Gate {
             return Err(Refusal::NoUserToken);
         };
         match self.tokens.user(&token) {
-            Some(u) => Ok(Caller {
-                name: u.name.clone(),
-                max_sessions: u.max_sessions,
-            }),
-            None => Err(self.wrong_token(peer, now, "user")),
+            Some(u) => {
+                let caller = Caller {
+                    name: u.name.clone(),
+                    max_sessions: u.max_sessions,
+                };
+                self.failures.succeed(client, now);
+                Ok(caller)
+            }
+            None => Err(self.wrong_token(client, now, "user")),
         }
     }
 
-    /// Admin access, in the order the admin routes have always applied it: the Origin, then
-    /// an admin token when an admin token file is configured (else a loopback peer), then,
-    /// for a route with a side effect, the fetch metadata.
+    /// Admin access: the Origin and the fetch metadata (for a route with a side effect, it
+    /// must not come from another site), then an admin token when an admin token file is
+    /// configured (else a loopback peer). What a browser can be made to send from another
+    /// site is refused before any token is looked at.
     pub(crate) fn admin(
         &mut self,
         req: &Request,
@@ -342,8 +388,8 @@ impl Gate {
         now: Instant,
     ) -> Result<(), Refusal> {
         self.origin(req)?;
-        self.admin_token(req, peer, now)?;
-        fetch_site(req, side_effect)
+        fetch_site(req, side_effect)?;
+        self.admin_token(req, peer, now)
     }
 
     fn admin_token(
@@ -353,13 +399,17 @@ impl Gate {
         now: Instant,
     ) -> Result<(), Refusal> {
         if !self.tokens.admins_required() {
-            return if peer.ip().is_loopback() {
+            return if self.loopback(req, peer) {
                 Ok(())
             } else {
                 Err(Refusal::AdminNotLoopback)
             };
         }
-        if self.failures.blocked(peer.ip(), now) {
+        if browser_cross_site(req) {
+            return Err(Refusal::CrossSiteToken);
+        }
+        let client = self.client(req, peer);
+        if self.failures.blocked(client, now) {
             return Err(Refusal::TooManyFailures);
         }
         // The query parameter is for a phone's address bar, which cannot set a header.
@@ -368,19 +418,21 @@ impl Gate {
             .or_else(|| http::query_param(&req.query, "token").map(String::into_bytes));
         match token {
             None => Err(Refusal::NoAdminToken),
-            Some(t) if self.tokens.is_admin(&t) => Ok(()),
-            Some(_) => Err(self.wrong_token(peer, now, "admin")),
+            Some(t) if self.tokens.is_admin(&t) => {
+                self.failures.succeed(client, now);
+                Ok(())
+            }
+            Some(_) => Err(self.wrong_token(client, now, "admin")),
         }
     }
 
-    /// Counts a wrong token from `peer` (never logging it). Once the address has used up its
-    /// attempts, its next requests get 429 (checked before any token).
-    fn wrong_token(&mut self, peer: SocketAddr, now: Instant, kind: &str) -> Refusal {
+    /// Counts a wrong token from `client` (never logging it). Once the address has used up
+    /// its attempts, its next requests get 429 (checked before any token).
+    fn wrong_token(&mut self, client: IpAddr, now: Instant, kind: &str) -> Refusal {
         self.auth_failures += 1;
-        let blocked = self.failures.fail(peer.ip(), now);
+        let blocked = self.failures.fail(client, now);
         eprintln!(
-            "keepty: wrong {kind} token from {}{}",
-            peer.ip(),
+            "keepty: wrong {kind} token from {client}{}",
             if blocked {
                 "; refusing that address for a minute"
             } else {
@@ -393,14 +445,40 @@ impl Gate {
 }
 
 /// A request with a side effect must not come from another site: a link or an image
-/// elsewhere would otherwise be enough to drop sessions.
+/// elsewhere would otherwise be enough to drop sessions. Two `Sec-Fetch-Site` headers are
+/// refused whatever the route: a browser sends one.
 fn fetch_site(req: &Request, side_effect: bool) -> Result<(), Refusal> {
+    if req
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "sec-fetch-site")
+        .count()
+        > 1
+    {
+        return Err(Refusal::TwoFetchSites);
+    }
     match req.header("sec-fetch-site") {
         Some(site) if side_effect && !matches!(site.trim(), "same-origin" | "none") => {
             Err(Refusal::CrossSite)
         }
         _ => Ok(()),
     }
+}
+
+/// True when a browser says it made this request for another origin's page
+/// (`Sec-Fetch-Site` other than `same-origin` or `none`), or as a subresource no keepty
+/// page loads with a token (`Sec-Fetch-Dest` `image`, `script` or `style`). Such a request's
+/// token is not the peer's guess but a page elsewhere using the peer's browser. A client
+/// that omits the headers (curl, a script) is judged by its token.
+fn browser_cross_site(req: &Request) -> bool {
+    let site = req.header("sec-fetch-site").map(str::trim);
+    let dest = req.header("sec-fetch-dest").map(str::trim);
+    site.is_some_and(|s| !s.eq_ignore_ascii_case("same-origin") && !s.eq_ignore_ascii_case("none"))
+        || dest.is_some_and(|d| {
+            ["image", "script", "style"]
+                .iter()
+                .any(|k| d.eq_ignore_ascii_case(k))
+        })
 }
 
 #[cfg(test)]
@@ -720,7 +798,7 @@ mod tests {
     }
 
     #[test]
-    fn admin_checks_origin_then_token_then_fetch_site() {
+    fn admin_checks_origin_then_fetch_site_then_token() {
         let (_dir, mut g) = with_tokens();
         let (p, now) = (peer("127.0.0.1"), Instant::now());
         let site = |site: &str, token: &str| {
@@ -741,12 +819,24 @@ mod tests {
         assert_eq!(g.admin(&site("none", "r00t"), true, p, now), Ok(()));
         assert_eq!(
             g.admin(&site("cross-site", "r00t"), false, p, now),
+            Err(Refusal::CrossSiteToken),
+            "with a token file, no token is read from another site's request"
+        );
+        // Without an admin token file, a read-only admin request is judged by loopback alone.
+        let mut open = open(&Config::default());
+        assert_eq!(
+            open.admin(&site("cross-site", "x"), false, p, now),
             Ok(()),
             "only a side effect is refused cross-site"
         );
-        // A wrong token is found before the fetch metadata, so the guess is counted.
+        // The fetch metadata is judged before the token: a cross-site drop is no guess.
         assert_eq!(
             g.admin(&site("cross-site", "nope"), true, p, now),
+            Err(Refusal::CrossSite)
+        );
+        assert_eq!(g.auth_failures(), 0);
+        assert_eq!(
+            g.admin(&site("same-origin", "nope"), true, p, now),
             Err(Refusal::WrongToken)
         );
         assert_eq!(g.auth_failures(), 1);
@@ -760,6 +850,148 @@ mod tests {
             Err(Refusal::ForeignOrigin)
         );
         assert_eq!(g.auth_failures(), 1);
+    }
+
+    #[test]
+    fn cross_site_browser_requests_never_reach_the_token() {
+        let (_dir, mut g) = with_tokens();
+        let (p, now) = (peer("192.168.1.5"), Instant::now());
+        // What `<img src="http://box:7700/admin/sessions?token=x">` on another site sends.
+        let img = |token: &str| {
+            req(&format!(
+                "GET /admin/sessions?token={token} HTTP/1.1\r\nHost: localhost:7700\r\n\
+                 Sec-Fetch-Site: cross-site\r\nSec-Fetch-Mode: no-cors\r\nSec-Fetch-Dest: image\r\n\r\n"
+            ))
+        };
+        // A same-site page on another port, and a script tag with no site header at all.
+        let sibling = |token: &str| {
+            req(&format!(
+                "GET /api/sessions HTTP/1.1\r\nHost: localhost:7700\r\n\
+                 Authorization: Bearer {token}\r\nSec-Fetch-Site: same-site\r\n\r\n"
+            ))
+        };
+        let script = req(
+            "GET /admin/sessions?token=x HTTP/1.1\r\nHost: localhost:7700\r\n\
+             Sec-Fetch-Dest: script\r\n\r\n",
+        );
+        for _ in 0..3 * MAX_FAILURES {
+            assert_eq!(
+                g.admin(&img("x"), false, p, now),
+                Err(Refusal::CrossSiteToken)
+            );
+            assert_eq!(g.user(&sibling("x"), p, now), Err(Refusal::CrossSiteToken));
+            assert_eq!(
+                g.admin(&script, false, p, now),
+                Err(Refusal::CrossSiteToken)
+            );
+        }
+        // The token is not read at all: a right one is refused the same way, so a client
+        // that writes these headers itself gets no answer to its guesses.
+        assert_eq!(
+            g.admin(&img("r00t"), false, p, now),
+            Err(Refusal::CrossSiteToken)
+        );
+        assert_eq!(
+            g.user(&sibling("s3cret"), p, now),
+            Err(Refusal::CrossSiteToken)
+        );
+        assert_eq!(g.auth_failures(), 0);
+        assert_eq!(g.user(&ws_bearer("s3cret"), p, now).unwrap().name, "alice");
+        let admin = req("GET /admin/sessions?token=r00t HTTP/1.1\r\nHost: localhost:7700\r\n\r\n");
+        assert_eq!(g.admin(&admin, false, p, now), Ok(()));
+        // A foreign Origin on /ws is refused before its token is read.
+        let ws = req(
+            "GET /ws HTTP/1.1\r\nHost: localhost:7700\r\nOrigin: http://evil.example\r\n\
+             Authorization: Bearer nope\r\n\r\n",
+        );
+        assert_eq!(g.user(&ws, p, now), Err(Refusal::ForeignOrigin));
+        assert_eq!(g.auth_failures(), 0);
+        // Without a token file there is no token to protect: the page's own rules apply.
+        let mut open = open(&Config::default());
+        assert!(open.user(&sibling("x"), peer("127.0.0.1"), now).is_ok());
+    }
+
+    #[test]
+    fn two_fetch_site_headers_are_refused() {
+        let (_dir, mut g) = with_tokens();
+        let (p, now) = (peer("127.0.0.1"), Instant::now());
+        let two = req(
+            "POST /admin/drop-all?confirm=0&token=r00t HTTP/1.1\r\nHost: localhost\r\n\
+             Sec-Fetch-Site: same-origin\r\nSec-Fetch-Site: cross-site\r\n\r\n",
+        );
+        assert_eq!(g.admin(&two, true, p, now), Err(Refusal::TwoFetchSites));
+        assert_eq!(g.admin(&two, false, p, now), Err(Refusal::TwoFetchSites));
+        let ws = req(
+            "GET /ws HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer s3cret\r\n\
+             Sec-Fetch-Site: none\r\nSec-Fetch-Site: none\r\n\r\n",
+        );
+        assert_eq!(g.user(&ws, p, now), Err(Refusal::TwoFetchSites));
+    }
+
+    #[test]
+    fn a_forwarded_request_is_not_loopback() {
+        let mut g = open(&Config::default());
+        let now = Instant::now();
+        let lo = peer("127.0.0.1");
+        for h in [
+            "X-Forwarded-For: 192.168.1.9",
+            "Forwarded: for=192.168.1.9",
+            "X-Real-IP: 192.168.1.9",
+        ] {
+            let r = req(&format!(
+                "GET /admin/sessions HTTP/1.1\r\nHost: localhost\r\n{h}\r\n\r\n"
+            ));
+            assert!(!g.loopback(&r, lo), "{h}");
+            assert_eq!(
+                g.admin(&r, false, lo, now),
+                Err(Refusal::AdminNotLoopback),
+                "{h}"
+            );
+        }
+    }
+
+    #[test]
+    fn behind_a_trusted_proxy_the_failure_budget_is_the_clients() {
+        let dir = TempDir::new();
+        let cfg = Config {
+            token_file: Some(dir.write("users", "alice s3cret\n")),
+            trusted_proxies: vec!["127.0.0.1".parse().unwrap()],
+            ..Config::default()
+        };
+        let mut g = open(&cfg);
+        let (proxy, now) = (peer("127.0.0.1"), Instant::now());
+        let from = |client: &str, token: &str| {
+            req(&format!(
+                "GET /api/sessions HTTP/1.1\r\nHost: localhost\r\n\
+                 X-Forwarded-For: 6.6.6.6, {client}\r\nAuthorization: Bearer {token}\r\n\r\n"
+            ))
+        };
+        for _ in 0..MAX_FAILURES {
+            assert_eq!(
+                g.user(&from("10.0.0.66", "x"), proxy, now),
+                Err(Refusal::WrongToken)
+            );
+        }
+        assert_eq!(
+            g.user(&from("10.0.0.66", "s3cret"), proxy, now),
+            Err(Refusal::TooManyFailures)
+        );
+        // Another client of the same proxy is not locked out by the first one's guesses.
+        assert_eq!(
+            g.user(&from("10.0.0.7", "s3cret"), proxy, now)
+                .unwrap()
+                .name,
+            "alice"
+        );
+        // Without --trusted-proxy the header is ignored: the proxy is the address.
+        let (_d, mut plain) = with_tokens();
+        for _ in 0..MAX_FAILURES {
+            let _ = plain.user(&from("10.0.0.66", "x"), proxy, now);
+        }
+        assert_eq!(
+            plain.user(&from("10.0.0.7", "s3cret"), proxy, now),
+            Err(Refusal::TooManyFailures)
+        );
     }
 
     #[test]
@@ -811,6 +1043,8 @@ mod tests {
             (Refusal::TwoOrigins, 403, "forbidden"),
             (Refusal::ForeignOrigin, 403, "forbidden"),
             (Refusal::CrossSite, 403, "forbidden"),
+            (Refusal::TwoFetchSites, 403, "forbidden"),
+            (Refusal::CrossSiteToken, 403, "forbidden"),
             (Refusal::AdminNotLoopback, 403, "forbidden"),
             (Refusal::NoUserToken, 401, "unauthorized"),
             (Refusal::NoAdminToken, 401, "unauthorized"),

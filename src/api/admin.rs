@@ -54,11 +54,13 @@ pub struct SessionRecord {
 }
 
 /// A window title as the program sent it, made fit for a list: lossy UTF-8 without control
-/// characters (C0, DEL, C1), which would act on the terminal or page that shows it.
+/// characters (C0, DEL, C1), which would act on the terminal or page that shows it, and
+/// without format characters and line or paragraph separators (bidi overrides, zero-width
+/// characters, tags), which would hide or reorder what the operator reads.
 pub fn title_text(raw: &[u8]) -> String {
     String::from_utf8_lossy(raw)
         .chars()
-        .filter(|c| !c.is_control())
+        .filter(|c| !crate::api::text::is_invisible(*c))
         .collect()
 }
 
@@ -677,6 +679,12 @@ mod tests {
         assert_eq!(
             title_text(b"a\x1b[2Jb\tc\x7fd\xc2\x9be\xfff"),
             "a[2Jbcde\u{fffd}f"
+        );
+        assert_eq!(
+            title_text(
+                "a\u{202e}gpj.exe\u{202c} b\u{200b}c\u{2028}d\u{2029}e\u{feff}\u{e0041}".as_bytes()
+            ),
+            "agpj.exe bcde"
         );
         assert_eq!(table_title(&"x".repeat(24)), "x".repeat(24));
         assert_eq!(table_title(&"é".repeat(25)), format!("{}…", "é".repeat(23)));

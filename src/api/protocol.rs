@@ -40,7 +40,7 @@ close_codes! {
     CLOSE_DROPPED = 4000;
     /// Error `bad_request`: a malformed query or message.
     CLOSE_BAD_REQUEST = 4400;
-    /// Error `forbidden`: another user's session, or a refused origin.
+    /// Error `forbidden`: a refused origin (another user's session answers `not_found`).
     CLOSE_FORBIDDEN = 4403;
     /// The session is gone: after `expired` while attached, and the errors `not_found`,
     /// `expired` and `dropped` on attach.

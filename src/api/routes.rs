@@ -169,6 +169,15 @@ pub fn route(
             }),
             Err(r) => Action::Respond(r.response(), After::Close),
         },
+        // Which user a token is, so the page can say whose token a `#token=` link carries
+        // before it replaces the stored one (extension).
+        Route::ApiWhoami => match gate.user(req, peer, now) {
+            Ok(caller) => keep(Response::json(
+                200,
+                &serde_json::json!({ "user": caller.name }),
+            )),
+            Err(r) => keep(r.response()),
+        },
         Route::ApiSessions => match gate.user(req, peer, now) {
             Ok(caller) => Action::List {
                 owner: Some(caller.name),

@@ -26,6 +26,46 @@ pub fn escape_control(s: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// Format characters (general category Cf) in Unicode 15.1, as `(first, last)` ranges:
+/// bidi controls, zero-width characters, the soft hyphen, invisible operators, interlinear
+/// annotation, tags and the rest. None draws anything, and in a title they reorder or hide
+/// what an operator reads (a bidi override makes `gpj.exe` look like `exe.jpg`).
+const FORMAT: &[(u32, u32)] = &[
+    (0x00AD, 0x00AD),
+    (0x0600, 0x0605),
+    (0x061C, 0x061C),
+    (0x06DD, 0x06DD),
+    (0x070F, 0x070F),
+    (0x0890, 0x0891),
+    (0x08E2, 0x08E2),
+    (0x180E, 0x180E),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x2064),
+    (0x2066, 0x206F),
+    (0xFEFF, 0xFEFF),
+    (0xFFF9, 0xFFFB),
+    (0x110BD, 0x110BD),
+    (0x110CD, 0x110CD),
+    (0x13430, 0x1343F),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0001, 0xE0001),
+    (0xE0020, 0xE007F),
+];
+
+/// True for what a title must not carry: controls (Cc), format characters (Cf) and the
+/// line and paragraph separators (Zl U+2028, Zp U+2029), which break a list row in two.
+pub fn is_invisible(c: char) -> bool {
+    if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+        return true;
+    }
+    let c = c as u32;
+    // FORMAT is sorted: find the last range starting at or before c.
+    let i = FORMAT.partition_point(|(first, _)| *first <= c);
+    i > 0 && c <= FORMAT[i - 1].1
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,6 +111,63 @@ mod tests {
         assert_eq!(
             out_kept,
             kept.chars().filter(|c| !c.is_ascii()).collect::<String>()
+        );
+    }
+
+    #[test]
+    fn invisible_characters() {
+        for c in [
+            '\0',
+            '\x1b',
+            '\x7f',
+            '\u{9b}',
+            '\u{ad}',
+            '\u{61c}',
+            '\u{180e}',
+            '\u{200b}',
+            '\u{200d}',
+            '\u{200e}',
+            '\u{200f}',
+            '\u{202a}',
+            '\u{202e}',
+            '\u{2028}',
+            '\u{2029}',
+            '\u{2060}',
+            '\u{2064}',
+            '\u{2066}',
+            '\u{2069}',
+            '\u{feff}',
+            '\u{fff9}',
+            '\u{fffb}',
+            '\u{e0001}',
+            '\u{e0020}',
+            '\u{e007f}',
+        ] {
+            assert!(is_invisible(c), "{:04x}", c as u32);
+        }
+        for c in [
+            'a',
+            ' ',
+            'é',
+            '\u{a0}',
+            '\u{ac}',
+            '\u{ae}',
+            '\u{200a}',
+            '\u{2010}',
+            '\u{2027}',
+            '\u{202f}',
+            '\u{2065}',
+            '\u{fffc}',
+            '\u{fffd}',
+            '\u{e0002}',
+            '\u{e0080}',
+            '✓',
+        ] {
+            assert!(!is_invisible(c), "{:04x}", c as u32);
+        }
+        assert!(
+            FORMAT.windows(2).all(|w| w[0].1 < w[1].0),
+            "sorted, disjoint"
         );
     }
 }

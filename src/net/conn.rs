@@ -3,9 +3,11 @@
 //! [`HttpConn::advance`] reads a request head, writes a response and lingers after a close,
 //! without blocking, and says what happened ([`Step`]); the event loop only decides what a
 //! head gets and what follows a sent response. [`Conns`] holds every connection (HTTP or
-//! WebSocket) in a slab with generations, counts the ones still sending their first head
-//! against `--max-pending`, and frees slots only after the event batch (deferred removal), so
-//! an event for a closed connection never reaches a new one in the same slot.
+//! WebSocket) in a slab with generations and keeps each in one of three budgets
+//! ([`Budget`]): still sending its first head (`--max-pending`), serving a request or a
+//! WebSocket (`--max-clients`, and a per-address share of it), or kept alive between requests
+//! (a budget of its own, evicted first). It frees slots only after the event batch (deferred
+//! removal), so an event for a closed connection never reaches a new one in the same slot.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -16,7 +18,8 @@ use std::time::Instant;
 use mio::{Interest, Registry};
 use slab::Slab;
 
-use crate::limits::{HTTP_STEP_BUDGET, LINGER, MAX_HEAD, PENDING_PER_PEER, WRITE_STALL};
+use crate::limits::{HTTP_STEP_BUDGET, LINGER, MAX_HEAD, WRITE_STALL};
+use crate::net::addr;
 use crate::net::http::{self, HeadError, Request, Response};
 use crate::net::stream::{Stream, Transport};
 use crate::net::ws::WsConn;
@@ -73,6 +76,8 @@ pub struct HttpConn<U, S = Stream> {
     deadline: Instant,
     /// The earliest wheel entry pending for this connection.
     timer_at: Instant,
+    /// A kept-alive response has been sent: reading now means waiting for the next request.
+    served: bool,
 }
 
 impl<U, S: Transport> HttpConn<U, S> {
@@ -85,7 +90,14 @@ impl<U, S: Transport> HttpConn<U, S> {
             phase: Phase::Reading,
             deadline,
             timer_at: deadline,
+            served: false,
         }
+    }
+
+    /// True while the connection is kept alive between requests: a response went out and no
+    /// next request has arrived. Such a connection holds nothing a client waits for.
+    pub fn is_idle(&self) -> bool {
+        self.served && matches!(self.phase, Phase::Reading)
     }
 
     /// Peer address.
@@ -109,7 +121,9 @@ impl<U, S: Transport> HttpConn<U, S> {
     }
 
     /// Goes as far as it can without blocking, at most [`HTTP_STEP_BUDGET`] steps.
-    /// `header_timeout` is the deadline a kept-alive connection gets for its next head.
+    /// `header_timeout` is the deadline a kept-alive connection gets for its next head
+    /// ([`crate::limits::Limits::next_head_timeout`]: short, since an idle connection holds
+    /// a slot for nothing).
     pub fn advance(&mut self, now: Instant, header_timeout: std::time::Duration) -> Step<U> {
         for _ in 0..HTTP_STEP_BUDGET {
             let step = match &mut self.phase {
@@ -201,6 +215,7 @@ impl<U, S: Transport> HttpConn<U, S> {
             After::KeepAlive => {
                 // A new request gets a fresh head deadline.
                 self.phase = Phase::Reading;
+                self.served = true;
                 self.deadline = now + header_timeout;
                 None
             }
@@ -312,44 +327,61 @@ pub struct Conn<U> {
     /// What it is.
     pub kind: Kind<U>,
     dead: bool,
-    /// Has not finished its first request head: counted against `--max-pending`, not
-    /// `--max-clients`, so a slowloris cannot take the client slots.
-    pending: Option<IpAddr>,
+    /// Which budget it counts in.
+    budget: Budget,
 }
 
-/// Why a new connection is turned away before it is read.
+/// Which budget a connection counts in, with the address key it counts under
+/// ([`addr::key`]) and, where the oldest may be evicted, when it entered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Budget {
+    /// Still sending its first request head: `--max-pending`. Keyed by the socket's peer.
+    Pending(IpAddr, u64),
+    /// Serving a request, or a WebSocket: `--max-clients` and the per-address share. Keyed by
+    /// the client (behind a `--trusted-proxy`, the one its headers name).
+    Busy(IpAddr),
+    /// Kept alive between requests: a budget of its own, the oldest of the heaviest address
+    /// evicted first.
+    Idle(IpAddr, u64),
+    /// Refused or closing: counted nowhere (the linger timer bounds it).
+    Uncounted,
+}
+
+/// `--max-clients`, or the address's share of it, is reached.
 #[derive(Debug, PartialEq, Eq)]
-pub struct TooManyPending;
+pub struct TooManyClients;
 
-/// Connections still sending their first request head, in all and per peer address.
+/// How many connections one budget holds, in all and per address key.
 #[derive(Default)]
-struct Pending {
+struct Tally {
     total: usize,
-    by_ip: HashMap<IpAddr, usize>,
+    by_key: HashMap<IpAddr, usize>,
 }
 
-impl Pending {
-    fn may_add(&self, ip: IpAddr, max: usize) -> Result<(), TooManyPending> {
-        let from_peer = self.by_ip.get(&ip).copied().unwrap_or(0);
-        if self.total >= max || from_peer >= PENDING_PER_PEER {
-            return Err(TooManyPending);
-        }
-        Ok(())
+impl Tally {
+    fn of(&self, key: IpAddr) -> usize {
+        self.by_key.get(&key).copied().unwrap_or(0)
     }
 
-    fn add(&mut self, ip: IpAddr) {
+    fn add(&mut self, key: IpAddr) {
         self.total += 1;
-        *self.by_ip.entry(ip).or_insert(0) += 1;
+        *self.by_key.entry(key).or_insert(0) += 1;
     }
 
-    fn remove(&mut self, ip: IpAddr) {
+    fn remove(&mut self, key: IpAddr) {
         self.total -= 1;
-        if let Some(n) = self.by_ip.get_mut(&ip) {
+        if let Some(n) = self.by_key.get_mut(&key) {
             *n -= 1;
             if *n == 0 {
-                self.by_ip.remove(&ip);
+                self.by_key.remove(&key);
             }
         }
+    }
+
+    /// The most any one key holds (0 when empty). Among the keys holding that many, the
+    /// caller takes the oldest connection, so ties go by age.
+    fn most(&self) -> usize {
+        self.by_key.values().copied().max().unwrap_or(0)
     }
 }
 
@@ -357,7 +389,11 @@ impl Pending {
 pub struct Conns<U> {
     slab: Slab<Conn<U>>,
     generation: u64,
-    pending: Pending,
+    pending: Tally,
+    busy: Tally,
+    idle: Tally,
+    /// Orders entries into the pending and idle budgets, oldest first.
+    seq: u64,
     ws: usize,
     dead: Vec<usize>,
 }
@@ -367,7 +403,10 @@ impl<U> Default for Conns<U> {
         Conns {
             slab: Slab::new(),
             generation: 0,
-            pending: Pending::default(),
+            pending: Tally::default(),
+            busy: Tally::default(),
+            idle: Tally::default(),
+            seq: 0,
             ws: 0,
             dead: Vec::new(),
         }
@@ -375,12 +414,32 @@ impl<U> Default for Conns<U> {
 }
 
 impl<U> Conns<U> {
-    /// Whether one more unfinished request from `ip` fits `--max-pending` and the per-peer cap.
-    pub fn may_accept(&self, ip: IpAddr, max_pending: usize) -> Result<(), TooManyPending> {
-        self.pending.may_add(ip, max_pending)
+    /// Makes room for one more unfinished request: when `--max-pending` are pending, the
+    /// slot of the one to close, the oldest of the address with the most. A peer holding many
+    /// unfinished requests so loses its own first, and never keeps out another address.
+    pub fn pending_victim(&self, max_pending: usize) -> Option<usize> {
+        if self.pending.total < max_pending {
+            return None;
+        }
+        let most = self.pending.most();
+        self.oldest(|b| match b {
+            Budget::Pending(k, seq) if self.pending.of(k) == most => Some(seq),
+            _ => None,
+        })
     }
 
-    /// Adds a new connection, registered for both directions; its slot and generation.
+    /// The live slot whose budget `pick` gives the smallest sequence number.
+    fn oldest(&self, pick: impl Fn(Budget) -> Option<u64>) -> Option<usize> {
+        self.slab
+            .iter()
+            .filter(|(_, c)| !c.dead)
+            .filter_map(|(k, c)| pick(c.budget).map(|seq| (seq, k)))
+            .min()
+            .map(|(_, k)| k)
+    }
+
+    /// Adds a new connection, registered for both directions, as pending under its peer's
+    /// address; its slot and generation.
     pub fn insert(&mut self, mut h: HttpConn<U>, registry: &Registry) -> io::Result<(usize, u64)> {
         let entry = self.slab.vacant_entry();
         let key = entry.key();
@@ -389,26 +448,86 @@ impl<U> Conns<U> {
             token::conn(key),
             Interest::READABLE | Interest::WRITABLE,
         )?;
-        let ip = h.peer().ip();
+        let ip = addr::key(h.peer().ip());
         self.generation += 1;
+        self.seq += 1;
         entry.insert(Conn {
             generation: self.generation,
             kind: Kind::Http(Box::new(h)),
             dead: false,
-            pending: Some(ip),
+            budget: Budget::Pending(ip, self.seq),
         });
         self.pending.add(ip);
         Ok((key, self.generation))
     }
 
+    /// Takes connection `k` out of whichever budget it counts in.
+    fn uncount(&mut self, k: usize) {
+        let Some(c) = self.slab.get_mut(k) else {
+            return;
+        };
+        match std::mem::replace(&mut c.budget, Budget::Uncounted) {
+            Budget::Pending(ip, _) => self.pending.remove(ip),
+            Budget::Busy(ip) => self.busy.remove(ip),
+            Budget::Idle(ip, _) => self.idle.remove(ip),
+            Budget::Uncounted => {}
+        }
+    }
+
+    /// A request head arrived on `k` from `client`: the connection now serves a request and
+    /// counts against `--max-clients` and `client`'s `share` of it. Refused (and counted
+    /// nowhere, to be answered and closed) past either.
+    pub fn begin_request(
+        &mut self,
+        k: usize,
+        client: IpAddr,
+        max_clients: usize,
+        share: usize,
+    ) -> Result<(), TooManyClients> {
+        let Some(c) = self.slab.get(k) else {
+            return Err(TooManyClients);
+        };
+        if matches!(c.budget, Budget::Busy(_)) {
+            return Ok(());
+        }
+        self.uncount(k);
+        let key = addr::key(client);
+        if self.busy.total >= max_clients || self.busy.of(key) >= share {
+            return Err(TooManyClients);
+        }
+        self.busy.add(key);
+        self.slab[k].budget = Budget::Busy(key);
+        Ok(())
+    }
+
+    /// After `k` made progress: a connection kept alive between requests moves into the idle
+    /// budget. When that holds more than `max_idle`, the slot of the one to close: the
+    /// oldest idle connection of the address with the most.
+    pub fn settle_idle(&mut self, k: usize, max_idle: usize) -> Option<usize> {
+        let c = self.slab.get(k).filter(|c| !c.dead)?;
+        let Budget::Busy(key) = c.budget else {
+            return None;
+        };
+        if !matches!(&c.kind, Kind::Http(h) if h.is_idle()) {
+            return None;
+        }
+        self.busy.remove(key);
+        self.idle.add(key);
+        self.seq += 1;
+        self.slab[k].budget = Budget::Idle(key, self.seq);
+        if self.idle.total <= max_idle {
+            return None;
+        }
+        let most = self.idle.most();
+        self.oldest(|b| match b {
+            Budget::Idle(k, seq) if self.idle.of(k) == most => Some(seq),
+            _ => None,
+        })
+    }
+
     /// True when none is left.
     pub fn is_empty(&self) -> bool {
         self.slab.is_empty()
-    }
-
-    /// Connections past their first request head: the ones `--max-clients` counts.
-    pub fn active(&self) -> usize {
-        self.slab.len() - self.pending.total
     }
 
     /// Connections not upgraded, and WebSockets.
@@ -466,16 +585,6 @@ impl<U> Conns<U> {
         }
     }
 
-    /// A connection's first request head is complete: it no longer counts as pending.
-    /// True if it was pending until now.
-    pub fn end_pending(&mut self, k: usize) -> bool {
-        let Some(ip) = self.slab.get_mut(k).and_then(|c| c.pending.take()) else {
-            return false;
-        };
-        self.pending.remove(ip);
-        true
-    }
-
     /// Marks a connection for removal after the batch. A WebSocket is finished at once and
     /// its session binding returned, so the caller detaches it now and the session's read
     /// budget no longer waits for it.
@@ -483,7 +592,7 @@ impl<U> Conns<U> {
         let conn = self.slab.get_mut(k).filter(|c| !c.dead)?;
         conn.dead = true;
         self.dead.push(k);
-        self.end_pending(k);
+        self.uncount(k);
         match &mut self.slab[k].kind {
             Kind::Ws(w) => {
                 w.finish();
@@ -755,28 +864,23 @@ mod tests {
     }
 
     #[test]
-    fn pending_counts_per_peer_and_in_all() {
-        let mut p = Pending::default();
+    fn tallies_count_per_key_and_in_all() {
+        let mut t = Tally::default();
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
-        for _ in 0..PENDING_PER_PEER {
-            assert_eq!(p.may_add(a, 32), Ok(()));
-            p.add(a);
+        assert_eq!(t.most(), 0);
+        for _ in 0..3 {
+            t.add(a);
         }
-        assert_eq!(p.may_add(a, 32), Err(TooManyPending), "per-peer cap");
-        assert_eq!(p.may_add(b, 32), Ok(()), "another peer is not blocked");
-        assert_eq!(
-            p.may_add(b, PENDING_PER_PEER),
-            Err(TooManyPending),
-            "--max-pending"
-        );
-        p.remove(a);
-        assert_eq!(p.may_add(a, 32), Ok(()));
-        for _ in 1..PENDING_PER_PEER {
-            p.remove(a);
+        t.add(b);
+        assert_eq!((t.total, t.of(a), t.of(b)), (4, 3, 1));
+        assert_eq!(t.most(), 3);
+        for _ in 0..3 {
+            t.remove(a);
         }
-        assert_eq!(p.total, 0);
-        assert!(p.by_ip.is_empty(), "no entry left behind for a gone peer");
+        t.remove(b);
+        assert_eq!(t.total, 0);
+        assert!(t.by_key.is_empty(), "no entry left behind for a gone peer");
     }
 
     #[test]
@@ -794,20 +898,179 @@ mod tests {
         h.respond(&req, ok(), After::KeepAlive, false, t0);
         assert_eq!(h.rearm(t0), None);
         assert!(!h.expired(t0 + TIMEOUT));
-        // Once sent, the next head gets a deadline earlier than the stall one.
+        // Once sent, the connection is idle and its next head gets the keep-alive deadline
+        // (5 s here), sooner than the pending entry (t0 + 10 s): a new one is filed.
+        let keepalive = Duration::from_secs(5);
         let t1 = t0 + Duration::from_secs(1);
-        let _ = h.advance(t1, TIMEOUT);
+        assert!(!h.is_idle());
+        let _ = h.advance(t1, keepalive);
+        assert!(h.is_idle());
+        assert_eq!(h.rearm(t1), Some(t1 + keepalive));
+        assert_eq!(h.rearm(t1), None);
+        assert!(!h.expired(t1 + keepalive - Duration::from_millis(1)));
+        assert!(h.expired(t1 + keepalive));
+        // The next request: busy again, the entry for its response filed once.
+        let t2 = t1 + Duration::from_secs(1);
+        sock.feed(GET);
+        let req = head(h.advance(t2, keepalive));
+        h.respond(&req, ok(), After::KeepAlive, false, t2);
+        assert!(!h.is_idle());
+        assert_eq!(h.rearm(t2), None, "the entry at t1 + 5 s is still ahead");
+        let t3 = t1 + keepalive;
         assert_eq!(
-            h.rearm(t1),
-            None,
-            "the head-deadline entry at t0 + 10 s is still ahead"
+            h.rearm(t3),
+            Some(t2 + WRITE_STALL),
+            "it fired: file the new one"
         );
-        let t2 = t0 + TIMEOUT;
+        assert_eq!(h.rearm(t3), None);
+    }
+
+    /// A table over real loopback sockets, with the peer address each connection claims.
+    struct Table {
+        poll: mio::Poll,
+        listener: std::net::TcpListener,
+        conns: Conns<u32>,
+        /// The client ends by slot, kept open.
+        clients: HashMap<usize, std::net::TcpStream>,
+    }
+
+    impl Table {
+        fn new() -> Table {
+            Table {
+                poll: mio::Poll::new().unwrap(),
+                listener: std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+                conns: Conns::default(),
+                clients: HashMap::new(),
+            }
+        }
+
+        /// A new pending connection that claims to come from `peer`; its slot.
+        fn add(&mut self, peer: &str) -> usize {
+            let client = std::net::TcpStream::connect(self.listener.local_addr().unwrap()).unwrap();
+            let (server, _) = self.listener.accept().unwrap();
+            server.set_nonblocking(true).unwrap();
+            let stream = Stream::Plain(mio::net::TcpStream::from_std(server));
+            let peer: SocketAddr = format!("{peer}:5000").parse().unwrap();
+            let h = HttpConn::new(stream, peer, Instant::now() + TIMEOUT);
+            let (k, _) = self.conns.insert(h, self.poll.registry()).unwrap();
+            self.clients.insert(k, client);
+            k
+        }
+
+        /// Connection `k` answers one kept-alive request and waits for the next.
+        fn serve_once(&mut self, k: usize) {
+            use std::io::Write as _;
+            self.clients.get_mut(&k).unwrap().write_all(GET).unwrap();
+            let now = Instant::now();
+            let h = self.conns.http_mut(k).unwrap();
+            let req = loop {
+                match h.advance(now, TIMEOUT) {
+                    Step::Head(r) => break r,
+                    Step::Blocked => std::thread::sleep(Duration::from_millis(1)),
+                    _ => panic!("no head"),
+                }
+            };
+            h.respond(&req, ok(), After::KeepAlive, false, now);
+            assert!(matches!(h.advance(now, TIMEOUT), Step::Blocked));
+            assert!(h.is_idle());
+        }
+
+        fn budget(&self, k: usize) -> Budget {
+            self.conns.slab[k].budget
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn full_pending_gives_up_the_oldest_of_the_heaviest_address() {
+        let mut t = Table::new();
+        let a: Vec<usize> = (0..3).map(|_| t.add("10.0.0.1")).collect();
+        let b = t.add("10.0.0.2");
+        assert_eq!(t.conns.pending_victim(5), None, "room left");
+        assert_eq!(t.conns.pending_victim(4), Some(a[0]));
+        t.conns.kill(a[0]);
+        assert_eq!(t.conns.pending_victim(4), None);
+        // Even at one each, the oldest goes first.
+        t.conns.kill(a[1]);
+        t.conns.kill(a[2]);
+        t.add("10.0.0.3");
+        assert_eq!(t.conns.pending_victim(2), Some(b));
+        assert_eq!(t.conns.pending.total, 2);
+    }
+
+    #[test]
+    fn requests_count_against_the_cap_and_the_address_share() {
+        let mut t = Table::new();
+        let ks: Vec<usize> = (0..4).map(|_| t.add("10.0.0.1")).collect();
+        // Behind a proxy the client is another address than the socket's peer.
+        let (max, share) = (3, 2);
         assert_eq!(
-            h.rearm(t2),
-            Some(t1 + TIMEOUT),
-            "the old entry fired: file the new one"
+            t.conns.begin_request(ks[0], ip("10.0.0.1"), max, share),
+            Ok(())
         );
-        assert_eq!(h.rearm(t2), None);
+        assert_eq!(
+            t.conns.begin_request(ks[1], ip("10.0.0.1"), max, share),
+            Ok(())
+        );
+        assert_eq!(
+            t.conns.begin_request(ks[2], ip("10.0.0.1"), max, share),
+            Err(TooManyClients),
+            "past the address's share"
+        );
+        assert_eq!(t.budget(ks[2]), Budget::Uncounted);
+        assert_eq!(
+            t.conns.begin_request(ks[3], ip("2001:db8::1"), max, share),
+            Ok(())
+        );
+        assert_eq!(
+            t.budget(ks[3]),
+            Budget::Busy(ip("2001:db8::")),
+            "keyed by /64"
+        );
+        let more = t.add("10.0.0.9");
+        assert_eq!(
+            t.conns.begin_request(more, ip("10.0.0.9"), max, share),
+            Err(TooManyClients),
+            "past --max-clients"
+        );
+        // A second request on a serving connection is not counted again.
+        assert_eq!(
+            t.conns.begin_request(ks[0], ip("10.0.0.1"), max, share),
+            Ok(())
+        );
+        assert_eq!((t.conns.pending.total, t.conns.busy.total), (0, 3));
+        t.conns.kill(ks[0]);
+        assert_eq!(t.conns.busy.of(ip("10.0.0.1")), 1);
+    }
+
+    #[test]
+    fn kept_alive_connections_go_idle_and_the_heaviest_address_gives_one_up() {
+        let mut t = Table::new();
+        let a: Vec<usize> = (0..2).map(|_| t.add("10.0.0.1")).collect();
+        let b = t.add("10.0.0.2");
+        for &k in a.iter().chain([&b]) {
+            let peer = t.conns.http_mut(k).unwrap().peer().ip();
+            t.conns.begin_request(k, peer, 10, 10).unwrap();
+            // Serving: not idle yet.
+            assert_eq!(t.conns.settle_idle(k, 2), None);
+        }
+        t.serve_once(a[0]);
+        assert_eq!(t.conns.settle_idle(a[0], 2), None);
+        assert!(matches!(t.budget(a[0]), Budget::Idle(..)));
+        t.serve_once(b);
+        assert_eq!(t.conns.settle_idle(b, 2), None);
+        t.serve_once(a[1]);
+        assert_eq!(
+            t.conns.settle_idle(a[1], 2),
+            Some(a[0]),
+            "the oldest idle connection of the address with the most"
+        );
+        assert_eq!((t.conns.busy.total, t.conns.idle.total), (0, 3));
+        // Its next request takes it out of the idle budget.
+        assert_eq!(t.conns.begin_request(b, ip("10.0.0.2"), 10, 10), Ok(()));
+        assert_eq!((t.conns.busy.total, t.conns.idle.total), (1, 2));
     }
 }

@@ -222,6 +222,8 @@ pub enum Route {
     Echo,
     /// `/api/sessions`: the caller's own sessions.
     ApiSessions,
+    /// `/api/whoami`: the user the caller's token names (extension).
+    ApiWhoami,
     /// `/admin`: the admin page.
     AdminPage,
     /// `/admin/sessions`.
@@ -260,6 +262,7 @@ pub fn route(req: &Request) -> Route {
         #[cfg(feature = "echo")]
         "/echo" => Route::Echo,
         "/api/sessions" => Route::ApiSessions,
+        "/api/whoami" => Route::ApiWhoami,
         // Not "/admin/": the page's relative asset URLs would resolve under it.
         "/admin" => Route::AdminPage,
         "/admin/sessions" => Route::AdminSessions,
@@ -581,6 +584,10 @@ mod tests {
         assert!(matches!(
             r("GET /api/sessions HTTP/1.1\r\n\r\n"),
             Route::ApiSessions
+        ));
+        assert!(matches!(
+            r("GET /api/whoami HTTP/1.1\r\n\r\n"),
+            Route::ApiWhoami
         ));
     }
 

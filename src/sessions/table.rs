@@ -17,7 +17,7 @@ use crate::api::protocol::{self, ErrorCode, ProtoError};
 use crate::sessions::pty::Pty;
 use crate::sessions::ring::Ring;
 use crate::sessions::session::Session;
-use crate::sessions::tombstones::{Cause, Tombstones};
+use crate::sessions::tombstones::{Cause, Tombstone, Tombstones};
 use crate::token;
 
 /// What a new session is made of.
@@ -190,8 +190,8 @@ impl Table {
         k
     }
 
-    /// Why `id` is gone, if it ended within the tombstones' memory.
-    pub fn ended_as(&self, id: &str) -> Option<Cause> {
+    /// Why `id` is gone and whose it was, if it ended within the tombstones' memory.
+    pub fn ended(&self, id: &str) -> Option<&Tombstone> {
         self.tombstones.get(id)
     }
 
@@ -230,7 +230,8 @@ impl Table {
         if leader_alive {
             self.orphans.push(session.pid());
         }
-        self.tombstones.add(session.id(), cause, now);
+        self.tombstones
+            .add(session.id(), session.owner(), cause, now);
         Some(Ended {
             session,
             leader_alive,
@@ -299,7 +300,8 @@ mod tests {
         let ended = t.end(k[0], Cause::Dropped, now).unwrap();
         assert!(ended.leader_alive);
         assert_eq!(t.find("a"), None);
-        assert_eq!(t.ended_as("a"), Some(Cause::Dropped));
+        let stone = t.ended("a").unwrap();
+        assert_eq!((stone.cause, stone.owner.as_str()), (Cause::Dropped, "ann"));
         assert_eq!(t.orphans(), &[101]);
         assert!(!t.leads_a_session(101));
         assert!(!t.all_reaped(), "the orphan is not reaped yet");
@@ -333,7 +335,7 @@ mod tests {
         assert_eq!(t.tombstone_count(), 1);
         let generation = t.generation + 1;
         t.insert(Session::fixture("a", "ann", generation, 104));
-        assert_eq!(t.ended_as("a"), None);
+        assert!(t.ended("a").is_none());
         let k = t.find("a").unwrap();
         assert_eq!(t.free(k).map(|s| s.pid()), Some(104));
         assert_eq!(t.find("a"), None);

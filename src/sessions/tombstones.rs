@@ -1,5 +1,6 @@
-//! Ids of sessions that were reaped or dropped, remembered for a day so a reconnect hears
-//! `expired` or `dropped` instead of silently getting a fresh shell.
+//! Ids of sessions that were reaped or dropped, remembered for a day with their owner, so a
+//! reconnect hears `expired` or `dropped` instead of silently getting a fresh shell, and
+//! another user cannot take the id over with `new=1` while its owner may still come back.
 //!
 //! Every tombstone lives the same time, so insertion order is expiry order: a queue gives
 //! O(1) insert and expiry, and the list is capped so it cannot grow without bound.
@@ -18,29 +19,49 @@ pub enum Cause {
     Dropped,
 }
 
+/// One remembered id: why it ended, whose it was, and until when it is remembered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tombstone {
+    /// Why the session is gone.
+    pub cause: Cause,
+    /// The user that owned it.
+    pub owner: String,
+    /// When it is forgotten.
+    pub until: Instant,
+}
+
 /// The remembered ids.
 #[derive(Default)]
 pub struct Tombstones {
-    by_id: HashMap<String, (Cause, Instant)>,
+    by_id: HashMap<String, Tombstone>,
     order: VecDeque<(String, Instant)>,
 }
 
 impl Tombstones {
-    /// Remembers `id` until `now + TOMBSTONE_KEEP`, replacing an older tombstone for it.
-    pub fn add(&mut self, id: &str, cause: Cause, now: Instant) {
+    /// Remembers `owner`'s `id` until `now + TOMBSTONE_KEEP`, replacing an older tombstone
+    /// for it.
+    pub fn add(&mut self, id: &str, owner: &str, cause: Cause, now: Instant) {
         if self.order.len() >= MAX_TOMBSTONES
             && let Some((old, until)) = self.order.pop_front()
         {
             self.forget(&old, until);
         }
         let until = now + TOMBSTONE_KEEP;
-        self.by_id.insert(id.to_string(), (cause, until));
+        let owner = owner.to_string();
+        self.by_id.insert(
+            id.to_string(),
+            Tombstone {
+                cause,
+                owner,
+                until,
+            },
+        );
         self.order.push_back((id.to_string(), until));
     }
 
-    /// Why `id` is gone, if it is remembered.
-    pub fn get(&self, id: &str) -> Option<Cause> {
-        self.by_id.get(id).map(|(c, _)| *c)
+    /// Why `id` is gone and whose it was, if it is remembered.
+    pub fn get(&self, id: &str) -> Option<&Tombstone> {
+        self.by_id.get(id)
     }
 
     /// Forgets `id` (it is being created again with `new=1`).
@@ -51,7 +72,7 @@ impl Tombstones {
 
     fn forget(&mut self, id: &str, until: Instant) {
         // Only if the map still holds this very tombstone, not a newer one for the same id.
-        if self.by_id.get(id).is_some_and(|(_, u)| *u == until) {
+        if self.by_id.get(id).is_some_and(|t| t.until == until) {
             self.by_id.remove(id);
         }
     }
@@ -84,18 +105,24 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    fn cause(t: &Tombstones, id: &str) -> Option<Cause> {
+        t.get(id).map(|t| t.cause)
+    }
+
     #[test]
     fn remembers_then_forgets() {
         let t0 = Instant::now();
         let mut t = Tombstones::default();
-        t.add("a", Cause::Expired, t0);
-        t.add("b", Cause::Dropped, t0 + Duration::from_secs(1));
-        assert_eq!(t.get("a"), Some(Cause::Expired));
-        assert_eq!(t.get("b"), Some(Cause::Dropped));
+        t.add("a", "ann", Cause::Expired, t0);
+        t.add("b", "bob", Cause::Dropped, t0 + Duration::from_secs(1));
+        assert_eq!(cause(&t, "a"), Some(Cause::Expired));
+        assert_eq!(t.get("a").map(|t| t.owner.as_str()), Some("ann"));
+        assert_eq!(cause(&t, "b"), Some(Cause::Dropped));
+        assert_eq!(t.get("b").map(|t| t.owner.as_str()), Some("bob"));
         assert_eq!(t.next_expiry(), Some(t0 + TOMBSTONE_KEEP));
         t.expire(t0 + TOMBSTONE_KEEP);
-        assert_eq!(t.get("a"), None);
-        assert_eq!(t.get("b"), Some(Cause::Dropped));
+        assert_eq!(cause(&t, "a"), None);
+        assert_eq!(cause(&t, "b"), Some(Cause::Dropped));
         t.expire(t0 + TOMBSTONE_KEEP + Duration::from_secs(1));
         assert_eq!(t.len(), 0);
         assert_eq!(t.next_expiry(), None);
@@ -105,11 +132,11 @@ mod tests {
     fn newer_tombstone_survives_older_expiry() {
         let t0 = Instant::now();
         let mut t = Tombstones::default();
-        t.add("a", Cause::Expired, t0);
+        t.add("a", "ann", Cause::Expired, t0);
         t.remove("a");
-        t.add("a", Cause::Dropped, t0 + Duration::from_secs(10));
+        t.add("a", "ann", Cause::Dropped, t0 + Duration::from_secs(10));
         t.expire(t0 + TOMBSTONE_KEEP);
-        assert_eq!(t.get("a"), Some(Cause::Dropped));
+        assert_eq!(cause(&t, "a"), Some(Cause::Dropped));
     }
 
     #[test]
@@ -117,12 +144,12 @@ mod tests {
         let t0 = Instant::now();
         let mut t = Tombstones::default();
         for i in 0..MAX_TOMBSTONES + 10 {
-            t.add(&format!("id{i}"), Cause::Expired, t0);
+            t.add(&format!("id{i}"), "ann", Cause::Expired, t0);
         }
         assert_eq!(t.len(), MAX_TOMBSTONES);
-        assert_eq!(t.get("id0"), None);
+        assert_eq!(cause(&t, "id0"), None);
         assert_eq!(
-            t.get(&format!("id{}", MAX_TOMBSTONES + 9)),
+            cause(&t, &format!("id{}", MAX_TOMBSTONES + 9)),
             Some(Cause::Expired)
         );
     }
