@@ -77,6 +77,10 @@ pub fn load_token(file: Option<&Path>, env: Option<String>) -> Result<Option<Str
 pub fn run(name: &str, args: Vec<String>) -> u8 {
     match run_inner(name, &args) {
         Ok(code) => code,
+        Err(e @ Fail::Usage(_)) => {
+            eprintln!("keepty {name}: {e}\nTry 'keepty {name} --help'.");
+            e.exit_code()
+        }
         Err(e) => {
             eprintln!("keepty {name}: {e}");
             e.exit_code()

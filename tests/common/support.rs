@@ -26,6 +26,10 @@ pub const RECORD_FIELDS: &[&str] = &[
     "active_client",
     "cols",
     "rows",
+    "rss_bytes",
+    "cpu_ms",
+    "command",
+    "cwd",
 ];
 
 /// Asserts a JSON error answer (SPEC section 2): this status and, if given, this code.
