@@ -24,10 +24,18 @@ fn memory_and_command_follow_the_foreground_program() {
     let srv = spawn_server(&["--", "/bin/sh"]);
     let mut c = ws::connect(srv.port, "session=mem&new=1");
     c.expect_attached();
-    let idle = srv.wait_session("mem", SAMPLED, "the shell sampled", |r| r["command"] == "sh");
+    let idle = srv.wait_session("mem", SAMPLED, "the shell sampled", |r| {
+        r["command"] == "sh"
+    });
     let base = u(&idle["rss_bytes"]);
-    assert!(base > 0 && base < 20 << 20, "a shell's resident set: {idle}");
-    assert!(idle["cwd"].as_str().is_some_and(|d| d.starts_with('/')), "{idle}");
+    assert!(
+        base > 0 && base < 20 << 20,
+        "a shell's resident set: {idle}"
+    );
+    assert!(
+        idle["cwd"].as_str().is_some_and(|d| d.starts_with('/')),
+        "{idle}"
+    );
 
     // Writing the bytes (a repeated bytes object) touches every page.
     c.send_input(
@@ -72,7 +80,9 @@ fn cpu_time_follows_a_spinning_program() {
     let srv = spawn_server(&["--", "/bin/sh"]);
     let mut c = ws::connect(srv.port, "session=spin&new=1");
     c.expect_attached();
-    let idle = srv.wait_session("spin", SAMPLED, "the shell sampled", |r| r["command"] == "sh");
+    let idle = srv.wait_session("spin", SAMPLED, "the shell sampled", |r| {
+        r["command"] == "sh"
+    });
     assert!(u(&idle["cpu_ms"]) < 1000, "an idle shell: {idle}");
 
     c.send_input(b"python3 -c \"print('spin-' + 'go')\nwhile True: pass\"\r");
@@ -83,7 +93,9 @@ fn cpu_time_follows_a_spinning_program() {
     let (t0, cpu0) = (Instant::now(), u(&first["cpu_ms"]));
     // Wait for a later sample at least 3 s on.
     std::thread::sleep(Duration::from_secs(3));
-    let later = srv.wait_session("spin", SAMPLED, "more cpu", |r| u(&r["cpu_ms"]) > cpu0 + 300);
+    let later = srv.wait_session("spin", SAMPLED, "more cpu", |r| {
+        u(&r["cpu_ms"]) > cpu0 + 300
+    });
     let wall_ms = t0.elapsed().as_millis() as u64;
     let grew = u(&later["cpu_ms"]) - cpu0;
     // One core at most (plus the sample's age on either side, 2 s each); at least a tenth of

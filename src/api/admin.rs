@@ -67,6 +67,10 @@ pub struct SessionRecord {
     /// The foreground program's working directory ("" when unknown).
     #[serde(default)]
     pub cwd: String,
+    /// Bells the program rang (BEL in plain output), ever: the page notifies when this grows
+    /// while nobody is attached.
+    #[serde(default)]
+    pub bells: u64,
 }
 
 /// A window title as the program sent it, made fit for a list: lossy UTF-8 without control
@@ -568,6 +572,7 @@ impl Sources<'_> {
                     cpu_ms: s.usage().cpu_ms,
                     command: s.usage().command.clone(),
                     cwd: s.usage().cwd.clone(),
+                    bells: s.modes().bells(),
                 }
             })
             .collect();
@@ -644,6 +649,7 @@ mod tests {
             cpu_ms: 0,
             command: String::new(),
             cwd: String::new(),
+            bells: 0,
         }
     }
 

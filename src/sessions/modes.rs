@@ -160,6 +160,8 @@ pub struct ModeTracker {
     pending_title: Vec<u8>,
     pending_truncated: bool,
 
+    /// Bells rung in plain text (not the BEL that ends an OSC), ever.
+    bells: u64,
     /// Bytes read in all.
     fed: u64,
     /// Where the parser last came back to ground, and where it last left it (the ESC that
@@ -188,6 +190,11 @@ impl ModeTracker {
             let rest = &bytes[i..];
             match self.state {
                 State::Ground => match find_esc(rest) {
+                    // A bell in plain text rings; one that ends an OSC does not get here.
+                    Some(p) if rest[p] == BEL => {
+                        self.bells += 1;
+                        i += p + 1;
+                    }
                     Some(p) => {
                         self.left_ground_at = base + (i + p) as u64;
                         i += p + 1;
@@ -224,6 +231,11 @@ impl ModeTracker {
                 self.ground_at = base + i as u64;
             }
         }
+    }
+
+    /// Bells the program rang so far (BEL outside any escape sequence or string).
+    pub fn bells(&self) -> u64 {
+        self.bells
     }
 
     /// True if the output read so far ends where a freshly reset terminal could start reading
@@ -586,7 +598,7 @@ impl ModeTracker {
     }
 }
 
-/// Position of the first ESC in `hay`.
+/// Position of the first ESC or BEL in `hay`.
 ///
 /// Plain text is most of what a terminal prints and this is the only work done on it, so it
 /// looks at 16-byte blocks with a branch-free test the compiler turns into SIMD compares (SSE2,
@@ -596,15 +608,21 @@ fn find_esc(hay: &[u8]) -> Option<usize> {
     let mut blocks = hay.chunks_exact(BLOCK);
     let mut base = 0;
     for block in &mut blocks {
-        if block.iter().fold(false, |seen, &b| seen | (b == ESC)) {
-            return block.iter().position(|&b| b == ESC).map(|p| base + p);
+        if block
+            .iter()
+            .fold(false, |seen, &b| seen | (b == ESC) | (b == BEL))
+        {
+            return block
+                .iter()
+                .position(|&b| b == ESC || b == BEL)
+                .map(|p| base + p);
         }
         base += BLOCK;
     }
     blocks
         .remainder()
         .iter()
-        .position(|&b| b == ESC)
+        .position(|&b| b == ESC || b == BEL)
         .map(|p| base + p)
 }
 
@@ -1253,6 +1271,22 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn bells_ring_outside_sequences_only() {
+        let mut m = ModeTracker::new();
+        m.feed(b"done\x07 \x1b]2;title\x07 \x1b]0;x\x1b\\ \x1bPq\x07\x1b\\");
+        assert_eq!(m.bells(), 1);
+        assert_eq!(m.title(), b"x");
+        // Split anywhere, the count is the same.
+        let all = b"a\x07b\x1b]2;t\x07\x07\x1b[1m\x07";
+        for cut in 0..all.len() {
+            let mut m = ModeTracker::new();
+            m.feed(&all[..cut]);
+            m.feed(&all[cut..]);
+            assert_eq!(m.bells(), 3, "cut at {cut}");
         }
     }
 

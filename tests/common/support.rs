@@ -30,6 +30,7 @@ pub const RECORD_FIELDS: &[&str] = &[
     "cpu_ms",
     "command",
     "cwd",
+    "bells",
 ];
 
 /// Asserts a JSON error answer (SPEC section 2): this status and, if given, this code.
