@@ -308,6 +308,8 @@ impl Sampler {
     /// One timer tick against the live table: begins a sweep when idle, takes a step, and
     /// stores finished usages. Returns when to call again; `None` when no session is alive,
     /// so an idle server sleeps until a session starts (which arms the sampler again).
+    // Out of line so callgrind can count a tick by name (benches/sample_cost.sh).
+    #[inline(never)]
     pub(crate) fn tick(&mut self, table: &mut Table, now: Instant) -> Option<Instant> {
         if matches!(self.phase, Phase::Idle) {
             self.begin(
