@@ -4,7 +4,7 @@
 #   - system calls over WINDOW seconds, counted by `strace -c` on the release binary;
 #   - instructions inside Sampler::tick, counted by callgrind on a release build with symbols.
 # Usage: benches/sample_cost.sh [WINDOW_SECS]   (default 20; builds into target/prof)
-set -euo pipefail
+set -uo pipefail
 cd "$(dirname "$0")/.."
 WINDOW=${1:-20}
 SESSIONS=32
@@ -12,7 +12,7 @@ BIN=target/prof/release/keepty
 CARGO_PROFILE_RELEASE_STRIP=false CARGO_PROFILE_RELEASE_DEBUG=1 \
     cargo build --release --target-dir target/prof >/dev/null 2>&1
 OUT=$(mktemp -d)
-trap 'rm -rf "$OUT"' EXIT
+trap '[ -n "${KEEP:-}" ] || rm -rf "$OUT"' EXIT
 
 # Opens SESSIONS sessions (a WebSocket handshake with new=1, then a close) on PORT.
 open_sessions() {
@@ -64,8 +64,9 @@ sleep "$WINDOW"
 kill -TERM "$PID"; wait "$PID" || true
 echo "--- callgrind: instructions inside Sampler::tick over $WINDOW s ---"
 total=$(sed -n 's/^summary: *//p' "$OUT/cg")
-calls=$(callgrind_annotate --inclusive=yes --tree=caller "$OUT/cg" 2>/dev/null \
-    | grep -E '[0-9,]+ \(([0-9]+)x\).*Sampler.*tick' | head -1 | sed 's/.*(\([0-9]*\)x).*/\1/')
+# Calls into tick: the `calls=` lines under its `cfn=` entries.
+id=$(sed -n 's/^c\{0,1\}fn=(\([0-9]*\)) keepty::sessions::sample::Sampler::tick$/\1/p' "$OUT/cg" | head -1)
+calls=$(grep -A1 "^cfn=($id)" "$OUT/cg" | sed -n 's/^calls=\([0-9]*\).*/\1/p' | awk '{s+=$1} END {print s+0}')
 echo "Ir in tick: $total; ticks: ${calls:-?}"
 if [ -n "${calls:-}" ] && [ "$calls" -gt 0 ]; then
     echo "Ir per tick: $((total / calls))"

@@ -125,6 +125,8 @@ enum Phase {
 /// The sampler's state between ticks; every buffer is kept and reused.
 pub struct Sampler {
     root: PathBuf,
+    /// The path being read, rebuilt in place for each file.
+    path: String,
     phase: Phase,
     pids: Vec<i32>,
     targets: Vec<Target>,
@@ -141,6 +143,14 @@ pub struct Sampler {
     armed: bool,
 }
 
+/// `ROOT/PID/FILE`, written into `buf` (kept between calls, so a sweep allocates no paths).
+fn proc_path<'a>(buf: &'a mut String, root: &Path, pid: i32, file: &str) -> &'a Path {
+    use std::fmt::Write as _;
+    buf.clear();
+    let _ = write!(buf, "{}/{pid}/{file}", root.display());
+    Path::new(buf.as_str())
+}
+
 /// The kernel's page size and clock tick rate, with Linux's usual values if unknown.
 fn sysconf(var: nix::unistd::SysconfVar, fallback: u64) -> u64 {
     match nix::unistd::sysconf(var) {
@@ -154,6 +164,7 @@ impl Sampler {
     pub fn new(root: impl Into<PathBuf>) -> Sampler {
         Sampler {
             root: root.into(),
+            path: String::new(),
             phase: Phase::Idle,
             pids: Vec::new(),
             targets: Vec::new(),
@@ -242,8 +253,8 @@ impl Sampler {
 
     fn scan_one(&mut self, pid: i32) {
         self.reads += 1;
-        let path = self.root.join(pid.to_string()).join("stat");
-        let Some(n) = Self::read_file(&mut self.buf, &path) else {
+        let path = proc_path(&mut self.path, &self.root, pid, "stat");
+        let Some(n) = Self::read_file(&mut self.buf, path) else {
             return; // gone since the listing
         };
         let Ok(text) = std::str::from_utf8(&self.buf[..n]) else {
@@ -282,7 +293,7 @@ impl Sampler {
             .shown
             .as_ref()
             .and_then(|(pid, _)| {
-                std::fs::read_link(self.root.join(pid.to_string()).join("cwd")).ok()
+                std::fs::read_link(proc_path(&mut self.path, &self.root, *pid, "cwd")).ok()
             })
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default();
