@@ -696,7 +696,9 @@
       meta.className = 'meta';
       const parts = [];
       if (s.title) parts.push(id);
-      parts.push(s.state === 'exited' ? 'exited' : s.command ? String(s.command) : 'running');
+      parts.push(s.state === 'exited' ? 'exited' : 'running');
+      // What it costs: the foreground program and its memory (sampled every few seconds).
+      if (s.command) parts.push(String(s.command));
       if (s.rss_bytes) parts.push(window.keepty.format.bytes(s.rss_bytes));
       parts.push(id === machine.sessionId ? 'this tab' : Number(s.clients) > 0 ? 'attached' : 'detached');
       const idle = now && s.last_seen ? Math.max(0, now - Number(s.last_seen)) : Number(s.idle_secs) || 0;
