@@ -259,6 +259,10 @@ pub fn run(
         .as_fd()
         .try_clone_to_owned()
         .map_err(|e| Fail::Usage(format!("stdin: {e}")))?;
+    let cursor = Cursor::new(&target);
+    // The first connection is made before raw mode and before the signal handlers, so a
+    // refusal prints as a normal line and Ctrl-C still ends a slow connect.
+    let ws = connect(server, token, &cursor, tty.as_fd())?;
     let signals = SignalPipes::install().map_err(|e| Fail::Usage(format!("signals: {e}")))?;
     let mut c = Client {
         server,
@@ -267,11 +271,9 @@ pub fn run(
         raw: false,
         tty,
         signals,
-        cursor: Cursor::new(&target),
+        cursor,
         out: io::stdout(),
     };
-    // The first connection is made before raw mode, so a refusal prints as a normal line.
-    let ws = c.connect()?;
     let _raw = if term::is_tty(c.tty.as_fd()) {
         let r = RawMode::enter(c.tty.as_fd()).map_err(|e| Fail::Usage(format!("stdin: {e}")))?;
         c.raw = true;
@@ -287,49 +289,8 @@ impl Client<'_> {
         let _ = io::stderr().write_all(banner_line(text, self.raw).as_bytes());
     }
 
-    /// Connects and completes the WebSocket handshake (blocking, with timeouts).
     fn connect(&self) -> Result<WebSocket<TcpStream>, Fail> {
-        let query = self.cursor.query(term::size(self.tty.as_fd()));
-        let url = format!(
-            "ws://{}{}/ws?{query}",
-            self.server.authority(),
-            self.server.prefix
-        );
-        let mut req = url
-            .as_str()
-            .into_client_request()
-            .map_err(|e| Fail::Usage(format!("{url}: {e}")))?;
-        let h = req.headers_mut();
-        h.insert(
-            "Sec-WebSocket-Protocol",
-            "keepty.v1".parse().expect("ascii"),
-        );
-        if let Some(t) = self.token {
-            let v = format!("Bearer {t}")
-                .parse()
-                .map_err(|_| Fail::Usage("the token is not valid in a header".into()))?;
-            h.insert("Authorization", v);
-        }
-        let stream = self.server.connect()?;
-        match tungstenite::client::client(req, stream) {
-            Ok((ws, _)) => {
-                ws.get_ref()
-                    .set_nonblocking(true)
-                    .map_err(|e| Fail::Unreachable(format!("{}: {e}", self.server.authority())))?;
-                Ok(ws)
-            }
-            Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
-                let body = resp.body().clone().unwrap_or_default();
-                Err(Fail::Refused(super::http::error_text(
-                    resp.status().as_u16(),
-                    &body,
-                )))
-            }
-            Err(e) => Err(Fail::Unreachable(format!(
-                "{}: {e}",
-                self.server.authority()
-            ))),
-        }
+        connect(self.server, self.token, &self.cursor, self.tty.as_fd())
     }
 
     /// Serves connections until one ends for good, reconnecting when the network drops.
@@ -538,6 +499,51 @@ impl Client<'_> {
                 }
             }
         }
+    }
+}
+
+/// Connects and completes the WebSocket handshake (blocking, with timeouts), at the place
+/// `cursor` says, with the terminal's size now.
+fn connect(
+    server: &Server,
+    token: Option<&str>,
+    cursor: &Cursor,
+    tty: BorrowedFd<'_>,
+) -> Result<WebSocket<TcpStream>, Fail> {
+    let query = cursor.query(term::size(tty));
+    let url = format!("ws://{}{}/ws?{query}", server.authority(), server.prefix);
+
+    let mut req = url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| Fail::Usage(format!("{url}: {e}")))?;
+    let h = req.headers_mut();
+    h.insert(
+        "Sec-WebSocket-Protocol",
+        "keepty.v1".parse().expect("ascii"),
+    );
+    if let Some(t) = token {
+        let v = format!("Bearer {t}")
+            .parse()
+            .map_err(|_| Fail::Usage("the token is not valid in a header".into()))?;
+        h.insert("Authorization", v);
+    }
+    let stream = server.connect()?;
+    match tungstenite::client::client(req, stream) {
+        Ok((ws, _)) => {
+            ws.get_ref()
+                .set_nonblocking(true)
+                .map_err(|e| Fail::Unreachable(format!("{}: {e}", server.authority())))?;
+            Ok(ws)
+        }
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
+            let body = resp.body().clone().unwrap_or_default();
+            Err(Fail::Refused(super::http::error_text(
+                resp.status().as_u16(),
+                &body,
+            )))
+        }
+        Err(e) => Err(Fail::Unreachable(format!("{}: {e}", server.authority()))),
     }
 }
 
