@@ -191,9 +191,11 @@ impl ModeTracker {
             match self.state {
                 State::Ground => match find_esc(rest) {
                     // A bell in plain text rings; one that ends an OSC does not get here.
+                    // It stays plain text for the clean point: `ground_at` does not move.
                     Some(p) if rest[p] == BEL => {
                         self.bells += 1;
                         i += p + 1;
+                        continue;
                     }
                     Some(p) => {
                         self.left_ground_at = base + (i + p) as u64;
@@ -1271,6 +1273,15 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_bell_is_plain_text_for_the_clean_point() {
+        let mut a = ModeTracker::new();
+        a.feed(b"\x1b[1mab\x07cd");
+        let mut b = ModeTracker::new();
+        b.feed(b"\x1b[1mabXcd");
+        assert_eq!(a.clean_point(), b.clean_point());
     }
 
     #[test]
