@@ -170,10 +170,10 @@ Usage: keepty [OPTIONS] [-- COMMAND [ARGS...]]   serve
        keepty SUBCOMMAND [ARGS...]              talk to a running keepty
 
 Subcommands (keepty SUBCOMMAND --help for theirs):
-  ls [--json]                   list sessions (all of them with an admin token)
+  ls [--all] [--json]           list your sessions (--all: everyone's, admin token)
   attach [ID]                   attach this terminal (no ID: the most recent detached one)
   new [NAME]                    create a session and attach
-  drop ID                       end one session
+  drop ID                       end one session (admin)
   drop-all                      end every session (admin)
 
 Options:
