@@ -22,6 +22,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         "text/javascript; charset=utf-8",
     ),
     (
+        "/assets/notify.js",
+        "assets/notify.js",
+        "text/javascript; charset=utf-8",
+    ),
+    (
         "/assets/conn.js",
         "assets/conn.js",
         "text/javascript; charset=utf-8",

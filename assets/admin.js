@@ -144,6 +144,12 @@
   const cards = new Map();
   let shownCount = 0;
 
+  // As human_cpu in src/api/admin.rs: tenths of a second below 10 s, then whole units.
+  function cpuText(ms) {
+    if (ms < 10000) return Math.floor(ms / 1000) + '.' + Math.floor(ms % 1000 / 100) + 's';
+    return humanSecs(Math.floor(ms / 1000));
+  }
+
   function makeCard(id) {
     const li = el('li', 'card');
     const head = el('div', 'head');
@@ -155,7 +161,8 @@
     const fields = {};
     for (const [key, label] of [
       ['title', 'title'], ['owner', 'owner'], ['clients', 'clients'], ['idle', 'idle'], ['expires', 'expires'],
-      ['buffered', 'buffered'], ['total', 'total'], ['size', 'size'], ['pid', 'pid'],
+      ['buffered', 'buffered'], ['total', 'total'], ['command', 'command'], ['cwd', 'directory'],
+      ['rss', 'memory'], ['cpu', 'cpu'], ['size', 'size'], ['pid', 'pid'],
       ['created', 'created'], ['active', 'writer'],
     ]) {
       const wrap = el('div', 'field f-' + key);
@@ -191,6 +198,12 @@
     f.expires.dd.textContent = humanSecs(s.expires_in_secs);
     f.buffered.dd.textContent = humanBytes(s.bytes_buffered);
     f.total.dd.textContent = humanBytes(s.bytes_total);
+    // What the session costs, sampled by the server every few seconds.
+    f.command.dd.textContent = s.command || '-';
+    f.cwd.dd.textContent = s.cwd || '';
+    f.cwd.wrap.hidden = !s.cwd;
+    f.rss.dd.textContent = humanBytes(s.rss_bytes || 0);
+    f.cpu.dd.textContent = cpuText(s.cpu_ms || 0);
     // The server already stripped control characters; textContent keeps markup inert.
     f.title.dd.textContent = s.title || '';
     f.title.wrap.hidden = !s.title;

@@ -763,6 +763,9 @@
       const parts = [];
       if (s.title) parts.push(id);
       parts.push(s.state === 'exited' ? 'exited' : 'running');
+      // What it costs: the foreground program and its memory (sampled every few seconds).
+      if (s.command) parts.push(String(s.command));
+      if (s.rss_bytes) parts.push(window.keepty.format.bytes(s.rss_bytes));
       parts.push(id === machine.sessionId ? 'this tab' : Number(s.clients) > 0 ? 'attached' : 'detached');
       const idle = now && s.last_seen ? Math.max(0, now - Number(s.last_seen)) : Number(s.idle_secs) || 0;
       parts.push('seen ' + ago(idle));
@@ -889,6 +892,8 @@
 
   handedOver.then(() => {
     showUser();
+    // Notices for sessions nobody watches (assets/notify.js): it needs only the token.
+    if (window.keepty.notify) window.keepty.notify.start({ headers: authHeaders });
     dispatch({ type: 'start', canAsk: channel !== null });
   });
   if (!coarse) term.focus();

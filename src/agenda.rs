@@ -20,6 +20,8 @@ pub(crate) enum Timer {
     ExitNow,
     /// Try `accept` again after EMFILE.
     Accept,
+    /// The next step of sampling what sessions cost.
+    Sample,
 }
 
 /// What the settle step still has to look at this turn.

@@ -130,7 +130,40 @@ pub enum Cli {
     Help,
     /// Print the version and exit 0.
     Version,
+    /// A client subcommand (`ls`, `attach`, `new`, `drop`, `drop-all`) and its arguments,
+    /// run by [`crate::cli`] against a running keepty.
+    Client(String, Vec<String>),
 }
+
+/// The subcommands: a first argument equal to one of these is never a server option or a
+/// COMMAND (a program to run goes after `--`).
+pub const SUBCOMMANDS: [&str; 5] = ["ls", "attach", "new", "drop", "drop-all"];
+
+/// Options that take a value and may be given more than once; every other valued option may
+/// appear once, so a repeated `--listen` is a mistake rather than last-wins.
+const REPEATABLE: [&str; 2] = ["--allow-origin", "--allow-host"];
+
+/// Every option that takes a value: a name not here (nor a flag) is unknown, whatever follows.
+const VALUED: [&str; 18] = [
+    "--listen",
+    "--ttl",
+    "--header-timeout",
+    "--ping-interval",
+    "--attach-policy",
+    "--detached-output",
+    "--scrollback",
+    "--max-memory",
+    "--max-sessions",
+    "--max-clients",
+    "--max-pending",
+    "--token-file",
+    "--admin-token-file",
+    "--allow-origin",
+    "--allow-host",
+    "--tls-cert",
+    "--tls-key",
+    "--tls-dir",
+];
 
 /// A command-line mistake; printed with the usage hint, exit code 2.
 #[derive(Debug, PartialEq, Eq)]
@@ -146,7 +179,15 @@ impl fmt::Display for CliError {
 pub const USAGE: &str = "\
 keepty: a persistent browser terminal
 
-Usage: keepty [OPTIONS] [-- COMMAND [ARGS...]]
+Usage: keepty [OPTIONS] [-- COMMAND [ARGS...]]   serve
+       keepty SUBCOMMAND [ARGS...]              talk to a running keepty
+
+Subcommands (keepty SUBCOMMAND --help for theirs):
+  ls [--all] [--json]           list your sessions (--all: everyone's, admin token)
+  attach [ID]                   attach this terminal (no ID: the most recent detached one)
+  new [NAME]                    create a session and attach
+  drop ID                       end one session (admin)
+  drop-all                      end every session (admin)
 
 Options:
   --listen ADDR:PORT            where to listen (default 127.0.0.1:7700; port 0 picks one)
@@ -176,7 +217,7 @@ Options:
                                 (default $XDG_STATE_HOME/keepty, else ~/.local/state/keepty)
   --help, --version
 
-COMMAND defaults to $SHELL, else /bin/sh. Durations: ms, s, m, h, d.
+COMMAND defaults to $SHELL, else /bin/sh; it always follows `--`. Durations: ms, s, m, h, d.
 Sizes: K, M, G (powers of 1024).
 ";
 
@@ -223,13 +264,39 @@ fn parse_count(opt: &str, s: &str) -> Result<usize, CliError> {
 }
 
 /// Parses the arguments after the program name.
+///
+/// The first argument decides the mode: a [`SUBCOMMANDS`] name makes the rest that
+/// subcommand's arguments; otherwise everything up to `--` is an option and everything after
+/// it the COMMAND. A bare word before `--` is an error: `keepty bogus` used to run a program
+/// called `bogus`, and with subcommands a typo (`keepty attahc`) would have started a server.
 pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, CliError> {
     let mut cfg = Config::default();
-    let mut it = args.into_iter();
+    let mut it = args.into_iter().peekable();
+    if let Some(first) = it.peek()
+        && SUBCOMMANDS.contains(&first.as_str())
+    {
+        let name = it.next().unwrap_or_default();
+        return Ok(Cli::Client(name, it.collect()));
+    }
+    let mut seen: Vec<String> = Vec::new();
     while let Some(arg) = it.next() {
         if arg == "--" {
             cfg.command = it.by_ref().collect();
+            if cfg.command.is_empty() {
+                return Err(CliError("-- must be followed by a COMMAND".into()));
+            }
             break;
+        }
+        if !arg.starts_with('-') {
+            let hint = if seen.is_empty() {
+                format!(
+                    "unknown subcommand {arg:?} (subcommands: {}; a program to run goes after --)",
+                    SUBCOMMANDS.join(", ")
+                )
+            } else {
+                format!("unexpected argument {arg:?} (a program to run goes after --)")
+            };
+            return Err(CliError(hint));
         }
         // Accept both `--opt value` and `--opt=value`.
         let (name, inline) = match arg.split_once('=') {
@@ -242,27 +309,34 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, CliErr
                 None => Ok(()),
             }
         };
+        let once = |seen: &mut Vec<String>| -> Result<(), CliError> {
+            if !REPEATABLE.contains(&name.as_str()) && seen.contains(&name) {
+                return Err(CliError(format!("{name} given twice")));
+            }
+            seen.push(name.clone());
+            Ok(())
+        };
         match name.as_str() {
             "--help" | "-h" => return Ok(Cli::Help),
             "--version" | "-V" => return Ok(Cli::Version),
             "--insecure-no-auth" => {
                 flag(&inline)?;
+                once(&mut seen)?;
                 cfg.insecure_no_auth = true;
                 continue;
             }
             "--tls-self-signed" => {
                 flag(&inline)?;
+                once(&mut seen)?;
                 cfg.tls_self_signed = true;
                 continue;
             }
+            n if !VALUED.contains(&n) => {
+                return Err(CliError(format!("unknown option {name}")));
+            }
             _ => {}
         }
-        if !name.starts_with('-') {
-            // The first bare word starts the command, as with `--`.
-            cfg.command.push(arg);
-            cfg.command.extend(it.by_ref());
-            break;
-        }
+        once(&mut seen)?;
         let value = match inline {
             Some(v) => v,
             None => it
@@ -458,6 +532,7 @@ mod tests {
             "block",
             "--max-clients",
             "5",
+            "--",
             "/bin/cat",
         ])
         .unwrap();
@@ -499,6 +574,53 @@ mod tests {
         assert!(run(&["--max-clients", "0"]).is_err());
         assert!(run(&["--attach-policy", "share"]).is_err());
         assert!(run(&["--insecure-no-auth=1"]).is_err());
+        assert!(run(&["--"]).is_err());
+    }
+
+    fn err(args: &[&str]) -> String {
+        run(args).unwrap_err().0
+    }
+
+    #[test]
+    fn unknown_options_are_named_as_such() {
+        // Before a value was looked for, so these said "needs a value".
+        assert_eq!(err(&["--bogus"]), "unknown option --bogus");
+        assert_eq!(err(&["-x"]), "unknown option -x");
+        assert_eq!(err(&["--bogus=1"]), "unknown option --bogus");
+        assert_eq!(err(&["--listen"]), "--listen needs a value");
+    }
+
+    #[test]
+    fn single_valued_options_are_given_once() {
+        assert_eq!(
+            err(&["--listen", "127.0.0.1:1", "--listen=127.0.0.1:2"]),
+            "--listen given twice"
+        );
+        assert_eq!(
+            err(&["--insecure-no-auth", "--insecure-no-auth"]),
+            "--insecure-no-auth given twice"
+        );
+        let c = run(&["--allow-host", "a", "--allow-host", "b"]).unwrap();
+        assert_eq!(c.allow_hosts, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn bare_words_are_not_commands() {
+        assert!(err(&["bogus"]).starts_with("unknown subcommand \"bogus\""));
+        assert!(err(&["--ttl", "1h", "/bin/cat"]).starts_with("unexpected argument \"/bin/cat\""));
+        // After `--` anything goes, a subcommand's name included.
+        assert_eq!(run(&["--", "ls", "-l"]).unwrap().command, vec!["ls", "-l"]);
+    }
+
+    #[test]
+    fn subcommands_take_the_rest() {
+        match parse_args(["attach", "--listen", "x"].map(String::from)).unwrap() {
+            Cli::Client(name, rest) => {
+                assert_eq!(name, "attach");
+                assert_eq!(rest, vec!["--listen", "x"]);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
     }
 
     #[test]

@@ -41,6 +41,7 @@ use crate::net::ws::{Phase, WsConn};
 use crate::relay::{self, Relay};
 use crate::sessions::policy::Admission;
 use crate::sessions::pty::{self, ExitStatus};
+use crate::sessions::sample::Sampler;
 use crate::sessions::table::{Spawn, Table};
 use crate::sessions::tombstones::Cause;
 use crate::signals;
@@ -78,6 +79,8 @@ pub struct Server {
     clock: Clock,
     /// TLS, when serving HTTPS.
     layer: Layer,
+    /// What each session costs, read from /proc a few files per tick.
+    sampler: Sampler,
 }
 
 fn unix_now() -> Duration {
@@ -113,11 +116,16 @@ impl Server {
         poll.registry()
             .register(&mut signals, token::SIGNALS, Interest::READABLE)?;
         let now = Instant::now();
+        let mut wheel = Wheel::new(TICK, now);
+        let mut sampler = Sampler::new("/proc");
+        if sampler.arm() {
+            wheel.insert(now + TICK, Timer::Sample);
+        }
         Ok(Server {
             limits: cfg.limits(is_tls),
             command: cfg.command,
             policy: cfg.attach_policy,
-            wheel: Wheel::new(TICK, now),
+            wheel,
             poll,
             acceptor: Acceptor::new(listener),
             local_addr,
@@ -133,6 +141,7 @@ impl Server {
             counters: Counters::default(),
             clock: Clock::new(now, unix_now().as_millis()),
             layer,
+            sampler,
         })
     }
 
@@ -618,6 +627,9 @@ impl Server {
         let (key, generation) = self.sessions.spawn(spawn, self.poll.registry(), when)?;
         self.wheel
             .insert(now + self.limits.ttl, Timer::Ttl(key, generation));
+        if self.sampler.arm() {
+            self.wheel.insert(now + TICK, Timer::Sample);
+        }
         self.touched.sessions.push(key);
         Ok(key)
     }
@@ -745,6 +757,11 @@ impl Server {
             Timer::Accept => {
                 self.acceptor.resume();
                 self.accept_all(now);
+            }
+            Timer::Sample => {
+                if let Some(next) = self.sampler.tick(&mut self.sessions, now) {
+                    self.wheel.insert(next, Timer::Sample);
+                }
             }
         }
     }

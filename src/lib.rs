@@ -10,6 +10,7 @@
 //! - [`sessions`]: a shell and everything it owns: PTY, ring, modes, replay points, seats.
 //! - [`api`]: what the server offers: routes, the WebSocket messages, the admin views, the
 //!   embedded page.
+//! - [`cli`]: the subcommands (`ls`, `attach`, ...), clients of a running keepty.
 //!
 //! The pure parts (ring, modes, wheel, HTTP parsing, protocol, policy) are public so the
 //! benches, fuzz targets and tests can drive them; the rest is `pub(crate)`, so rustc finds
@@ -22,6 +23,7 @@ compile_error!("the `echo` feature is for conformance-test (debug) builds only")
 pub mod access;
 pub(crate) mod agenda;
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod event_loop;

@@ -17,6 +17,7 @@ fn main() -> ExitCode {
             println!("keepty {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
+        Ok(Cli::Client(name, args)) => return ExitCode::from(keepty::cli::run(&name, args)),
         Err(e) => {
             eprintln!("keepty: {e}\nTry 'keepty --help'.");
             return ExitCode::from(2);

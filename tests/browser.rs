@@ -1,6 +1,6 @@
 //! The real page in a real browser: tests/browser/page.mjs (the terminal),
-//! tests/browser/token.mjs (the token flow) and tests/browser/links.mjs (links and pages of
-//! other sites) drive headless Chromium (Debian's
+//! tests/browser/token.mjs (the token flow), tests/browser/links.mjs (links and pages of
+//! other sites) and tests/browser/notify.mjs (notifications) drive headless Chromium (Debian's
 //! `/usr/bin/chromium`, through `playwright-core` from `npm ci`) against a real keepty.
 //!
 //! Missing prerequisites fail the test rather than skip it, so CI cannot go green without
@@ -120,6 +120,20 @@ fn token_links_and_foreign_pages_in_headless_chromium() {
         root,
         "tests/browser/links.mjs",
         &[&server.url(), &token, &other, &admin],
+        &[&server],
+    );
+}
+
+/// Notifications (issue 18): a detached session's bell and exit reach the page, with the
+/// permission granted through CDP.
+#[test]
+fn notifications_in_headless_chromium() {
+    let root = require_prerequisites();
+    let server = common::spawn_server(&["--", "/bin/sh"]);
+    run_node(
+        root,
+        "tests/browser/notify.mjs",
+        &[&server.url()],
         &[&server],
     );
 }

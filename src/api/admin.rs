@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::api::routes::View;
 use crate::api::text::escape_control;
@@ -14,8 +14,9 @@ use crate::limits::Limits;
 use crate::net::http::Response;
 use crate::sessions::table::Table;
 
-/// One row of the session list (SPEC section 2). Times are Unix seconds.
-#[derive(Debug, Serialize)]
+/// One row of the session list (SPEC section 2). Times are Unix seconds. `keepty ls` reads
+/// it back (Deserialize) to print the same table as `format=text`.
+#[derive(Debug, Serialize, Deserialize)]
 pub struct SessionRecord {
     /// Session id.
     pub id: String,
@@ -48,9 +49,28 @@ pub struct SessionRecord {
     /// Terminal rows.
     pub rows: u16,
     /// The window title the program set last (lossy UTF-8, controls removed); "" if none.
+    #[serde(default)]
     pub title: String,
     /// The program is on the alternate screen (a full-screen program is running).
+    #[serde(default)]
     pub alt_screen: bool,
+    /// Resident memory of the session's processes together, bytes (sampled every few
+    /// seconds; 0 until the first sample and once the program exited).
+    #[serde(default)]
+    pub rss_bytes: u64,
+    /// CPU time of the session's processes and their waited-for children, milliseconds.
+    #[serde(default)]
+    pub cpu_ms: u64,
+    /// The foreground program's name ("" until sampled).
+    #[serde(default)]
+    pub command: String,
+    /// The foreground program's working directory ("" when unknown).
+    #[serde(default)]
+    pub cwd: String,
+    /// Bells the program rang (BEL in plain output), ever: the page notifies when this grows
+    /// while nobody is attached.
+    #[serde(default)]
+    pub bells: u64,
 }
 
 /// A window title as the program sent it, made fit for a list: lossy UTF-8 without control
@@ -137,6 +157,15 @@ fn human_secs(secs: u64) -> String {
     }
 }
 
+/// CPU time: tenths of a second below 10 s (`0.3s`), then as [`human_secs`].
+fn human_cpu(ms: u64) -> String {
+    if ms < 10_000 {
+        format!("{}.{}s", ms / 1000, ms % 1000 / 100)
+    } else {
+        human_secs(ms / 1000)
+    }
+}
+
 /// Bytes in powers of 1024 like `ls -h` and our own `--scrollback` (`512`, `1.5M`, `12K`):
 /// one decimal below 10 units, whole units above. Must agree with `bytes` in
 /// assets/format.js, which the admin page shows the same numbers with; its tests
@@ -193,17 +222,31 @@ fn utc_minute(unix: u64) -> String {
 /// Every cell is passed through [`escape_control`], because owners come from token files
 /// and the table is meant to be `curl`ed straight onto a terminal.
 pub fn render_text(list: &SessionList) -> String {
-    const HEADER: [&str; 11] = [
-        "OWNER", "STATE", "CLIENTS", "IDLE", "EXPIRES", "BUFFERED", "TOTAL", "SIZE", "CREATED",
-        "ID", "TITLE",
+    let mut out = render_rows(&list.sessions);
+    let n = list.sessions.len();
+    out.push_str(&format!(
+        "{n} session{}, memory {} of {}\n",
+        if n == 1 { "" } else { "s" },
+        human_bytes(list.memory.reserved as u64),
+        human_bytes(list.memory.cap as u64),
+    ));
+    out
+}
+
+/// The table's header and rows, without the summary line (`keepty ls` prints these for the
+/// sessions it was given).
+pub fn render_rows(sessions: &[SessionRecord]) -> String {
+    const HEADER: [&str; 14] = [
+        "OWNER", "STATE", "CLIENTS", "IDLE", "EXPIRES", "BUFFERED", "TOTAL", "RSS", "CPU", "SIZE",
+        "CREATED", "COMMAND", "ID", "TITLE",
     ];
-    const RIGHT: [bool; 11] = [
-        false, false, true, true, true, true, true, false, false, false, false,
+    const RIGHT: [bool; 14] = [
+        false, false, true, true, true, true, true, true, true, false, false, false, false, false,
     ];
 
-    let mut rows: Vec<[String; 11]> = Vec::with_capacity(list.sessions.len() + 1);
+    let mut rows: Vec<[String; 14]> = Vec::with_capacity(sessions.len() + 1);
     rows.push(HEADER.map(String::from));
-    for s in &list.sessions {
+    for s in sessions {
         let state = match (s.state.as_str(), s.exit_code) {
             ("exited", Some(code)) => format!("exited {code}"),
             (other, _) => other.to_string(),
@@ -217,6 +260,8 @@ pub fn render_text(list: &SessionList) -> String {
                 human_secs(s.expires_in_secs),
                 human_bytes(s.bytes_buffered),
                 human_bytes(s.bytes_total),
+                human_bytes(s.rss_bytes),
+                human_cpu(s.cpu_ms),
                 format!(
                     "{}x{}{}",
                     s.cols,
@@ -224,6 +269,11 @@ pub fn render_text(list: &SessionList) -> String {
                     if s.alt_screen { "*" } else { "" }
                 ),
                 utc_minute(s.created_at),
+                if s.command.is_empty() {
+                    "-".to_string()
+                } else {
+                    s.command.clone()
+                },
                 s.id.clone(),
                 table_title(&s.title),
             ]
@@ -231,7 +281,7 @@ pub fn render_text(list: &SessionList) -> String {
         );
     }
 
-    let mut widths = [0usize; 11];
+    let mut widths = [0usize; 14];
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
@@ -257,13 +307,6 @@ pub fn render_text(list: &SessionList) -> String {
         out.push_str(line.trim_end());
         out.push('\n');
     }
-    let n = list.sessions.len();
-    out.push_str(&format!(
-        "{n} session{}, memory {} of {}\n",
-        if n == 1 { "" } else { "s" },
-        human_bytes(list.memory.reserved as u64),
-        human_bytes(list.memory.cap as u64),
-    ));
     out
 }
 
@@ -300,6 +343,8 @@ pub fn render_metrics(list: &SessionList, c: &Counters) -> String {
     let clients: u64 = list.sessions.iter().map(|s| s.clients as u64).sum();
     let buffered: u64 = list.sessions.iter().map(|s| s.bytes_buffered).sum();
     let output: u64 = list.sessions.iter().map(|s| s.bytes_total).sum();
+    let rss: u64 = list.sessions.iter().map(|s| s.rss_bytes).sum();
+    let cpu_ms: u64 = list.sessions.iter().map(|s| s.cpu_ms).sum();
 
     let mut out = String::with_capacity(2048);
     let m = &mut out;
@@ -333,6 +378,21 @@ pub fn render_metrics(list: &SessionList, c: &Counters) -> String {
         "gauge",
         "Output bytes ever produced by the sessions alive now.",
         &[("", output)],
+    );
+    // Totals only: a label per session would grow the series without bound.
+    metric(
+        m,
+        "keepty_sessions_rss_bytes",
+        "gauge",
+        "Resident memory of every session's processes, summed (sampled).",
+        &[("", rss)],
+    );
+    metric(
+        m,
+        "keepty_sessions_cpu_ms",
+        "gauge",
+        "CPU milliseconds used by the sessions alive now, with their waited-for children (sampled).",
+        &[("", cpu_ms)],
     );
     metric(
         m,
@@ -510,6 +570,11 @@ impl Sources<'_> {
                     rows,
                     title: title_text(s.modes().title()),
                     alt_screen: s.modes().alt_screen(),
+                    rss_bytes: s.usage().rss_bytes,
+                    cpu_ms: s.usage().cpu_ms,
+                    command: s.usage().command.clone(),
+                    cwd: s.usage().cwd.clone(),
+                    bells: s.modes().bells(),
                 }
             })
             .collect();
@@ -582,6 +647,11 @@ mod tests {
             rows: 24,
             title: String::new(),
             alt_screen: false,
+            rss_bytes: 0,
+            cpu_ms: 0,
+            command: String::new(),
+            cwd: String::new(),
+            bells: 0,
         }
     }
 
@@ -649,24 +719,28 @@ mod tests {
         let mut a = record("a", "local");
         a.title = "vim src/main.rs and a very long tail".to_string();
         a.alt_screen = true;
+        a.rss_bytes = 52 << 20;
+        a.cpu_ms = 1234;
+        a.command = "vim".to_string();
+        b.cpu_ms = 3_725_000;
         let text = render_text(&list(vec![a, b]));
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 4, "{text}");
         assert!(text.ends_with('\n'));
         assert_eq!(
             lines[0],
-            "OWNER  STATE       CLIENTS  IDLE  EXPIRES  BUFFERED  TOTAL  SIZE    CREATED           \
-             ID                                 TITLE"
+            "OWNER  STATE       CLIENTS  IDLE  EXPIRES  BUFFERED  TOTAL  RSS   CPU  SIZE    \
+             CREATED           COMMAND  ID                                 TITLE"
         );
         assert_eq!(
             lines[1],
-            "local  running           1    5s      11h       12K   1.5M  80x24*  2023-11-14 22:13  \
-             a                                  vim src/main.rs and a v…"
+            "local  running           1    5s      11h       12K   1.5M  52M  1.2s  80x24*  \
+             2023-11-14 22:13  vim      a                                  vim src/main.rs and a v…"
         );
         assert_eq!(
             lines[2],
-            "alice  exited 130        0    3h      11h       12K   1.5M  200x50  2023-11-14 22:13  \
-             b-very-long-session-id-0123456789"
+            "alice  exited 130        0    3h      11h       12K   1.5M    0    1h  200x50  \
+             2023-11-14 22:13  -        b-very-long-session-id-0123456789"
         );
         assert_eq!(lines[3], "2 sessions, memory 1.5M of 64M");
         assert!(lines.iter().all(|l| !l.ends_with(' ')));
@@ -829,6 +903,11 @@ mod tests {
         let mut b = record("b", "alice");
         b.state = "exited".to_string();
         b.clients = 2;
+        b.rss_bytes = 50 << 20;
+        b.cpu_ms = 1500;
+        let mut a = record("a", "local");
+        a.rss_bytes = 2 << 20;
+        a.cpu_ms = 20;
         let counters = Counters {
             sessions_reaped: 3,
             sessions_dropped: 4,
@@ -837,7 +916,7 @@ mod tests {
             auth_failures: 7,
             uptime_secs: 99,
         };
-        let text = render_metrics(&list(vec![record("a", "local"), b]), &counters);
+        let text = render_metrics(&list(vec![a, b]), &counters);
         let fams = parse_prometheus(&text);
         let one = |name: &str| -> (String, f64) {
             let (kind, samples) = fams.get(name).unwrap_or_else(|| panic!("{name} missing"));
@@ -856,6 +935,8 @@ mod tests {
         );
         for (name, kind, value) in [
             ("keepty_clients", "gauge", 3.0),
+            ("keepty_sessions_rss_bytes", "gauge", 52.0 * 1024.0 * 1024.0),
+            ("keepty_sessions_cpu_ms", "gauge", 1520.0),
             ("keepty_bytes_buffered", "gauge", 24.0 * 1024.0),
             (
                 "keepty_session_output_bytes",
@@ -881,7 +962,7 @@ mod tests {
         ] {
             assert_eq!(one(name), (kind.to_string(), value), "{name}");
         }
-        assert_eq!(fams.len(), 16);
+        assert_eq!(fams.len(), 18);
         for (name, (kind, _)) in &fams {
             assert!(name.starts_with("keepty_"), "{name}");
             assert_eq!(kind == "counter", name.ends_with("_total"), "{name}");

@@ -9,6 +9,7 @@ pub mod modes;
 pub mod policy;
 pub(crate) mod pty;
 pub mod ring;
+pub mod sample;
 pub(crate) mod session;
 pub(crate) mod table;
 pub(crate) mod tombstones;

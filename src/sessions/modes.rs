@@ -160,6 +160,8 @@ pub struct ModeTracker {
     pending_title: Vec<u8>,
     pending_truncated: bool,
 
+    /// Bells rung in plain text (not the BEL that ends an OSC), ever.
+    bells: u64,
     /// Bytes read in all.
     fed: u64,
     /// Where the parser last came back to ground, and where it last left it (the ESC that
@@ -188,6 +190,13 @@ impl ModeTracker {
             let rest = &bytes[i..];
             match self.state {
                 State::Ground => match find_esc(rest) {
+                    // A bell in plain text rings; one that ends an OSC does not get here.
+                    // It stays plain text for the clean point: `ground_at` does not move.
+                    Some(p) if rest[p] == BEL => {
+                        self.bells += 1;
+                        i += p + 1;
+                        continue;
+                    }
                     Some(p) => {
                         self.left_ground_at = base + (i + p) as u64;
                         i += p + 1;
@@ -224,6 +233,11 @@ impl ModeTracker {
                 self.ground_at = base + i as u64;
             }
         }
+    }
+
+    /// Bells the program rang so far (BEL outside any escape sequence or string).
+    pub fn bells(&self) -> u64 {
+        self.bells
     }
 
     /// True if the output read so far ends where a freshly reset terminal could start reading
@@ -586,32 +600,45 @@ impl ModeTracker {
     }
 }
 
-/// Position of the first ESC in `hay`.
+/// Position of the first ESC or BEL in `hay`.
 ///
 /// Plain text is most of what a terminal prints and this is the only work done on it, so it
-/// looks at 64-byte blocks with a branch-free test the compiler turns into four SIMD compares
-/// and one mask (SSE2, NEON) or a few word operations elsewhere, and only then finds the byte
+/// looks at 64-byte blocks with a branch-free test the compiler turns into SIMD compares and
+/// one mask (SSE2, NEON) or a few word operations elsewhere, and only then finds the byte
 /// within the block; the tail goes 16 bytes at a time. 16-byte blocks alone cost about 2.2
 /// instructions per byte of plain text, which made this the server's largest cost per relayed
-/// byte (issue 20); 64-byte ones about 0.3.
+/// byte (issue 20); 64-byte ones about 0.3. ESC (0x1b) and BEL (0x07) are the bytes with
+/// `b | 0x1c == 0x1f`, together with six other C0 controls that text rarely holds (0x03, 0x0b,
+/// 0x0f, 0x13, 0x17, 0x1f): one OR and one compare per byte serve both, and a block that
+/// matched only those is passed over.
 fn find_esc(hay: &[u8]) -> Option<usize> {
-    fn has_esc(block: &[u8]) -> bool {
-        block.iter().fold(0u8, |seen, &b| seen | u8::from(b == ESC)) != 0
+    fn maybe(block: &[u8]) -> bool {
+        block
+            .iter()
+            .fold(0u8, |seen, &b| seen | u8::from(b | 0x1c == 0x1f))
+            != 0
     }
     fn within(block: &[u8], base: usize) -> Option<usize> {
-        block.iter().position(|&b| b == ESC).map(|p| base + p)
+        block
+            .iter()
+            .position(|&b| b == ESC || b == BEL)
+            .map(|p| base + p)
     }
     let (blocks, rest) = hay.as_chunks::<64>();
     for (n, block) in blocks.iter().enumerate() {
-        if has_esc(block) {
-            return within(block, n * 64);
+        if maybe(block)
+            && let Some(p) = within(block, n * 64)
+        {
+            return Some(p);
         }
     }
     let base = blocks.len() * 64;
     let (small, tail) = rest.as_chunks::<16>();
     for (n, block) in small.iter().enumerate() {
-        if has_esc(block) {
-            return within(block, base + n * 16);
+        if maybe(block)
+            && let Some(p) = within(block, base + n * 16)
+        {
+            return Some(p);
         }
     }
     within(tail, base + small.len() * 16)
@@ -1266,6 +1293,31 @@ mod tests {
     }
 
     #[test]
+    fn a_bell_is_plain_text_for_the_clean_point() {
+        let mut a = ModeTracker::new();
+        a.feed(b"\x1b[1mab\x07cd");
+        let mut b = ModeTracker::new();
+        b.feed(b"\x1b[1mabXcd");
+        assert_eq!(a.clean_point(), b.clean_point());
+    }
+
+    #[test]
+    fn bells_ring_outside_sequences_only() {
+        let mut m = ModeTracker::new();
+        m.feed(b"done\x07 \x1b]2;title\x07 \x1b]0;x\x1b\\ \x1bPq\x07\x1b\\");
+        assert_eq!(m.bells(), 1);
+        assert_eq!(m.title(), b"x");
+        // Split anywhere, the count is the same.
+        let all = b"a\x07b\x1b]2;t\x07\x07\x1b[1m\x07";
+        for cut in 0..all.len() {
+            let mut m = ModeTracker::new();
+            m.feed(&all[..cut]);
+            m.feed(&all[cut..]);
+            assert_eq!(m.bells(), 3, "cut at {cut}");
+        }
+    }
+
+    #[test]
     fn find_esc_finds_the_first() {
         // Past two 64-byte blocks and the 16-byte tail blocks, at every position.
         for len in 0..200 {
@@ -1278,6 +1330,17 @@ mod tests {
                 assert_eq!(find_esc(&v), Some(at));
             }
             assert_eq!(find_esc(&vec![b'a'; len]), None);
+            // The other bytes the block test lets through are passed over.
+            let mut v = vec![0x0f; len];
+            for (i, b) in v.iter_mut().enumerate() {
+                *b = [0x03, 0x0b, 0x0f, 0x13, 0x17, 0x1f, b'x'][i % 7];
+            }
+            assert_eq!(find_esc(&v), None);
+            for at in 0..len {
+                let mut w = v.clone();
+                w[at] = if at % 2 == 0 { ESC } else { BEL };
+                assert_eq!(find_esc(&w), Some(at));
+            }
         }
     }
 }

@@ -136,7 +136,7 @@ impl Pty {
     /// The terminal's foreground process group, if it has a real one. Once the session's
     /// leader is gone the kernel may answer 0, and `killpg(0, ..)` would signal the server's
     /// own group, so that and anything that is ours are refused here.
-    fn foreground_group(&self) -> Option<i32> {
+    pub fn foreground_group(&self) -> Option<i32> {
         let pgrp = nix::unistd::tcgetpgrp(self.master.as_fd()).ok()?.as_raw();
         is_foreign_group(pgrp).then_some(pgrp)
     }

@@ -19,6 +19,7 @@ use crate::sessions::modes::ModeTracker;
 use crate::sessions::policy::{Admission, Seats};
 use crate::sessions::pty::{self, ExitStatus, Pty};
 use crate::sessions::ring::Ring;
+use crate::sessions::sample::Usage;
 
 /// Where a session is in its life. Output ends (the PTY reports end of file) and the process
 /// is reaped (SIGCHLD) in either order; the session has `exited` once both happened.
@@ -144,6 +145,8 @@ pub struct Session {
     pty_writable: bool,
     state: State,
     input: Vec<u8>,
+    /// What its processes cost, as last sampled.
+    usage: Usage,
 }
 
 impl Session {
@@ -192,6 +195,7 @@ impl Session {
             pty_writable: true,
             state: State::Running,
             input: Vec::new(),
+            usage: Usage::default(),
         }
     }
 
@@ -259,6 +263,21 @@ impl Session {
     /// Last client activity.
     pub fn last_seen(&self) -> Instant {
         self.last_seen
+    }
+
+    /// What the session's processes cost, as last sampled.
+    pub fn usage(&self) -> &Usage {
+        &self.usage
+    }
+
+    /// Stores a sample of [`Session::usage`].
+    pub fn set_usage(&mut self, usage: Usage) {
+        self.usage = usage;
+    }
+
+    /// The terminal's foreground process group, while the terminal is open.
+    pub fn foreground_group(&self) -> Option<i32> {
+        self.pty.as_ref()?.foreground_group()
     }
 
     /// Terminal columns and rows.

@@ -190,10 +190,17 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_keepty")
 }
 
-/// Starts keepty with `--listen 127.0.0.1:0` plus `args` and waits for its startup line.
+/// Starts keepty with `--listen 127.0.0.1:0` (unless `args` has a `--listen`: it may be given
+/// once) plus `args` and waits for its startup line.
 pub fn spawn_server(args: &[&str]) -> Server {
     let mut cmd = Command::new(bin());
-    cmd.arg("--listen").arg("127.0.0.1:0");
+    if !args
+        .iter()
+        .take_while(|a| **a != "--")
+        .any(|a| *a == "--listen" || a.starts_with("--listen="))
+    {
+        cmd.arg("--listen").arg("127.0.0.1:0");
+    }
     cmd.args(args);
     spawn_cmd(cmd)
 }

@@ -26,6 +26,11 @@ pub const RECORD_FIELDS: &[&str] = &[
     "active_client",
     "cols",
     "rows",
+    "rss_bytes",
+    "cpu_ms",
+    "command",
+    "cwd",
+    "bells",
 ];
 
 /// Asserts a JSON error answer (SPEC section 2): this status and, if given, this code.
