@@ -141,10 +141,10 @@ pub const SUBCOMMANDS: [&str; 5] = ["ls", "attach", "new", "drop", "drop-all"];
 
 /// Options that take a value and may be given more than once; every other valued option may
 /// appear once, so a repeated `--listen` is a mistake rather than last-wins.
-const REPEATABLE: [&str; 2] = ["--allow-origin", "--allow-host"];
+const REPEATABLE: [&str; 3] = ["--allow-origin", "--allow-host", "--trusted-proxy"];
 
 /// Every option that takes a value: a name not here (nor a flag) is unknown, whatever follows.
-const VALUED: [&str; 18] = [
+const VALUED: [&str; 21] = [
     "--listen",
     "--ttl",
     "--header-timeout",
@@ -163,6 +163,9 @@ const VALUED: [&str; 18] = [
     "--tls-cert",
     "--tls-key",
     "--tls-dir",
+    "--trusted-proxy",
+    "--keepalive-timeout",
+    "--max-clients-per-address",
 ];
 
 /// A command-line mistake; printed with the usage hint, exit code 2.

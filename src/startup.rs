@@ -194,7 +194,7 @@ mod tests {
     #[test]
     fn the_defaults_start() {
         assert_eq!(check(&cfg(&["--", "/bin/sh"]), None), Ok(()));
-        assert_eq!(check(&cfg(&["sh", "-c", "true"]), None), Ok(()));
+        assert_eq!(check(&cfg(&["--", "sh", "-c", "true"]), None), Ok(()));
         // The smallest default cap holds a session at the default scrollback.
         let small = Config {
             max_memory: limits::default_max_memory(Some(1 << 20)),
@@ -244,7 +244,7 @@ mod tests {
 
     #[test]
     fn commands_are_found_like_execvp() {
-        let e = refused(&["keepty-no-such-program"]);
+        let e = refused(&["--", "keepty-no-such-program"]);
         assert!(
             e.contains("keepty-no-such-program is not found on PATH (/usr/bin:/bin)"),
             "{e}"
@@ -260,7 +260,7 @@ mod tests {
         let _ = std::fs::remove_file(&plain);
         assert!(e.contains("not an executable file"), "{e}");
         // Found through PATH, and not found when PATH leaves its directory out.
-        let sh = cfg(&["sh"]);
+        let sh = cfg(&["--", "sh"]);
         assert_eq!(check(&sh, Some(OsStr::new("/nonexistent:/bin"))), Ok(()));
         assert!(check(&sh, Some(OsStr::new("/nonexistent"))).is_err());
         // Unset PATH: the libc default, which has /bin.

@@ -185,7 +185,10 @@ async function main() {
   // Ctrl from the key bar applies: Ctrl, then "c" in the compose bar interrupts a sleep.
   await pp.fill('#compose-input', "sleep 100; echo sl''ept");
   await pp.keyboard.press('Enter');
-  await pp.waitForTimeout(300);
+  // The shell must have read the line and started the sleep before the ^C: on a loaded
+  // machine 300 ms alone was not always enough, and a ^C the shell took left a 100 s sleep.
+  await waitForLine(/sleep 100; echo sl''ept$/, 'the sleep line echoed');
+  await pp.waitForTimeout(500);
   await pp.tap('#keys [data-key="ctrl"]');
   await pp.fill('#compose-input', 'c');
   await pp.keyboard.press('Enter');
