@@ -20,6 +20,10 @@ pub(crate) enum Timer {
     ExitNow,
     /// Try `accept` again after EMFILE.
     Accept,
+    /// An upgrade's clients had their time to close: exec now.
+    UpgradeNow,
+    /// A session's writer did not come back after an upgrade: (slot, generation).
+    ReleaseHold(usize, u64),
 }
 
 /// What the settle step still has to look at this turn.

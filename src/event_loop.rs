@@ -10,8 +10,11 @@
 //! What else lives here is what needs both tables at once: attaching a client to a session,
 //! and tearing a session down with its clients.
 
+mod upgrade;
+
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mio::event::Event;
@@ -46,6 +49,7 @@ use crate::sessions::tombstones::Cause;
 use crate::signals;
 use crate::timer::Wheel;
 use crate::token::{self, Source};
+use crate::upgrade::{handoff, state as upgrade_state};
 
 /// Timer wheel slot width. It sets only how timers are filed, not how often the server wakes:
 /// the poll timeout is the exact next deadline, so an idle server sleeps until its next real
@@ -78,6 +82,14 @@ pub struct Server {
     clock: Clock,
     /// TLS, when serving HTTPS.
     layer: Layer,
+    /// The binary an upgrade executes, read at startup (see `handoff::exe_path`).
+    exe: Option<PathBuf>,
+    /// An upgrade is closing its clients; it executes by this deadline (`event_loop/upgrade.rs`).
+    upgrading: Option<Instant>,
+    /// The listener while an upgrade drains: not polled, so connections wait in its backlog.
+    held_listener: Option<TcpListener>,
+    /// This process took over from an upgrade.
+    restored: bool,
 }
 
 fn unix_now() -> Duration {
@@ -101,8 +113,24 @@ impl Server {
         let layer = Layer::new(&cfg).map_err(StartError::Config)?;
         let is_tls = layer.is_tls();
         let poll = Poll::new()?;
-        let mut listener =
-            TcpListener::bind(cfg.listen).map_err(|e| StartError::Listen(cfg.listen, e))?;
+        let restore = match cfg.restore_fd {
+            Some(fd) => Some(
+                handoff::read_state(fd)
+                    .map_err(|e| format!("cannot read the state (fd {fd}): {e}"))
+                    .and_then(|buf| {
+                        let fd = upgrade_state::decode_head(&buf).map_err(|e| e.0)?.listener_fd;
+                        Ok((buf, fd))
+                    })
+                    .map_err(|e| StartError::System(io::Error::other(format!("upgrade: {e}"))))?,
+            ),
+            None => None,
+        };
+        let mut listener = match &restore {
+            // SAFETY: the process before the exec named this fd as its listener and left it
+            // open for us; nothing else here owns it.
+            Some((_, fd)) => unsafe { handoff::adopt_listener(*fd) }?,
+            None => TcpListener::bind(cfg.listen).map_err(|e| StartError::Listen(cfg.listen, e))?,
+        };
         let local_addr = listener.local_addr()?;
         gate.bound(local_addr.port(), is_tls);
         poll.registry()
@@ -111,7 +139,10 @@ impl Server {
         poll.registry()
             .register(&mut signals, token::SIGNALS, Interest::READABLE)?;
         let now = Instant::now();
-        Ok(Server {
+        let exe = handoff::exe_path()
+            .inspect_err(|e| eprintln!("keepty: upgrades disabled: no path to this binary: {e}"))
+            .ok();
+        let mut server = Server {
             limits: cfg.limits(is_tls),
             command: cfg.command,
             policy: cfg.attach_policy,
@@ -131,7 +162,20 @@ impl Server {
             counters: Counters::default(),
             clock: Clock::new(now, unix_now().as_millis()),
             layer,
-        })
+            exe,
+            upgrading: None,
+            held_listener: None,
+            restored: false,
+        };
+        if let Some((buf, _)) = restore {
+            server.restore(&buf, now);
+        }
+        Ok(server)
+    }
+
+    /// True when this process took over from an upgrade in place.
+    pub fn restored(&self) -> bool {
+        self.restored
     }
 
     /// True when serving HTTPS.
@@ -178,6 +222,9 @@ impl Server {
                 self.on_timer(t, now);
             }
             self.settle(now);
+            if self.upgrade_due(now) {
+                self.execute_upgrade(now);
+            }
             if self.exit_now || (self.shutting_down && self.finished()) {
                 eprintln!("keepty: shutdown complete");
                 return Ok(());
@@ -372,6 +419,7 @@ impl Server {
             }
             Action::Drop(id) => (self.drop_one(&id, now), After::KeepAlive),
             Action::DropAll(confirm) => (self.drop_all(confirm, now), After::KeepAlive),
+            Action::Upgrade => (self.upgrade_answer(k, now), After::Close),
         };
         self.respond(k, &req, resp, after, now);
     }
@@ -385,7 +433,7 @@ impl Server {
         now: Instant,
     ) {
         self.layer.decorate(&mut resp);
-        let closing = self.shutting_down;
+        let closing = self.shutting_down || self.upgrading.is_some();
         if let Some(h) = self.conns.http_mut(k) {
             h.respond(req, resp, after, closing, now);
         }
@@ -607,6 +655,11 @@ impl Server {
                 }
             }
             signals::Event::Shutdown => self.begin_shutdown(now),
+            signals::Event::Upgrade => {
+                if let Err(why) = self.request_upgrade(None, now) {
+                    eprintln!("keepty: upgrade refused: {why}; serving on");
+                }
+            }
             signals::Event::Reload => {
                 // Sessions and clients stay as they are; only new requests see new tokens.
                 self.gate.reload();
@@ -719,6 +772,9 @@ impl Server {
                 self.acceptor.resume();
                 self.accept_all(now);
             }
+            // Only wakes the loop: `run` executes once the upgrade is due.
+            Timer::UpgradeNow => {}
+            Timer::ReleaseHold(skey, generation) => self.release_hold((skey, generation)),
         }
     }
 

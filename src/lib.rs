@@ -32,3 +32,4 @@ pub mod sessions;
 pub(crate) mod signals;
 pub mod timer;
 pub(crate) mod token;
+pub mod upgrade;

@@ -119,6 +119,13 @@ pub const WRITE_STALL: Duration = Duration::from_secs(60);
 /// Ping ticks without a frame, or without output taken, after which a client is closed
 /// (SPEC 3: 60 s at the default 20 s interval).
 pub const TIMEOUT_TICKS: u8 = 3;
+/// How long an upgrade waits for its clients to take the 1012 close before it executes
+/// anyway: a close handshake on a live link takes a round trip; a dead link is not waited for.
+pub const UPGRADE_DRAIN: Duration = Duration::from_millis(500);
+/// How long after an upgrade a session keeps the output its writer had not been sent, as if
+/// that writer were still attached: the page reconnects within a second or two; past this,
+/// a writer that is not coming back must not stall its program forever.
+pub const UPGRADE_HOLD: Duration = Duration::from_secs(15);
 /// From SIGHUP to SIGKILL when a session is torn down (SPEC 1 and 4).
 pub const KILL_AFTER: Duration = Duration::from_secs(3);
 /// How long after SIGKILL the server waits for the last children before it exits anyway.

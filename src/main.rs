@@ -5,8 +5,14 @@ use std::process::ExitCode;
 
 use keepty::config::{self, Cli};
 use keepty::event_loop::Server;
+use keepty::upgrade::handoff;
 
 fn main() -> ExitCode {
+    // Asked by a running keepty before it upgrades into this binary (docs/upgrade.md).
+    if std::env::args().nth(1).as_deref() == Some(handoff::CHECK_FLAG) {
+        println!("{}", handoff::check_answer());
+        return ExitCode::SUCCESS;
+    }
     let cfg = match config::parse_args(std::env::args().skip(1)) {
         Ok(Cli::Run(cfg)) => cfg,
         Ok(Cli::Help) => {
@@ -23,7 +29,7 @@ fn main() -> ExitCode {
         }
     };
     let cfg_warning = cfg.transport_warning();
-    let mut server = match Server::bind(*cfg) {
+    let server = match Server::bind(*cfg) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("keepty: {e}");
@@ -31,6 +37,11 @@ fn main() -> ExitCode {
         }
     };
     let addr = server.local_addr();
+    if server.restored() {
+        // The startup line was printed once, by the first process; whoever read it may be gone.
+        eprintln!("keepty: upgraded in place, listening on {addr}");
+        return serve(server);
+    }
     let host = match addr.ip() {
         std::net::IpAddr::V6(ip) => format!("[{ip}]"),
         ip => ip.to_string(),
@@ -52,6 +63,10 @@ fn main() -> ExitCode {
     if let Some(w) = cfg_warning {
         eprintln!("keepty: {w}");
     }
+    serve(server)
+}
+
+fn serve(mut server: Server) -> ExitCode {
     match server.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

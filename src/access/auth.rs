@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::limits::{FAILURE_WINDOW, MAX_FAILURES, MAX_TRACKED};
 
@@ -213,6 +213,25 @@ impl FailureLimiter {
         self.by_ip
             .get(&ip)
             .is_some_and(|(n, since)| *n >= MAX_FAILURES && now < *since + FAILURE_WINDOW)
+    }
+
+    /// Every address counted: key, failures, and how long ago its window began. The key is a
+    /// string so the state file need not change when the limiter's keys do.
+    pub fn entries(&self, now: Instant) -> impl Iterator<Item = (String, u32, Duration)> + '_ {
+        self.by_ip
+            .iter()
+            .map(move |(ip, (n, since))| (ip.to_string(), *n, now.saturating_duration_since(*since)))
+    }
+
+    /// Puts back an entry from [`FailureLimiter::entries`]; a key that is not an address, or
+    /// a window long over, is skipped.
+    pub fn restore(&mut self, key: &str, n: u32, age: Duration, now: Instant) {
+        if let (Ok(ip), Some(since)) = (key.parse::<IpAddr>(), now.checked_sub(age))
+            && age < FAILURE_WINDOW
+            && self.by_ip.len() < MAX_TRACKED
+        {
+            self.by_ip.insert(ip, (n, since));
+        }
     }
 
     /// Counts a failure; returns true if `ip` is now blocked.

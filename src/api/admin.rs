@@ -2,7 +2,7 @@
 //! built here from the session table, and their JSON, text and Prometheus renderings.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -122,6 +122,8 @@ pub struct Counters {
     pub auth_failures: u64,
     /// Seconds since the server started.
     pub uptime_secs: u64,
+    /// Upgrades in place completed (the process that counts them is the new one).
+    pub upgrades: u64,
 }
 
 /// Seconds as one unit, rounded down (`59s`, `3m`, `2h`, `4d`): the table must stay narrow
@@ -355,6 +357,13 @@ pub fn render_metrics(list: &SessionList, c: &Counters) -> String {
     );
     metric(
         m,
+        "keepty_upgrades_total",
+        "counter",
+        "Upgrades in place completed (SIGUSR2 or /admin/upgrade).",
+        &[("", c.upgrades)],
+    );
+    metric(
+        m,
         "keepty_sessions_dropped_total",
         "counter",
         "Sessions dropped by an admin.",
@@ -441,6 +450,11 @@ impl Clock {
             + (t.saturating_duration_since(self.started).as_millis() as i128)
             - (self.started.saturating_duration_since(t).as_millis() as i128);
         (ms.max(0) / 1000) as u64
+    }
+
+    /// Time since the anchor.
+    pub fn uptime(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.started)
     }
 
     /// Seconds since the anchor.
@@ -828,6 +842,7 @@ mod tests {
             connections_refused: 6,
             auth_failures: 7,
             uptime_secs: 99,
+            upgrades: 2,
         };
         let text = render_metrics(&list(vec![record("a", "local"), b]), &counters);
         let fams = parse_prometheus(&text);
@@ -862,6 +877,7 @@ mod tests {
             ("keepty_memory_cap_bytes", "gauge", 64.0 * 1024.0 * 1024.0),
             ("keepty_sessions_reaped_total", "counter", 3.0),
             ("keepty_sessions_dropped_total", "counter", 4.0),
+            ("keepty_upgrades_total", "counter", 2.0),
             ("keepty_sessions_refused_total", "counter", 5.0),
             ("keepty_connections_refused_total", "counter", 6.0),
             ("keepty_auth_failures_total", "counter", 7.0),
