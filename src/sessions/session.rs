@@ -216,6 +216,15 @@ impl Session {
         s
     }
 
+    /// The fixture with `output` read, as if from its terminal.
+    #[cfg(test)]
+    pub(crate) fn with_output(mut self, output: &[u8]) -> Session {
+        self.checkpoints.feed(&mut self.modes, output);
+        self.ring.push(output);
+        self.checkpoints.after_write(&mut self.ring, &self.modes);
+        self
+    }
+
     /// Stable id (URL-safe).
     pub fn id(&self) -> &str {
         &self.id

@@ -376,6 +376,19 @@ impl Table {
     }
 }
 
+/// A table of `sessions`, with `orphans` and one tombstone, for the tests of code that holds
+/// tables.
+#[cfg(test)]
+pub(crate) fn fixture(sessions: Vec<Session>, orphans: &[i32], dropped: &str, now: Instant) -> Table {
+    let mut t = Table::default();
+    for s in sessions {
+        t.insert(s);
+    }
+    t.orphans.extend_from_slice(orphans);
+    t.tombstones.add(dropped, Cause::Dropped, now);
+    t
+}
+
 fn random_id() -> std::io::Result<String> {
     let mut b = [0u8; 16];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;

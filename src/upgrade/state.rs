@@ -161,3 +161,103 @@ pub(crate) fn decode(buf: &[u8], registry: &Registry, now: Instant) -> Result<De
         uptime: head.uptime,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sessions::table;
+    use crate::sessions::tombstones::Cause;
+    use crate::upgrade::format::VERSION;
+
+    const FIXTURE: &[u8] = include_bytes!("../../tests/fixtures/state-v1.bin");
+    const FIXTURE_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/state-v1.bin");
+
+    /// The state the committed fixture holds: two sessions (one with a wrapped ring and a
+    /// half-read escape sequence), an orphan, a tombstone, counters and a limiter entry.
+    fn fixture_state() -> Vec<u8> {
+        let a = Session::fixture("alpha", "local", 3, 4101)
+            .with_output(b"\x1b]2;build\x07\x1b[?25l$ make\r\nok\r\n\x1b[1");
+        let now = a.last_seen();
+        let mut wrapped = Vec::new();
+        for i in 0..40 {
+            wrapped.extend_from_slice(format!("line {i}\r\n").as_bytes());
+        }
+        let b = Session::fixture("beta", "ann", 7, 4102).with_output(&wrapped);
+        let t = table::fixture(vec![a, b], &[4099], "gone", now);
+        let counters = Counters {
+            sessions_reaped: 1,
+            sessions_dropped: 2,
+            sessions_refused: 3,
+            connections_refused: 4,
+            upgrades: 5,
+            ..Counters::default()
+        };
+        let parts = Parts {
+            listener_fd: 3,
+            table: &t,
+            counters: &counters,
+            auth_failures: 6,
+            failures: vec![("127.0.0.1".into(), 4, Duration::from_secs(2))],
+            ttl: Duration::from_secs(60),
+            uptime: Duration::from_secs(3600),
+        };
+        encode(&parts, now)
+    }
+
+    #[test]
+    fn the_writer_still_writes_the_committed_v1_fixture() {
+        let now = fixture_state();
+        if std::env::var_os("KEEPTY_WRITE_FIXTURE").is_some() {
+            std::fs::write(FIXTURE_PATH, &now).unwrap();
+        }
+        assert_eq!(
+            now, FIXTURE,
+            "the layout changed: bump VERSION, document it in docs/upgrade.md, keep reading v1"
+        );
+    }
+
+    #[test]
+    fn the_v1_fixture_is_read() {
+        let poll = mio::Poll::new().unwrap();
+        let now = Instant::now();
+        let head = decode_head(FIXTURE).unwrap();
+        assert_eq!(head.listener_fd, 3);
+        assert_eq!(head.auth_failures, 6);
+        assert_eq!(head.uptime, Duration::from_secs(3600));
+        assert_eq!(head.failures, vec![("127.0.0.1".to_string(), 4, Duration::from_secs(2))]);
+        let c = &head.counters;
+        assert_eq!((c.sessions_reaped, c.sessions_dropped, c.upgrades), (1, 2, 5));
+        let d = decode(FIXTURE, poll.registry(), now).unwrap();
+        let t = &d.table;
+        assert_eq!(t.len(), 2);
+        let a = t.get(t.find("alpha").unwrap()).unwrap();
+        assert_eq!((a.owner(), a.pid(), a.generation()), ("local", 4101, 3));
+        assert_eq!(a.modes().title(), b"build");
+        assert_eq!(a.ring().end(), 31);
+        let b = t.get(t.find("beta").unwrap()).unwrap();
+        assert_eq!(b.owner(), "ann");
+        assert!(b.ring().start() > 0, "the ring wrapped");
+        let (a_tail, b_tail) = b.ring().read_at(b.ring().end() - 9).unwrap();
+        assert_eq!([a_tail, b_tail].concat(), b"line 39\r\n");
+        assert_eq!(t.orphans(), &[4099]);
+        assert_eq!(t.ended_as("gone"), Some(Cause::Dropped));
+        assert!(d.rearm.iter().all(|r| r.ttl_left == Duration::from_secs(60)));
+        assert_eq!(
+            t.get(t.find("alpha").unwrap()).map(Session::last_seen),
+            Some(now),
+            "idle 0 when written"
+        );
+    }
+
+    #[test]
+    fn a_newer_format_is_refused_by_name_and_a_cut_one_is_an_error() {
+        let mut newer = FIXTURE.to_vec();
+        newer[8..12].copy_from_slice(&(VERSION + 1).to_le_bytes());
+        let e = decode_head(&newer).err().unwrap();
+        assert!(e.0.contains(&format!("state format {}", VERSION + 1)), "{e}");
+        let poll = mio::Poll::new().unwrap();
+        for cut in [0, 11, 20, FIXTURE.len() / 2, FIXTURE.len() - 1] {
+            assert!(decode(&FIXTURE[..cut], poll.registry(), Instant::now()).is_err());
+        }
+    }
+}
