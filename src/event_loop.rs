@@ -32,8 +32,8 @@ use crate::api::routes::{self, Action, Context, Reject, Upgrade, View};
 use crate::config::{AttachPolicy, Config};
 use crate::error::StartError;
 use crate::limits::{
-    ACCEPT_RETRY, Charge, EXIT_GRACE, KILL_AFTER, LINGER, Limits, SETTLE_ROUNDS, TOMBSTONE_KEEP,
-    Usage,
+    ACCEPT_RETRY, Charge, EXIT_GRACE, KILL_AFTER, LINGER, Limits, PENDING_PER_PEER, SETTLE_ROUNDS,
+    TOMBSTONE_KEEP, Usage,
 };
 use crate::net::conn::{After, Conns, HttpConn, Kind, Step};
 use crate::net::http::{Request, Response};
@@ -90,6 +90,8 @@ pub struct Server {
     held_listener: Option<TcpListener>,
     /// This process took over from an upgrade.
     restored: bool,
+    /// The listener may hold more connections than the last turn accepted.
+    accept_more: bool,
 }
 
 fn unix_now() -> Duration {
@@ -118,7 +120,9 @@ impl Server {
                 handoff::read_state(fd)
                     .map_err(|e| format!("cannot read the state (fd {fd}): {e}"))
                     .and_then(|buf| {
-                        let fd = upgrade_state::decode_head(&buf).map_err(|e| e.0)?.listener_fd;
+                        let fd = upgrade_state::decode_head(&buf)
+                            .map_err(|e| e.0)?
+                            .listener_fd;
                         Ok((buf, fd))
                     })
                     .map_err(|e| StartError::System(io::Error::other(format!("upgrade: {e}"))))?,
@@ -166,6 +170,7 @@ impl Server {
             upgrading: None,
             held_listener: None,
             restored: false,
+            accept_more: false,
         };
         if let Some((buf, _)) = restore {
             server.restore(&buf, now);
@@ -199,7 +204,7 @@ impl Server {
         let mut fired = Vec::new();
         loop {
             let now = Instant::now();
-            let timeout = if self.busy {
+            let timeout = if self.busy || self.accept_more {
                 Some(Duration::ZERO)
             } else {
                 self.wheel
@@ -216,6 +221,9 @@ impl Server {
             self.busy = false;
             for ev in events.iter() {
                 self.dispatch(ev, now);
+            }
+            if std::mem::take(&mut self.accept_more) {
+                self.accept_all(now);
             }
             self.wheel.poll(now, &mut fired);
             for t in fired.drain(..) {
@@ -290,8 +298,12 @@ impl Server {
 
     // ---- accepting -------------------------------------------------------------------
 
+    /// Accepts what waits, a peer's worth of connections a turn: a backlog that filled while
+    /// nobody accepted (an upgrade) holds many connections of one address, and each batch
+    /// reads its heads in this turn's settle before the next is taken, so the per-peer cap
+    /// on unfinished requests refuses only connections that really are slow.
     fn accept_all(&mut self, now: Instant) {
-        loop {
+        for _ in 0..PENDING_PER_PEER {
             match self.acceptor.next() {
                 Next::Conn(stream, peer) => self.add_conn(stream, peer, now),
                 Next::Done => return,
@@ -301,6 +313,7 @@ impl Server {
                 }
             }
         }
+        self.accept_more = true;
     }
 
     fn add_conn(&mut self, stream: TcpStream, peer: SocketAddr, now: Instant) {
@@ -489,6 +502,12 @@ impl Server {
             return;
         };
         match u {
+            // Arrived while an upgrade closes its clients: come back to the new process.
+            Upgrade::Session(..) if self.upgrading.is_some() => {
+                w.send(&ServerMsg::Restarting);
+                w.close_with(protocol::CLOSE_RESTART, "restarting");
+                self.wheel.insert(now + LINGER, Timer::Conn(k, generation));
+            }
             Upgrade::Session(params, caller) => {
                 let result = params.and_then(|p| self.attach(k, &mut w, &p, &caller, now));
                 if let Err(e) = result {

@@ -218,9 +218,9 @@ impl FailureLimiter {
     /// Every address counted: key, failures, and how long ago its window began. The key is a
     /// string so the state file need not change when the limiter's keys do.
     pub fn entries(&self, now: Instant) -> impl Iterator<Item = (String, u32, Duration)> + '_ {
-        self.by_ip
-            .iter()
-            .map(move |(ip, (n, since))| (ip.to_string(), *n, now.saturating_duration_since(*since)))
+        self.by_ip.iter().map(move |(ip, (n, since))| {
+            (ip.to_string(), *n, now.saturating_duration_since(*since))
+        })
     }
 
     /// Puts back an entry from [`FailureLimiter::entries`]; a key that is not an address, or

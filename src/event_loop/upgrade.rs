@@ -17,6 +17,7 @@ use crate::limits::{KILL_AFTER, UPGRADE_DRAIN, UPGRADE_HOLD};
 use crate::net::conn::Kind;
 use crate::net::http::Response;
 use crate::net::listener::Acceptor;
+use crate::net::ws::Phase;
 use crate::sessions::pty;
 use crate::token;
 use crate::upgrade::handoff;
@@ -58,14 +59,21 @@ impl Server {
             }
         }
         for k in self.conns.keys() {
+            // A head that came in this very turn is answered (and the connection then closes,
+            // as `respond` sees the upgrade); only a connection with nothing asked is closed now.
+            if Some(k) != asking && matches!(self.conns.kind_mut(k), Some(Kind::Http(_))) {
+                self.drive_http(k, now);
+            }
             match self.conns.kind_mut(k) {
-                Some(Kind::Ws(w)) => {
+                Some(Kind::Ws(w)) if w.phase() == Phase::Open => {
                     w.send(&ServerMsg::Restarting);
                     w.close_with(protocol::CLOSE_RESTART, "restarting");
                     self.relay().detach_ws(k);
                 }
-                Some(Kind::Http(h)) if h.is_writing() || Some(k) == asking => {}
-                _ => self.relay().kill_conn(k),
+                Some(Kind::Http(h)) if h.is_idle() && Some(k) != asking => {
+                    self.relay().kill_conn(k)
+                }
+                _ => {}
             }
         }
         Ok(exe)
@@ -146,7 +154,9 @@ impl Server {
         let d = match state::decode(buf, self.poll.registry(), now) {
             Ok(d) => d,
             Err(e) => {
-                eprintln!("keepty: upgrade: ERROR: the sessions cannot be restored ({e}); starting empty");
+                eprintln!(
+                    "keepty: upgrade: ERROR: the sessions cannot be restored ({e}); starting empty"
+                );
                 return;
             }
         };

@@ -73,6 +73,9 @@ pub struct HttpConn<U, S = Stream> {
     deadline: Instant,
     /// The earliest wheel entry pending for this connection.
     timer_at: Instant,
+    /// A response was sent: an idle connection is a kept-alive one, not a new one whose
+    /// request is on its way.
+    served: bool,
 }
 
 impl<U, S: Transport> HttpConn<U, S> {
@@ -85,6 +88,7 @@ impl<U, S: Transport> HttpConn<U, S> {
             phase: Phase::Reading,
             deadline,
             timer_at: deadline,
+            served: false,
         }
     }
 
@@ -101,6 +105,12 @@ impl<U, S: Transport> HttpConn<U, S> {
     /// True while a response is being written (a shutdown lets it finish).
     pub fn is_writing(&self) -> bool {
         matches!(self.phase, Phase::Writing { .. })
+    }
+
+    /// True for a kept-alive connection between requests: it answered one, and nothing of
+    /// the next has been read.
+    pub fn is_idle(&self) -> bool {
+        self.served && matches!(self.phase, Phase::Reading) && self.buf.is_empty()
     }
 
     /// The stream and what the client sent after its head, once upgraded.
@@ -241,6 +251,7 @@ impl<U, S: Transport> HttpConn<U, S> {
             After::KeepAlive if !req.keep_alive() || req.has_body() || closing => After::Close,
             a => a,
         };
+        self.served = true;
         if req.method == "HEAD" {
             resp.omit_body = true;
         }

@@ -255,7 +255,10 @@ mod tests {
             r.to_record(&mut w);
             let b = w.into_bytes();
             let back = Ring::from_record(&mut Reader::new(&b)).unwrap();
-            assert_eq!((back.start(), back.end(), back.capacity()), (r.start(), r.end(), 8));
+            assert_eq!(
+                (back.start(), back.end(), back.capacity()),
+                (r.start(), r.end(), 8)
+            );
             assert_eq!(joined(&back, back.start()), joined(&r, r.start()));
             assert_eq!(back.clean_start(), r.clean_start());
             for cut in 0..b.len() {

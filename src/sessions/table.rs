@@ -16,9 +16,9 @@ use slab::Slab;
 use crate::api::protocol::{self, ErrorCode, ProtoError};
 use crate::sessions::pty::{self, Pty};
 use crate::sessions::session::{Restored, Session};
-use crate::upgrade::format::{FormatError, Reader, Writer};
 use crate::sessions::tombstones::{Cause, Tombstones};
 use crate::token;
+use crate::upgrade::format::{FormatError, Reader, Writer};
 
 /// What a new session is made of.
 pub struct Spawn<'a> {
@@ -276,7 +276,10 @@ impl Table {
 
     /// Every PTY master, to be kept open across the exec.
     pub fn pty_fds(&self) -> impl Iterator<Item = BorrowedFd<'_>> {
-        self.slab.iter().filter_map(|(_, s)| s.pty()).map(Pty::as_fd)
+        self.slab
+            .iter()
+            .filter_map(|(_, s)| s.pty())
+            .map(Pty::as_fd)
     }
 
     /// Rebuilds the table from [`Table::to_record`] after the exec, adopting each PTY master
@@ -379,7 +382,12 @@ impl Table {
 /// A table of `sessions`, with `orphans` and one tombstone, for the tests of code that holds
 /// tables.
 #[cfg(test)]
-pub(crate) fn fixture(sessions: Vec<Session>, orphans: &[i32], dropped: &str, now: Instant) -> Table {
+pub(crate) fn fixture(
+    sessions: Vec<Session>,
+    orphans: &[i32],
+    dropped: &str,
+    now: Instant,
+) -> Table {
     let mut t = Table::default();
     for s in sessions {
         t.insert(s);

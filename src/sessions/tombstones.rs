@@ -168,7 +168,10 @@ mod tests {
         let back = Tombstones::from_record(&mut Reader::new(&b), t1).unwrap();
         assert_eq!(back.get("a"), None, "a forgotten id stays forgotten");
         assert_eq!(back.get("b"), Some(Cause::Dropped));
-        assert_eq!(back.next_expiry(), Some(t1 + TOMBSTONE_KEEP - Duration::from_secs(5)));
+        assert_eq!(
+            back.next_expiry(),
+            Some(t1 + TOMBSTONE_KEEP - Duration::from_secs(5))
+        );
     }
 
     #[test]

@@ -102,7 +102,11 @@ pub fn check(exe: &Path) -> Result<(), String> {
 
 /// Whether a check answer names the format this binary writes.
 fn reads_ours(answer: &str) -> Result<(), FormatError> {
-    let Some(list) = answer.lines().next().and_then(|l| l.strip_prefix("keepty-state ")) else {
+    let Some(list) = answer
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("keepty-state "))
+    else {
         return Err(FormatError(format!("unexpected check answer {answer:?}")));
     };
     if list.split_whitespace().any(|v| v.parse() == Ok(VERSION)) {
@@ -138,7 +142,9 @@ fn next_args(fd: RawFd) -> Vec<OsString> {
             it.next();
             continue;
         }
-        if a.as_bytes().starts_with(format!("{RESTORE_FLAG}=").as_bytes()) {
+        if a.as_bytes()
+            .starts_with(format!("{RESTORE_FLAG}=").as_bytes())
+        {
             continue;
         }
         out.push(a);
@@ -157,7 +163,11 @@ pub fn exec(exe: &Path, state: &[u8], keep: &[BorrowedFd<'_>]) -> io::Error {
     e
 }
 
-fn try_exec(exe: &Path, state: &[u8], keep: &[BorrowedFd<'_>]) -> io::Result<std::convert::Infallible> {
+fn try_exec(
+    exe: &Path,
+    state: &[u8],
+    keep: &[BorrowedFd<'_>],
+) -> io::Result<std::convert::Infallible> {
     let memfd = memfd_create(c"keepty-state", MFdFlags::MFD_CLOEXEC)?;
     let mut f = File::from(memfd);
     f.write_all(state)?;
@@ -187,7 +197,10 @@ fn try_exec(exe: &Path, state: &[u8], keep: &[BorrowedFd<'_>]) -> io::Result<std
 /// Reads the state a previous process left in memfd `fd` and closes it.
 pub fn read_state(fd: RawFd) -> io::Result<Vec<u8>> {
     if fd < 3 {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a state fd"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a state fd",
+        ));
     }
     // SAFETY: the fd was passed on the command line by the process before the exec, which
     // made it for us alone; we take it over and close it here.
@@ -227,6 +240,10 @@ mod tests {
     #[test]
     fn the_path_is_the_running_binary() {
         let p = exe_path().unwrap();
-        assert!(same_file(&p, Path::new("/proc/self/exe")), "{}", p.display());
+        assert!(
+            same_file(&p, Path::new("/proc/self/exe")),
+            "{}",
+            p.display()
+        );
     }
 }

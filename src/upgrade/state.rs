@@ -149,7 +149,11 @@ pub(crate) fn decode_head(buf: &[u8]) -> Result<Head<'_>, FormatError> {
 }
 
 /// Reads the whole state, adopting the PTY masters and registering them with `registry`.
-pub(crate) fn decode(buf: &[u8], registry: &Registry, now: Instant) -> Result<Decoded, FormatError> {
+pub(crate) fn decode(
+    buf: &[u8],
+    registry: &Registry,
+    now: Instant,
+) -> Result<Decoded, FormatError> {
     let mut head = decode_head(buf)?;
     let (table, rearm) = Table::from_record(&mut head.table, registry, now)?;
     Ok(Decoded {
@@ -224,9 +228,15 @@ mod tests {
         assert_eq!(head.listener_fd, 3);
         assert_eq!(head.auth_failures, 6);
         assert_eq!(head.uptime, Duration::from_secs(3600));
-        assert_eq!(head.failures, vec![("127.0.0.1".to_string(), 4, Duration::from_secs(2))]);
+        assert_eq!(
+            head.failures,
+            vec![("127.0.0.1".to_string(), 4, Duration::from_secs(2))]
+        );
         let c = &head.counters;
-        assert_eq!((c.sessions_reaped, c.sessions_dropped, c.upgrades), (1, 2, 5));
+        assert_eq!(
+            (c.sessions_reaped, c.sessions_dropped, c.upgrades),
+            (1, 2, 5)
+        );
         let d = decode(FIXTURE, poll.registry(), now).unwrap();
         let t = &d.table;
         assert_eq!(t.len(), 2);
@@ -241,7 +251,11 @@ mod tests {
         assert_eq!([a_tail, b_tail].concat(), b"line 39\r\n");
         assert_eq!(t.orphans(), &[4099]);
         assert_eq!(t.ended_as("gone"), Some(Cause::Dropped));
-        assert!(d.rearm.iter().all(|r| r.ttl_left == Duration::from_secs(60)));
+        assert!(
+            d.rearm
+                .iter()
+                .all(|r| r.ttl_left == Duration::from_secs(60))
+        );
         assert_eq!(
             t.get(t.find("alpha").unwrap()).map(Session::last_seen),
             Some(now),
@@ -254,7 +268,10 @@ mod tests {
         let mut newer = FIXTURE.to_vec();
         newer[8..12].copy_from_slice(&(VERSION + 1).to_le_bytes());
         let e = decode_head(&newer).err().unwrap();
-        assert!(e.0.contains(&format!("state format {}", VERSION + 1)), "{e}");
+        assert!(
+            e.0.contains(&format!("state format {}", VERSION + 1)),
+            "{e}"
+        );
         let poll = mio::Poll::new().unwrap();
         for cut in [0, 11, 20, FIXTURE.len() / 2, FIXTURE.len() - 1] {
             assert!(decode(&FIXTURE[..cut], poll.registry(), Instant::now()).is_err());
