@@ -119,14 +119,16 @@ impl Server {
             ttl: self.limits.ttl,
             uptime: self.clock.uptime(now),
         };
+        let began = Instant::now();
         let bytes = state::encode(&parts, now);
         let mut keep: Vec<BorrowedFd<'_>> = vec![listener.as_fd()];
         keep.extend(self.sessions.pty_fds());
         eprintln!(
-            "keepty: upgrade: executing {} ({} sessions, {} bytes of state)",
+            "keepty: upgrade: executing {} ({} sessions, {} bytes of state written in {} us)",
             exe.display(),
             self.sessions.len(),
-            bytes.len()
+            bytes.len(),
+            began.elapsed().as_micros()
         );
         let e = handoff::exec(&exe, &bytes, &keep);
         eprintln!(
@@ -151,6 +153,7 @@ impl Server {
     /// never adopted, so they close and those shells are hung up.
     pub(super) fn restore(&mut self, buf: &[u8], now: Instant) {
         self.restored = true;
+        let began = Instant::now();
         let d = match state::decode(buf, self.poll.registry(), now) {
             Ok(d) => d,
             Err(e) => {
@@ -196,9 +199,10 @@ impl Server {
             self.on_child_exit(pid, st);
         }
         eprintln!(
-            "keepty: upgrade: restored {} sessions ({} tombstones), upgrade {}",
+            "keepty: upgrade: restored {} sessions ({} tombstones) in {} us, upgrade {}",
             self.sessions.len(),
             self.sessions.tombstone_count(),
+            began.elapsed().as_micros(),
             self.counters.upgrades
         );
     }

@@ -38,9 +38,12 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// A writer that starts with the header: magic and version.
-    pub fn with_header() -> Writer {
-        let mut w = Writer::default();
+    /// A writer that starts with the header: magic and version. `capacity` is a guess at the
+    /// size, so megabytes of rings are not copied again and again as the buffer grows.
+    pub fn with_header(capacity: usize) -> Writer {
+        let mut w = Writer {
+            buf: Vec::with_capacity(capacity),
+        };
         w.buf.extend_from_slice(MAGIC);
         w.u32(VERSION);
         w
@@ -296,7 +299,7 @@ mod tests {
 
     #[test]
     fn the_header_names_the_version_and_refuses_a_newer_one() {
-        let b = Writer::with_header().into_bytes();
+        let b = Writer::with_header(0).into_bytes();
         assert_eq!(declared_version(&b), Ok(VERSION));
         assert_eq!(Reader::new(&b).header(), Ok(VERSION));
         let mut newer = b.clone();

@@ -206,7 +206,8 @@ pub fn read_state(fd: RawFd) -> io::Result<Vec<u8>> {
     // made it for us alone; we take it over and close it here.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     let mut f = File::from(owned);
-    let mut buf = Vec::new();
+    let size = f.metadata().map(|m| m.len().min(MAX_STATE)).unwrap_or(0);
+    let mut buf = Vec::with_capacity(size as usize + 1);
     Read::by_ref(&mut f).take(MAX_STATE).read_to_end(&mut buf)?;
     Ok(buf)
 }

@@ -60,7 +60,14 @@ fn ttl_left(s: &Session, ttl: Duration, now: Instant) -> Duration {
 
 /// Writes the state.
 pub(crate) fn encode(p: &Parts<'_>, now: Instant) -> Vec<u8> {
-    let mut w = Writer::with_header();
+    // Rings are nearly all of it; the rest is well under 4 KiB a session.
+    let guess: usize = p
+        .table
+        .iter()
+        .map(|(_, s)| s.ring().len() + 4096)
+        .sum::<usize>()
+        + 64 * 1024;
+    let mut w = Writer::with_header(guess);
     w.i32(p.listener_fd);
     w.section(|w| {
         let c = p.counters;
