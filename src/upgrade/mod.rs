@@ -3,7 +3,7 @@
 //! becomes the binary now at the path it was started from. Same PID, so the shells stay its
 //! children. The layout of the state is in docs/upgrade.md.
 //!
-//! - [`format`]: the framing (little-endian fields, sections, the version), pure.
+//! - [`mod@format`]: the framing (little-endian fields, sections, the version), pure.
 //! - `state`: the whole server's record, written and read by the parts that own each piece.
 //! - `handoff`: the system side: the binary's path, the check, the memfd, the exec.
 
