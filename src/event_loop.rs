@@ -14,6 +14,7 @@ mod upgrade;
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -115,6 +116,7 @@ impl Server {
         let layer = Layer::new(&cfg).map_err(StartError::Config)?;
         let is_tls = layer.is_tls();
         let poll = Poll::new()?;
+        let inherited = cfg.restore_fd.map(|_| handoff::seal_inherited());
         let restore = match cfg.restore_fd {
             Some(fd) => Some(
                 handoff::read_state(fd)
@@ -174,6 +176,8 @@ impl Server {
         };
         if let Some((buf, _)) = restore {
             server.restore(&buf, now);
+            let adopted: Vec<_> = server.sessions.pty_fds().map(|f| f.as_raw_fd()).collect();
+            handoff::close_unadopted(&inherited.unwrap_or_default(), &adopted);
         }
         Ok(server)
     }

@@ -889,7 +889,7 @@ mod tests {
         ] {
             assert_eq!(one(name), (kind.to_string(), value), "{name}");
         }
-        assert_eq!(fams.len(), 16);
+        assert_eq!(fams.len(), 17, "keepty_upgrades_total is the 17th");
         for (name, (kind, _)) in &fams {
             assert!(name.starts_with("keepty_"), "{name}");
             assert_eq!(kind == "counter", name.ends_with("_total"), "{name}");

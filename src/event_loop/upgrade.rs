@@ -94,9 +94,12 @@ impl Server {
     }
 
     /// True once an upgrade's clients are gone or its drain time is over.
+    /// A shutdown that came meanwhile wins: the upgrade is dropped.
     pub(super) fn upgrade_due(&self, now: Instant) -> bool {
-        self.upgrading
-            .is_some_and(|deadline| self.conns.is_empty() || now >= deadline)
+        !self.shutting_down
+            && self
+                .upgrading
+                .is_some_and(|deadline| self.conns.is_empty() || now >= deadline)
     }
 
     /// Writes the state and executes the new binary. Returns only if the exec failed, and
@@ -145,6 +148,11 @@ impl Server {
         }
         self.acceptor = Acceptor::new(listener);
         self.accept_all(now);
+        // The writers' held output is theirs for as long as after a real upgrade.
+        for (k, s) in self.sessions.iter().filter(|(_, s)| s.held().is_some()) {
+            self.wheel
+                .insert(now + UPGRADE_HOLD, Timer::ReleaseHold(k, s.generation()));
+        }
     }
 
     /// Puts back what the process before the exec left in `buf`: the table with its

@@ -194,6 +194,45 @@ fn try_exec(
     Err(e.into())
 }
 
+/// Marks every fd this process inherited close-on-exec, before anything is read: should the
+/// state fail to name one of them, it must not leak into a shell started later. Returns the
+/// inherited PTY masters, so those the restore did not adopt can be closed (their shells then
+/// see hangup, as when a terminal window closes).
+pub fn seal_inherited() -> Vec<RawFd> {
+    let mut masters = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return masters;
+    };
+    let fds: Vec<RawFd> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: only for the duration of this call, on an fd that was listed open; an
+        // fd closed since (the directory's own) makes fcntl fail, which is ignored.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        if set_inherit(borrowed, false).is_ok()
+            && std::fs::read_link(format!("/proc/self/fd/{fd}"))
+                .is_ok_and(|p| p == Path::new("/dev/ptmx"))
+        {
+            masters.push(fd);
+        }
+    }
+    masters
+}
+
+/// Closes the inherited masters the restore did not adopt.
+pub fn close_unadopted(masters: &[RawFd], adopted: &[RawFd]) {
+    for &fd in masters.iter().filter(|fd| !adopted.contains(fd)) {
+        eprintln!(
+            "keepty: upgrade: ERROR: terminal fd {fd} belongs to no restored session; closing it"
+        );
+        // SAFETY: an inherited master no session took ownership of: nothing else holds it.
+        drop(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+}
+
 /// Reads the state a previous process left in memfd `fd` and closes it.
 pub fn read_state(fd: RawFd) -> io::Result<Vec<u8>> {
     if fd < 3 {
