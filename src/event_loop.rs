@@ -182,6 +182,17 @@ impl Server {
         Ok(server)
     }
 
+    /// Loads what `cfg` names (token files, certificates) without binding: what a binary
+    /// answering an upgrade's check proves it can start with.
+    pub fn check_config(cfg: &Config) -> Result<(), String> {
+        if let Some(why) = cfg.refusal() {
+            return Err(why);
+        }
+        Gate::new(cfg, cfg.listen.port(), cfg.tls_requested())?;
+        Layer::new(cfg)?;
+        Ok(())
+    }
+
     /// True when this process took over from an upgrade in place.
     pub fn restored(&self) -> bool {
         self.restored

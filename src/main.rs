@@ -10,6 +10,20 @@ use keepty::upgrade::handoff;
 fn main() -> ExitCode {
     // Asked by a running keepty before it upgrades into this binary (docs/upgrade.md).
     if std::env::args().nth(1).as_deref() == Some(handoff::CHECK_FLAG) {
+        // With the server's arguments after it, their configuration must load too: a token
+        // file or certificate the new process could not read would end every session.
+        let rest: Vec<String> = std::env::args().skip(2).collect();
+        if !rest.is_empty() {
+            let loaded = match config::parse_args(rest) {
+                Ok(Cli::Run(cfg)) => Server::check_config(&cfg),
+                Ok(_) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = loaded {
+                eprintln!("the configuration does not load: {e}");
+                return ExitCode::from(2);
+            }
+        }
         println!("{}", handoff::check_answer());
         return ExitCode::SUCCESS;
     }

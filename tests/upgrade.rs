@@ -446,7 +446,13 @@ fn ten_upgrades_in_a_row_leak_no_fd_and_no_memory() {
         fds.push(fd_count(pid));
         rss.push(rss_kib(pid));
     }
-    assert!(fds.iter().all(|&n| n == fds[0]), "fds changed: {fds:?}");
+    // The first restored process marks whatever it inherited from outside (the test
+    // runner's own fds) close-on-exec, so those go at the second exec; from then on the count
+    // must not move.
+    assert!(
+        fds[1..].iter().all(|&n| n == fds[1]) && fds[1] <= fds[0],
+        "fds changed: {fds:?}"
+    );
     assert!(
         rss[9] <= rss[0] + 1024,
         "RSS grew by more than 1 MiB over nine upgrades: {rss:?} KiB"
@@ -458,4 +464,27 @@ fn ten_upgrades_in_a_row_leak_no_fd_and_no_memory() {
         );
     }
     assert!(common::proc::zombies(pid).is_empty());
+}
+
+#[test]
+fn a_configuration_the_new_binary_cannot_load_is_refused_before_the_exec() {
+    let _guard = common::serial();
+    let dir = TempDir::new("upgrade-config");
+    let admin = dir.write("admin", "upgrade-admin-token\n", 0o600);
+    let srv = spawn_server(&["--admin-token-file", &admin]);
+    let mut c = ws::connect(srv.port, "session=cfg&new=1");
+    c.expect_attached();
+    // The token file is gone: a new process would exit 2 and hang up every shell.
+    std::fs::remove_file(&admin).unwrap();
+    srv.signal(SIGUSR2);
+    let line = wait_log(&srv, "upgrade refused");
+    assert!(line.contains("the configuration does not load"), "{line}");
+    c.send_input(b"echo kept-$((4+4))\n");
+    c.read_output_until(b"kept-8", WAIT);
+    // Back in place, the same request goes through.
+    common::auth::write_file(Path::new(&admin), "upgrade-admin-token\n", 0o600);
+    srv.signal(SIGUSR2);
+    wait_upgraded(&srv, &mut Vec::new());
+    let mut c = ws::connect(srv.port, &format!("session=cfg&since={}", c.offset));
+    assert_eq!(c.expect_attached()["lost"], 0);
 }

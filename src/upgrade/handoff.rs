@@ -69,9 +69,10 @@ fn same_file(a: &Path, b: &Path) -> bool {
 pub fn check(exe: &Path) -> Result<(), String> {
     let mut child = Command::new(exe)
         .arg(CHECK_FLAG)
+        .args(plain_args())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
     let deadline = Instant::now() + CHECK_TIMEOUT;
@@ -92,8 +93,16 @@ pub fn check(exe: &Path) -> Result<(), String> {
         let _ = so.by_ref().take(4096).read_to_string(&mut out);
     }
     if !status.success() {
+        let mut why = String::new();
+        if let Some(mut se) = child.stderr.take() {
+            let _ = se.by_ref().take(4096).read_to_string(&mut why);
+        }
+        let why = why
+            .lines()
+            .last()
+            .unwrap_or("it does not read keepty state");
         return Err(format!(
-            "{} {CHECK_FLAG} failed ({status}): it does not read keepty state",
+            "{} {CHECK_FLAG} failed ({status}): {why}",
             exe.display()
         ));
     }
@@ -128,9 +137,18 @@ fn set_inherit(fd: BorrowedFd<'_>, inherit: bool) -> io::Result<()> {
     Ok(())
 }
 
-/// The arguments for the new process: ours without an earlier restore option.
+/// The arguments for the new process: the restore option, then ours.
 fn next_args(fd: RawFd) -> Vec<OsString> {
     let mut out: Vec<OsString> = vec![RESTORE_FLAG.into(), fd.to_string().into()];
+    out.extend(plain_args());
+    out
+}
+
+/// Our arguments without an earlier restore option: what the check is run with too, so the
+/// new binary loads this configuration (token files, certificates) before it is trusted
+/// with the sessions.
+fn plain_args() -> Vec<OsString> {
+    let mut out = Vec::new();
     let mut it = std::env::args_os().skip(1);
     while let Some(a) = it.next() {
         if a == "--" {
