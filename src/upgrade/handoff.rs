@@ -148,26 +148,23 @@ fn next_args(fd: RawFd) -> Vec<OsString> {
 /// new binary loads this configuration (token files, certificates) before it is trusted
 /// with the sessions.
 fn plain_args() -> Vec<OsString> {
-    let mut out = Vec::new();
-    let mut it = std::env::args_os().skip(1);
-    while let Some(a) = it.next() {
-        if a == "--" {
-            out.push(a);
-            out.extend(it.by_ref());
-            break;
-        }
-        if a == RESTORE_FLAG {
-            it.next();
-            continue;
-        }
-        if a.as_bytes()
+    without_restore(std::env::args_os().skip(1))
+}
+
+/// `args` without the `--restore-fd N` an earlier upgrade put first (only there: anything
+/// later may be the sessions' command and its own arguments).
+fn without_restore(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
+    let mut args = args.peekable();
+    if args.peek().is_some_and(|a| a == RESTORE_FLAG) {
+        args.next();
+        args.next();
+    } else if args.peek().is_some_and(|a| {
+        a.as_bytes()
             .starts_with(format!("{RESTORE_FLAG}=").as_bytes())
-        {
-            continue;
-        }
-        out.push(a);
+    }) {
+        args.next();
     }
-    out
+    args.collect()
 }
 
 /// Writes `state` into a memfd, leaves `keep` and the memfd open across the exec and runs
@@ -293,6 +290,31 @@ mod tests {
         assert!(reads_ours("keepty 0.1.0").is_err());
         assert!(reads_ours("").is_err());
         assert!(reads_ours(&format!("keepty-state 0 {VERSION}")).is_ok());
+    }
+
+    #[test]
+    fn an_earlier_restore_option_is_dropped_and_the_command_kept() {
+        let args = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+        let strip = |v: &[&str]| without_restore(args(v).into_iter());
+        assert_eq!(
+            strip(&[
+                "--restore-fd",
+                "7",
+                "--ttl",
+                "5s",
+                "bash",
+                "--restore-fd",
+                "1"
+            ]),
+            args(&["--ttl", "5s", "bash", "--restore-fd", "1"]),
+            "the command's own arguments stay"
+        );
+        assert_eq!(
+            strip(&["--restore-fd=9", "--ttl", "5s"]),
+            args(&["--ttl", "5s"])
+        );
+        assert_eq!(strip(&["--ttl", "5s"]), args(&["--ttl", "5s"]));
+        assert_eq!(next_args(5)[..2], args(&["--restore-fd", "5"])[..]);
     }
 
     #[test]
