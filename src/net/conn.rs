@@ -627,6 +627,23 @@ mod tests {
     }
 
     #[test]
+    fn only_a_kept_alive_connection_between_requests_is_idle() {
+        // What an upgrade's drain closes at once: a new connection's request may be on its
+        // way, and a half-read one is answered first.
+        let now = Instant::now();
+        let sock = Script::new();
+        let h = conn(&sock, now);
+        assert!(!h.is_idle(), "new: its request may be on its way");
+        let (mut h, sock, now) = answering(After::KeepAlive);
+        assert!(!h.is_idle(), "answering");
+        assert!(is_blocked(&h.advance(now, TIMEOUT)));
+        assert!(h.is_idle(), "answered, waiting for the next head");
+        sock.feed(b"GET /he").read_block();
+        let _ = h.advance(now, TIMEOUT);
+        assert!(!h.is_idle(), "part of a next request was read");
+    }
+
+    #[test]
     fn pipelined_requests_are_answered_in_order() {
         let now = Instant::now();
         let sock = Script::new();
