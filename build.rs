@@ -27,6 +27,21 @@ const ASSETS: &[(&str, &str, &str)] = &[
         "text/javascript; charset=utf-8",
     ),
     (
+        "/assets/keys.js",
+        "assets/keys.js",
+        "text/javascript; charset=utf-8",
+    ),
+    (
+        "/assets/touch.js",
+        "assets/touch.js",
+        "text/javascript; charset=utf-8",
+    ),
+    (
+        "/assets/views.js",
+        "assets/views.js",
+        "text/javascript; charset=utf-8",
+    ),
+    (
         "/assets/style.css",
         "assets/style.css",
         "text/css; charset=utf-8",
@@ -59,6 +74,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
     (
         "/assets/addon-fit.js",
         "node_modules/@xterm/addon-fit/lib/addon-fit.js",
+        "text/javascript; charset=utf-8",
+    ),
+    (
+        "/assets/addon-web-links.js",
+        "node_modules/@xterm/addon-web-links/lib/addon-web-links.js",
         "text/javascript; charset=utf-8",
     ),
 ];

@@ -9,6 +9,8 @@
 
   const connection = window.keepty.conn;
   const formatBytes = window.keepty.format.bytes;
+  const keys = window.keepty.keys;
+  const views = window.keepty.views;
 
   // The server stops sending at 256 KiB un-acked; acking every 64 KiB keeps output flowing
   // without an ack per frame, the timer covers the tail of a burst.
@@ -61,6 +63,8 @@
     // At 1.0 the DOM renderer clips underscores of common monospace fonts.
     lineHeight: 1.1,
     scrollback: 5000,
+    // OSC 8 hyperlinks (ls --hyperlink, gcc, systemd): web links only, in a new tab.
+    linkHandler: { activate: (e, uri) => openLink(uri), allowNonHttpProtocols: false },
     theme: {
       background: '#101317',
       foreground: '#d8dee9',
@@ -75,8 +79,16 @@
   });
   const fitAddon = new FitAddon.FitAddon();
   term.loadAddon(fitAddon);
+  // Plain URLs in the output become links (hover and click; a tap on a phone).
+  term.loadAddon(new WebLinksAddon.WebLinksAddon((e, uri) => openLink(uri)));
   term.open(document.getElementById('term'));
   safeFit();
+
+  // A new tab that cannot reach back into this one (noopener: no window.opener).
+  function openLink(uri) {
+    const href = keys.safeLink(uri);
+    if (href) window.open(href, '_blank', 'noopener');
+  }
 
   // --- state -------------------------------------------------------------------------------
 
@@ -157,6 +169,7 @@
   const ACTIONS = {
     connect: () => dispatch({ type: 'connect' }),
     newSession: () => dispatch({ type: 'new_session' }),
+    create: () => dispatch({ type: 'create' }),
     setToken,
   };
 
@@ -234,6 +247,8 @@
     if (open.session) {
       params.set('session', open.session);
       if (open.resume) params.set('since', String(output.offset));
+      // Only when the user chose to create this name (conn.js).
+      if (open.create) params.set('new', '1');
     } else {
       params.set('new', '1');
     }
@@ -467,28 +482,17 @@
     if (b) b.setAttribute('aria-pressed', on ? 'true' : 'false');
   }
 
-  function ctrlOf(ch) {
-    if (ch.length !== 1) return null;
-    const c = ch.toUpperCase().charCodeAt(0);
-    if (c >= 64 && c <= 95) return String.fromCharCode(c & 0x1f);
-    if (ch === ' ' || ch === '2') return '\x00';
-    if (ch === '?' || ch === '8') return '\x7f';
-    return null;
-  }
-
   // Applies the sticky Ctrl and Alt of the extra-keys bar to one key's worth of input, and
   // releases them: a phone keyboard has neither.
   function withModifiers(seq) {
-    if (armed.ctrl) {
-      const c = ctrlOf(seq);
-      if (c !== null) seq = c;
-      setModifier('ctrl', false);
-    }
-    if (armed.alt) {
-      seq = '\x1b' + seq;
-      setModifier('alt', false);
-    }
-    return seq;
+    const out = keys.modified(seq, armed);
+    releaseModifiers();
+    return out;
+  }
+
+  function releaseModifiers() {
+    setModifier('ctrl', false);
+    setModifier('alt', false);
   }
 
   term.onData((d) => {
@@ -504,29 +508,28 @@
     sendInput(bytes);
   });
 
-  const ARROWS = { up: 'A', down: 'B', right: 'C', left: 'D' };
   function keyBar(key, text) {
-    if (key === 'ctrl' || key === 'alt') {
-      setModifier(key, !armed[key]);
-      return;
-    }
-    let seq;
-    if (text) seq = text;
-    else if (key === 'esc') seq = '\x1b';
-    else if (key === 'tab') seq = '\t';
-    else if (ARROWS[key]) {
-      // xterm's modifier encoding: 1 + (Alt 2) + (Ctrl 4).
-      const mod = 1 + (armed.alt ? 2 : 0) + (armed.ctrl ? 4 : 0);
-      if (mod > 1) {
-        seq = '\x1b[1;' + mod + ARROWS[key];
-        setModifier('ctrl', false);
-        setModifier('alt', false);
-      } else {
-        seq = (term.modes.applicationCursorKeysMode ? '\x1bO' : '\x1b[') + ARROWS[key];
-      }
-    }
-    if (!seq) return;
-    sendInput(withModifiers(seq));
+    if (key === 'compose') { compose.set(!compose.isOpen); return; }
+    if (key === 'select') { selectView.open(); return; }
+    if (text) { sendInput(withModifiers(text)); return; }
+    const act = keys.keyAction(key, armed, {
+      appCursor: term.modes.applicationCursorKeysMode,
+      alternate: term.buffer.active.type === 'alternate',
+    });
+    if (!act) return;
+    if (act.toggle) { setModifier(act.toggle, !armed[act.toggle]); return; }
+    releaseModifiers();
+    if (act.send) sendInput(act.send);
+    else if (act.scroll === 'page_up') term.scrollPages(-1);
+    else if (act.scroll === 'page_down') term.scrollPages(1);
+    else if (act.scroll === 'top') term.scrollToTop();
+    else if (act.scroll === 'bottom') term.scrollToBottom();
+  }
+  // Where the keyboard goes after a key of the bar: the compose field when it is open (its
+  // soft keyboard stays up), else the terminal.
+  function refocus() {
+    if (compose.isOpen) compose.input.focus();
+    else term.focus();
   }
   for (const b of keysEl.querySelectorAll('button')) {
     // Keep the focus (and so the on-screen keyboard) on the terminal.
@@ -535,7 +538,7 @@
     b.addEventListener('click', (e) => {
       e.preventDefault();
       keyBar(b.dataset.key, b.dataset.text);
-      term.focus();
+      if (!selectView.isOpen) refocus();
     });
   }
 
@@ -551,13 +554,15 @@
   // Copy on select, as in xterm and most desktop terminals. The async clipboard needs a
   // secure context (https or localhost); on a plain-http LAN page execCommand still works
   // inside the user gesture that made the selection.
-  const clip = { timer: null, lastCopied: '' };
+  const clip = { timer: null, lastCopied: '', osc52: 0 };
   function copySelection() {
     const text = term.getSelection();
-    if (!text) return;
+    if (text) copyText(text, '');
+  }
+  function copyText(text, what) {
     const done = () => {
       clip.lastCopied = text;
-      if (machine.state === 'open') showOpenStatus('copied ' + text.length + ' characters');
+      if (machine.state === 'open') showOpenStatus('copied ' + (what ? what + ', ' : '') + text.length + ' characters');
     };
     const legacy = () => {
       const onCopy = (e) => {
@@ -569,6 +574,9 @@
       try { ok = document.execCommand('copy'); } catch (_) { ok = false; }
       document.removeEventListener('copy', onCopy);
       if (ok) done();
+      // Outside a tap or a key press (OSC 52 from a program, a tab without focus) browsers
+      // refuse; say so rather than leave the user to paste something old.
+      else if (machine.state === 'open') showOpenStatus('the browser refused to copy ' + (what || 'the selection'));
     };
     if (navigator.clipboard && window.isSecureContext) {
       navigator.clipboard.writeText(text).then(done, legacy);
@@ -576,6 +584,21 @@
       legacy();
     }
   }
+
+  // OSC 52 (tmux set-clipboard, vim's osc52, `printf '\e]52;c;BASE64\a'`): a program on the
+  // box puts text in this device's clipboard. Only the writer's page does it, and only for
+  // live output: a viewer watching someone else's session, and a replay of old output after
+  // a reload, never touch the clipboard. Reads (`?`) are never answered.
+  term.parser.registerOscHandler(52, (data) => {
+    if (view.role !== 'writer' || output.replayPending > 0) return true;
+    const text = keys.osc52Text(data);
+    if (text) {
+      clip.osc52++;
+      copyText(text, 'from the program');
+    }
+    return true;
+  });
+
   if (!coarse) {
     term.onSelectionChange(() => {
       clearTimeout(clip.timer);
@@ -621,6 +644,10 @@
     if (!b) return;
     switch (b.dataset.menu) {
       case 'new': setMenu(false); dispatch({ type: 'new_session' }); break;
+      case 'named': setMenu(false); askName(); break;
+      case 'select': setMenu(false); selectView.open(); break;
+      case 'search': setMenu(false); finder.set(true); break;
+      case 'compose': setMenu(false); compose.set(!compose.isOpen); break;
       case 'font-down': setFontSize(term.options.fontSize - 1); break;
       case 'font-up': setFontSize(term.options.fontSize + 1); break;
       case 'paste': setMenu(false); pasteFromClipboard(); break;
@@ -630,6 +657,19 @@
       default: break;
     }
   });
+  // A name typed once lands in the same shell every time after: it is created if it does not
+  // exist and attached if it does. `?s=NAME` in a bookmark does the same, after asking.
+  function askName() {
+    const name = window.prompt('Session name (letters, digits, - and _):', '');
+    if (name === null || name === '') return;
+    if (!keys.validName(name)) {
+      setStatus('warn', 'not a session name: ' + name + ' (letters, digits, - and _, at most 64)');
+      return;
+    }
+    if (name === machine.sessionId) return;
+    dispatch({ type: 'create', session: name });
+  }
+
   // The list rows are links, so a session can also be opened in a new tab.
   listEl.addEventListener('click', (e) => {
     const a = e.target.closest('a[data-session]');
@@ -708,6 +748,54 @@
     listEl.replaceChildren(...rows);
   }
 
+  // --- phone views: touch scroll, select text, compose, find --------------------------------
+
+  const touch = window.keepty.touch.install(document.getElementById('term'), {
+    lineHeight: () => {
+      const screen = document.querySelector('#term .xterm-screen');
+      return screen ? screen.getBoundingClientRect().height / term.rows : 16;
+    },
+    lines: (n) => {
+      if (term.buffer.active.type === 'alternate') {
+        // No scrollback there: the program scrolls, as with xterm's wheel.
+        const key = (term.modes.applicationCursorKeysMode ? '\x1bO' : '\x1b[') + (n < 0 ? 'A' : 'B');
+        sendInput(key.repeat(Math.min(Math.abs(n), 50)));
+      } else {
+        term.scrollLines(n);
+      }
+    },
+  });
+  const selectView = views.selectView({
+    term,
+    copy: copyText,
+    note: (text) => setStatus('warn', text),
+    closed: () => { if (!coarse) term.focus(); },
+  });
+  const compose = views.composeBar({
+    mods: () => ({ ctrl: armed.ctrl, alt: armed.alt }),
+    release: releaseModifiers,
+    send: (bytes) => sendInput(bytes),
+    shown: (on) => {
+      const b = keysEl.querySelector('[data-key="compose"]');
+      if (b) b.setAttribute('aria-pressed', on ? 'true' : 'false');
+      const m = menuEl.querySelector('[data-menu="compose"]');
+      if (m) m.setAttribute('aria-pressed', on ? 'true' : 'false');
+      safeFit();
+    },
+  });
+  const finder = views.findBar({
+    term,
+    shown: (on) => { safeFit(); if (!on && !coarse) term.focus(); },
+  });
+  term.attachCustomKeyEventHandler((e) => {
+    if (e.type === 'keydown' && e.ctrlKey && e.shiftKey && (e.key === 'F' || e.key === 'f')) {
+      e.preventDefault();
+      finder.set(true);
+      return false;
+    }
+    return true;
+  });
+
   // --- size and title ----------------------------------------------------------------------
 
   function safeFit() {
@@ -763,6 +851,8 @@
     role: { get: () => view.role, enumerable: true },
     policy: { get: () => view.policy, enumerable: true },
     lastCopied: { get: () => clip.lastCopied, enumerable: true },
+    osc52Writes: { get: () => clip.osc52, enumerable: true },
+    flinging: { get: () => touch.flinging, enumerable: true },
     states: { get: () => stateLog.slice(), enumerable: true },
     // True while replayed output is still being parsed (and terminal answers are dropped).
     replaying: {

@@ -103,14 +103,19 @@
     return { type: 'status', level, text, actions: actions || [] };
   }
 
-  function connect(m) {
+  // `create`: this one connect may start the named session (new=1). Only an explicit choice
+  // of the user sets it, and never a reconnect, so a name that ended is never silently
+  // replaced by a fresh shell.
+  function connect(m, create) {
+    const open = { type: 'open', session: m.sessionId, resume: m.sessionId !== null && m.attachedOnce };
+    if (create) open.create = true;
     return {
       model: Object.assign({}, m, { state: 'connecting' }),
       effects: [
         status('warn', m.attachedOnce ? 'reconnecting\u2026' : 'connecting\u2026'),
         // A fresh page has nothing, so it asks for everything the ring holds; one that has
         // attached continues from its offset.
-        { type: 'open', session: m.sessionId, resume: m.sessionId !== null && m.attachedOnce },
+        open,
       ],
     };
   }
@@ -148,6 +153,12 @@
         return stop(m, row.then, 'bad', row.text, row.actions);
       case 'stop': {
         const text = f.type === 'expired' && row.expiredText ? row.expiredText : errText || row.text;
+        // A name this tab never had (a bookmark, a typed ?s=NAME), or one that ended: offer
+        // to create it, and never do so without asking.
+        if (ev.code === 4404 && m.sessionId !== null && !m.attachedOnce) {
+          return stop(m, 'closed', 'bad', text + ' \u00b7 create session ' + m.sessionId + '?',
+            [['Create ' + m.sessionId, 'create']].concat(row.actions));
+        }
         return stop(m, 'closed', 'bad', text + (row.suffix || ''), row.actions);
       }
       case 'slow':
@@ -184,6 +195,8 @@
   //   closed {code, final, opened}: the socket closed; `final` is the last control message
   //   probed {status, hasToken} / probe_failed: the answer to the HTTP probe
   //   new_session, token_set: the user started a fresh session or changed the token
+  //   create {session}: the user chose to create (or open) the session of that name; without
+  //     `session`, the one this page names
   // `random` in [0, 1) jitters retry delays.
   function step(m, ev, random) {
     const r = random === undefined ? 1 : random;
@@ -225,6 +238,14 @@
         // The session it leaves keeps running until its TTL.
         const fresh = Object.assign({}, m, { sessionId: null, attachedOnce: false, backoff: BACKOFF_MIN_MS });
         const next = connect(fresh);
+        next.effects.unshift({ type: 'reset' }, { type: 'remember' });
+        return next;
+      }
+      case 'create': {
+        const name = ev.session ? String(ev.session) : m.sessionId;
+        if (name === null) return { model: m, effects: [] };
+        const named = Object.assign({}, m, { sessionId: name, attachedOnce: false, backoff: BACKOFF_MIN_MS });
+        const next = connect(named, true);
         next.effects.unshift({ type: 'reset' }, { type: 'remember' });
         return next;
       }

@@ -9,6 +9,14 @@
 //! with `KEEPTY_BIN` pointing at a binary. `E2E_MIB` sets the throughput volume (default 256,
 //! as in `head -c 256M /dev/zero | base64`), `E2E_RUNS` the runs per throughput case (3).
 //!
+//! The cost per relayed byte (instructions under callgrind, system calls by kind under
+//! `perf stat` and `strace -c`, wake-ups as `epoll_wait` calls) for a fast producer, a slow
+//! one and echo, and the server's CPU per 64 MiB beside ttyd's (`E2E_TTYD`, or `ttyd` on
+//! PATH) when ttyd is there: a missing tool is said so and skipped. `E2E_BASE_BIN` measures
+//! an older binary alternately with this one; `E2E_ONLY=cost,echo,...` runs only those
+//! sections; `E2E_COST=0` skips the cost runs; `E2E_COST_MIB` (16), `E2E_COST_LINES` (300),
+//! `E2E_COST_KEYS` (300) size them; `E2E_COST_KEEP=DIR` keeps the tools' output files.
+//!
 //! These are measurements to print and compare, not assertions: timing on a shared 2-core
 //! machine is too noisy to gate on. Cases that compete for the CPU are interleaved, so a
 //! burst of load from elsewhere hits both sides of a ratio.
@@ -273,48 +281,265 @@ fn server_throughput(srv: &Server, flow: bool) -> Flood {
     }
 }
 
-fn throughput(bin: &PathBuf, r: &mut Report) {
+fn throughput(bins: &[(&'static str, PathBuf)], r: &mut Report) {
     let mib = env_num("E2E_MIB", 256);
     let runs = env_num("E2E_RUNS", 3);
     let script = flood_script(mib);
-    let srv = spawn(bin, &["--", "/bin/sh", "-c", &script]);
-    let (mut bare, mut flow, mut plain) = (Vec::new(), Vec::new(), Vec::new());
+    let srvs: Vec<Server> = bins
+        .iter()
+        .map(|(_, bin)| spawn(bin, &["--", "/bin/sh", "-c", &script]))
+        .collect();
+    let n = bins.len();
+    let ttyd = ttyd_bin().map(|b| spawn_ttyd(&b, &script));
+    let (mut ttyd_rate, mut ttyd_cpu) = (Vec::new(), Vec::new());
+    let mut bare = Vec::new();
+    let (mut flow, mut plain, mut cpu) = (
+        vec![Vec::new(); n],
+        vec![Vec::new(); n],
+        vec![Vec::new(); n],
+    );
     let mut detail = Vec::new();
     for run in 0..runs {
         bare.push(bare_throughput(mib) / 1048576.0);
-        for (is_flow, out) in [(true, &mut flow), (false, &mut plain)] {
-            let f = server_throughput(&srv, is_flow);
+        // Each binary in turn, so a burst of load from elsewhere hits them all alike.
+        for (i, ((label, _), srv)) in bins.iter().zip(&srvs).enumerate() {
+            for is_flow in [true, false] {
+                let f = server_throughput(srv, is_flow);
+                eprintln!(
+                    "e2e: run {run} {label} flow={} {:.1} MiB/s, {} frames of {} B on average, server CPU {:.2} s (bare {:.1} MiB/s)",
+                    u8::from(is_flow),
+                    f.rate / 1048576.0,
+                    f.frames,
+                    f.bytes / f.frames.max(1),
+                    f.cpu,
+                    bare.last().unwrap()
+                );
+                detail.push(
+                    json!({"run": run, "bin": label, "flow": is_flow, "mib_s": f.rate / 1048576.0,
+                    "frames": f.frames, "bytes": f.bytes, "server_cpu_s": f.cpu}),
+                );
+                let mibs = f.bytes as f64 / 1048576.0;
+                cpu[i].push(f.cpu / mibs.max(1.0) * 64.0);
+                if is_flow { &mut flow[i] } else { &mut plain[i] }.push(f.rate / 1048576.0);
+            }
+        }
+        if let Some(t) = &ttyd {
+            let f = ttyd_throughput(t);
             eprintln!(
-                "e2e: run {run} flow={} {:.1} MiB/s, {} frames of {} B on average, server CPU {:.2} s (bare {:.1} MiB/s)",
-                u8::from(is_flow),
+                "e2e: run {run} ttyd {:.1} MiB/s, {} frames of {} B on average, server CPU {:.2} s",
                 f.rate / 1048576.0,
                 f.frames,
                 f.bytes / f.frames.max(1),
-                f.cpu,
-                bare.last().unwrap()
+                f.cpu
             );
             detail.push(
-                json!({"run": run, "flow": is_flow, "mib_s": f.rate / 1048576.0,
+                json!({"run": run, "bin": "ttyd", "mib_s": f.rate / 1048576.0,
                 "frames": f.frames, "bytes": f.bytes, "server_cpu_s": f.cpu}),
             );
-            out.push(f.rate / 1048576.0);
+            ttyd_rate.push(f.rate / 1048576.0);
+            ttyd_cpu.push(f.cpu / (f.bytes as f64 / 1048576.0).max(1.0) * 64.0);
         }
     }
-    let (b, f, p) = (median(&mut bare), median(&mut flow), median(&mut plain));
-    for (name, v) in [("throughput, flow=1", f), ("throughput, no flow", p)] {
-        r.judged(
-            name,
-            format!("{v:.1} MiB/s"),
-            format!("bare PTY {b:.1} MiB/s, ratio {:.2}", v / b),
-            ">= 70% of bare and >= 150 MiB/s",
-            v >= 0.7 * b && v >= 150.0,
+    let b = median(&mut bare);
+    let mut medians = serde_json::Map::new();
+    let ttyd_c = (!ttyd_cpu.is_empty()).then(|| median(&mut ttyd_cpu));
+    if let Some(c) = ttyd_c {
+        let rate = median(&mut ttyd_rate);
+        r.row(
+            "ttyd throughput",
+            format!("{rate:.1} MiB/s"),
+            format!("bare PTY {b:.1} MiB/s"),
+            "",
+        );
+        r.row(
+            "ttyd server CPU per 64 MiB",
+            format!("{c:.3} s"),
+            String::new(),
+            "",
+        );
+        medians.insert(
+            "ttyd".into(),
+            json!({"mib_s": rate, "server_cpu_s_per_64_mib": c}),
+        );
+    }
+    for (i, (label, _)) in bins.iter().enumerate() {
+        let (f, p, c) = (
+            median(&mut flow[i]),
+            median(&mut plain[i]),
+            median(&mut cpu[i]),
+        );
+        for (name, v) in [("throughput, flow=1", f), ("throughput, no flow", p)] {
+            r.judged(
+                name,
+                format!("{v:.1} MiB/s"),
+                format!("{label}; bare PTY {b:.1} MiB/s, ratio {:.2}", v / b),
+                ">= 70% of bare and >= 150 MiB/s",
+                v >= 0.7 * b && v >= 150.0,
+            );
+        }
+        match ttyd_c {
+            Some(t) => r.judged(
+                "server CPU per 64 MiB",
+                format!("{c:.3} s"),
+                format!("{label}; ttyd {t:.3} s, ratio {:.2}", c / t),
+                "<= 0.25x ttyd",
+                c <= 0.25 * t,
+            ),
+            None => r.row(
+                "server CPU per 64 MiB",
+                format!("{c:.3} s"),
+                format!("{label}; median of every run, flow and not"),
+                "",
+            ),
+        }
+        medians.insert(
+            (*label).into(),
+            json!({"flow": f, "no_flow": p, "server_cpu_s_per_64_mib": c}),
         );
     }
     r.json.insert(
         "throughput".into(),
-        json!({"command": script, "runs": runs, "median_mib_s": {"bare_pty": b, "flow": f, "no_flow": p},
-            "ratio": {"flow": f / b, "no_flow": p / b}, "bare_mib_s": bare, "detail": detail}),
+        json!({"command": script, "runs": runs, "median_mib_s": {"bare_pty": b}, "bins": medians,
+            "bare_mib_s": bare, "detail": detail}),
     );
+}
+
+// ---- ttyd, side by side ---------------------------------------------------------------
+
+/// ttyd (`E2E_TTYD`, else `ttyd` on PATH) if it runs: the C terminal server keepty's cost per
+/// byte is judged against.
+fn ttyd_bin() -> Option<PathBuf> {
+    let bin = std::env::var_os("E2E_TTYD")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("ttyd"));
+    let ok = Command::new(&bin)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("e2e: ttyd not found (set E2E_TTYD): no side-by-side ttyd rows");
+    }
+    ok.then_some(bin)
+}
+
+/// A running ttyd, killed on drop.
+struct Ttyd {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Ttyd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts ttyd on a free loopback port with `sh -c SCRIPT` for each client (writable).
+fn spawn_ttyd(bin: &PathBuf, script: &str) -> Ttyd {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let child = Command::new(bin)
+        .args([
+            "-p",
+            &port.to_string(),
+            "-i",
+            "lo",
+            "-W",
+            "--",
+            "/bin/sh",
+            "-c",
+            script,
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn ttyd");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "ttyd did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ttyd { child, port }
+}
+
+/// A ttyd client: subprotocol `tty`, the size message first; output comes as binary messages
+/// led by '0'.
+fn ttyd_connect(port: u16) -> ws::Ws {
+    let mut c = ws::try_connect_with(port, "", Some("tty"), &[]).expect("connect to ttyd");
+    c.sock
+        .send(Message::binary(
+            &br#"{"AuthToken":"","columns":80,"rows":24}"#[..],
+        ))
+        .expect("ttyd size message");
+    c
+}
+
+/// One ttyd client taking the flood until ttyd closes (the command exited).
+fn ttyd_throughput(t: &Ttyd) -> Flood {
+    let start = Instant::now();
+    let mut c = ttyd_connect(t.port);
+    let cpu0 = cpu_secs(t.child.id());
+    c.sock.get_mut().set_read_timeout(Some(WAIT)).unwrap();
+    let deadline = start + Duration::from_secs(300);
+    let (mut frames, mut bytes) = (0u64, 0u64);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "ttyd throughput run took over 300 s"
+        );
+        match c.sock.read() {
+            Ok(Message::Binary(b)) if b.first() == Some(&b'0') => {
+                frames += 1;
+                bytes += b.len() as u64 - 1;
+            }
+            Ok(Message::Close(_)) => break,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Flood {
+        rate: bytes as f64 / secs,
+        frames,
+        bytes,
+        cpu: cpu_secs(t.child.id()) - cpu0,
+    }
+}
+
+/// Keystroke round trips through ttyd, as `server_echo` does through keepty.
+fn ttyd_echo(bin: &PathBuf) -> Vec<Duration> {
+    let t = spawn_ttyd(bin, ECHO_SCRIPT);
+    let mut c = ttyd_connect(t.port);
+    c.sock.get_mut().set_read_timeout(Some(WAIT)).unwrap();
+    let mut seen = Vec::new();
+    while ws::find(&seen, b"ready").is_none() {
+        match c.sock.read() {
+            Ok(Message::Binary(b)) if b.first() == Some(&b'0') => seen.extend_from_slice(&b[1..]),
+            Ok(_) => {}
+            Err(e) => panic!("ttyd echo: no ready: {e}"),
+        }
+    }
+    let mut samples = Vec::with_capacity(KEYS);
+    for i in 0..KEYS + WARMUP {
+        let t0 = Instant::now();
+        c.sock.send(Message::binary(&b"0a"[..])).unwrap();
+        loop {
+            match c.sock.read() {
+                Ok(Message::Binary(b)) if b.first() == Some(&b'0') && b.len() > 1 => break,
+                Ok(_) => {}
+                Err(e) => panic!("ttyd echo sample {i}: {e}"),
+            }
+        }
+        if i >= WARMUP {
+            samples.push(t0.elapsed());
+        }
+    }
+    samples.sort();
+    samples
 }
 
 // ---- echo -----------------------------------------------------------------------------
@@ -373,27 +598,51 @@ fn server_echo(bin: &PathBuf) -> Vec<Duration> {
     samples
 }
 
-fn echo(bin: &PathBuf, r: &mut Report) {
+fn echo(bins: &[(&'static str, PathBuf)], r: &mut Report) {
     let bare = bare_echo();
-    let srv = server_echo(bin);
     let (b50, b99) = (percentile(&bare, 0.5), percentile(&bare, 0.99));
-    let (s50, s99) = (percentile(&srv, 0.5), percentile(&srv, 0.99));
-    r.judged(
-        "echo round trip p50",
-        format!("{s50:.0} us"),
-        format!("bare PTY {b50:.0} us (+{:.0} us)", s50 - b50),
-        "within 60 us of bare",
-        s50 - b50 <= 60.0,
-    );
-    r.row(
-        "echo round trip p99",
-        format!("{s99:.0} us"),
-        format!("bare PTY {b99:.0} us"),
-        "",
-    );
+    let rounds = env_num("E2E_RUNS", 3).max(1);
+    let mut samples = vec![Vec::new(); bins.len()];
+    // Rounds of each binary in turn, pooled.
+    for _ in 0..rounds {
+        for (i, (_, bin)) in bins.iter().enumerate() {
+            samples[i].extend(server_echo(bin));
+        }
+    }
+    let mut out = serde_json::Map::new();
+    if let Some(t) = ttyd_bin() {
+        let mut s = ttyd_echo(&t);
+        s.sort();
+        let (t50, t99) = (percentile(&s, 0.5), percentile(&s, 0.99));
+        r.row(
+            "ttyd echo p50 / p99",
+            format!("{t50:.0} / {t99:.0} us"),
+            format!("bare PTY {b50:.0} / {b99:.0} us"),
+            "",
+        );
+        out.insert("ttyd".into(), json!({"p50": t50, "p99": t99}));
+    }
+    for ((label, _), srv) in bins.iter().zip(&mut samples) {
+        srv.sort();
+        let (s50, s99) = (percentile(srv, 0.5), percentile(srv, 0.99));
+        r.judged(
+            "echo round trip p50",
+            format!("{s50:.0} us"),
+            format!("{label}; bare PTY {b50:.0} us (+{:.0} us)", s50 - b50),
+            "within 60 us of bare",
+            s50 - b50 <= 60.0,
+        );
+        r.row(
+            "echo round trip p99",
+            format!("{s99:.0} us"),
+            format!("{label}; bare PTY {b99:.0} us"),
+            "",
+        );
+        out.insert((*label).into(), json!({"p50": s50, "p99": s99}));
+    }
     r.json.insert(
         "echo_us".into(),
-        json!({"keys": KEYS, "server": {"p50": s50, "p99": s99}, "bare_pty": {"p50": b50, "p99": b99}}),
+        json!({"keys": KEYS * rounds as usize, "server": out, "bare_pty": {"p50": b50, "p99": b99}}),
     );
 }
 
@@ -641,6 +890,418 @@ fn memory(bin: &PathBuf, r: &mut Report) {
     );
 }
 
+// ---- cost per relayed byte ------------------------------------------------------------
+
+/// The tool a cost run is measured with: callgrind's instruction count or strace's count of
+/// system calls by kind. Both slow the server down (callgrind about 50x), which lets it
+/// gather more per read than at full speed, so these are the server's costs at its most
+/// loaded, and the throughput and CPU rows above are the ones at full speed.
+#[derive(Clone, Copy, PartialEq)]
+enum Tool {
+    Callgrind,
+    Strace,
+    /// `perf stat` on the syscall tracepoints: counts at full speed (no PMU needed).
+    Perf,
+}
+
+/// The system calls `perf stat` counts one by one (`raw_syscalls` counts them all).
+const PERF_CALLS: [&str; 9] = [
+    "read",
+    "write",
+    "writev",
+    "epoll_wait",
+    "epoll_ctl",
+    "recvfrom",
+    "sendto",
+    "readv",
+    "ioctl",
+];
+
+impl Tool {
+    fn name(self) -> &'static str {
+        match self {
+            Tool::Callgrind => "valgrind",
+            Tool::Strace => "strace",
+            Tool::Perf => "perf",
+        }
+    }
+
+    fn available(self) -> bool {
+        if self == Tool::Perf {
+            // Tracepoints need tracefs and the right to read it (root, or a low
+            // perf_event_paranoid): try one.
+            return Command::new("perf")
+                .args(["stat", "-x,", "-e", "raw_syscalls:sys_enter", "true"])
+                .output()
+                .is_ok_and(|o| {
+                    o.status.success()
+                        && !String::from_utf8_lossy(&o.stderr).contains("not supported")
+                });
+        }
+        Command::new(self.name())
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+}
+
+/// What one cost run moves: `Fast` a flood of base64 from `cat`-like `head | base64`, `Slow`
+/// one line every 10 ms, `Echo` a keystroke at a time through `cat` in raw mode.
+#[derive(Clone, Copy)]
+enum Load {
+    Fast(u64),
+    Slow(u64),
+    Echo(usize),
+    /// Start, attach, the program exits at once, stop: what every run costs besides its load.
+    Fixed,
+}
+
+impl Load {
+    fn script(self) -> String {
+        match self {
+            Load::Fast(mib) => flood_script(mib),
+            Load::Slow(lines) => format!(
+                "stty -opost; i=0; while [ $i -lt {lines} ]; do \
+                 echo 'slow producer: one line of about eighty bytes every ten milliseconds..'; \
+                 sleep 0.01; i=$((i+1)); done"
+            ),
+            Load::Echo(_) => ECHO_SCRIPT.to_string(),
+            Load::Fixed => "exit 0".to_string(),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Load::Fast(_) => "fast producer",
+            Load::Slow(_) => "slow producer",
+            Load::Echo(_) => "interactive echo",
+            Load::Fixed => "fixed",
+        }
+    }
+}
+
+/// What a cost run counted: output bytes the client got, frames, and the tool's totals.
+#[derive(Default, Clone)]
+struct Counted {
+    bytes: u64,
+    frames: u64,
+    keys: u64,
+    instructions: u64,
+    syscalls: Vec<(String, u64)>,
+}
+
+impl Counted {
+    fn calls(&self, name: &str) -> u64 {
+        self.syscalls
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, c)| c)
+            .sum()
+    }
+    fn total_calls(&self) -> u64 {
+        match self.syscalls.iter().find(|(n, _)| n == "all") {
+            Some((_, all)) => *all,
+            None => self.syscalls.iter().map(|(_, c)| c).sum(),
+        }
+    }
+}
+
+/// The pid of the server a tool started: valgrind runs it in its own process, strace forks it.
+fn traced_pid(srv: &Server, tool: Tool) -> u32 {
+    let pid = srv.child.id();
+    if tool == Tool::Callgrind {
+        return pid;
+    }
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(pid)
+}
+
+/// Runs `load` on `bin` under `tool` and returns what was counted; None if the run failed.
+fn cost_run(bin: &PathBuf, tool: Tool, load: Load) -> Option<Counted> {
+    // E2E_COST_KEEP=DIR keeps each tool's output there (callgrind_annotate reads it).
+    let keep = std::env::var_os("E2E_COST_KEEP").map(PathBuf::from);
+    let out = keep
+        .clone()
+        .unwrap_or_else(std::env::temp_dir)
+        .join(format!(
+            "keepty-e2e-{}-{}-{}.out",
+            tool.name(),
+            load.name().replace(' ', "-"),
+            std::process::id()
+        ));
+    let _ = std::fs::remove_file(&out);
+    let mut cmd = match tool {
+        Tool::Callgrind => {
+            let mut c = Command::new("valgrind");
+            c.arg("--tool=callgrind")
+                .arg(format!("--callgrind-out-file={}", out.display()));
+            c
+        }
+        Tool::Strace => {
+            // No -f: the server is one thread, and its children (the shell) are not its cost.
+            let mut c = Command::new("strace");
+            c.arg("-c").arg("-o").arg(&out);
+            c
+        }
+        Tool::Perf => {
+            let mut c = Command::new("perf");
+            let mut events = vec!["raw_syscalls:sys_enter".to_string(), "task-clock".into()];
+            events.extend(PERF_CALLS.iter().map(|n| format!("syscalls:sys_enter_{n}")));
+            c.args(["stat", "--no-inherit", "-x,", "-o"])
+                .arg(&out)
+                .arg("-e")
+                .arg(events.join(","))
+                .arg("--");
+            c
+        }
+    };
+    let script = load.script();
+    cmd.arg(bin)
+        .args(["--listen", "127.0.0.1:0", "--", "/bin/sh", "-c", &script]);
+    let mut srv = spawn_cmd(cmd);
+    let mut counted = Counted::default();
+    let mut c = ws::connect(srv.port, "new=1");
+    c.expect_attached();
+    c.sock
+        .get_mut()
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    if let Load::Echo(keys) = load {
+        c.read_output_until(b"ready", Duration::from_secs(60));
+        for _ in 0..keys {
+            c.sock.send(Message::binary(&b"a"[..])).ok()?;
+            loop {
+                match c.sock.read() {
+                    Ok(Message::Binary(b)) if !b.is_empty() => {
+                        counted.bytes += b.len() as u64;
+                        counted.frames += 1;
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        eprintln!("e2e: cost echo: {e}");
+                        return None;
+                    }
+                }
+            }
+        }
+        counted.keys = keys as u64;
+        c.close();
+    } else {
+        loop {
+            match c.sock.read() {
+                Ok(Message::Binary(b)) => {
+                    counted.frames += 1;
+                    counted.bytes += b.len() as u64;
+                }
+                Ok(Message::Text(t)) if t.as_str().contains("\"exited\"") => break,
+                Ok(_) => {}
+                Err(e) => {
+                    eprintln!("e2e: cost run ended early: {e}");
+                    return None;
+                }
+            }
+        }
+        let _ = c.read_to_close(WAIT);
+    }
+    // A graceful stop, to the server itself, so the tool writes its totals as it exits.
+    // SAFETY: kill(2) with plain integers on a pid we started.
+    unsafe { c_kill(traced_pid(&srv, tool) as i32, 15) };
+    if srv.wait_exit(Duration::from_secs(60)).is_none() {
+        eprintln!("e2e: {} run did not stop", tool.name());
+        return None;
+    }
+    let text = std::fs::read_to_string(&out).ok()?;
+    if keep.is_none() {
+        let _ = std::fs::remove_file(&out);
+    }
+    match tool {
+        Tool::Callgrind => {
+            // "summary: N" (older valgrind writes "totals: N" as well; either will do).
+            counted.instructions = text
+                .lines()
+                .find_map(|l| l.strip_prefix("summary:").or(l.strip_prefix("totals:")))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())?;
+        }
+        Tool::Strace => counted.syscalls = parse_strace(&text),
+        Tool::Perf => counted.syscalls = parse_perf(&text),
+    }
+    Some(counted)
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn c_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// The rows of `strace -c`: `% time  seconds  usecs/call  calls  [errors]  syscall`.
+fn parse_strace(text: &str) -> Vec<(String, u64)> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() < 5 || f[0].parse::<f64>().is_err() {
+                return None;
+            }
+            let name = (*f.last()?).to_string();
+            if name == "total" {
+                return None;
+            }
+            Some((name, f[3].parse().ok()?))
+        })
+        .collect()
+}
+
+/// The lines of `perf stat -x,`: `count,unit,event,...`; the total under the name `all` and
+/// the task clock in microseconds under `cpu_us`.
+fn parse_perf(text: &str) -> Vec<(String, u64)> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            let count: f64 = f.first()?.parse().ok()?;
+            let event = *f.get(2)?;
+            let name = if event == "raw_syscalls:sys_enter" {
+                "all".to_string()
+            } else if event == "task-clock" {
+                return Some(("cpu_us".to_string(), (count * 1000.0) as u64));
+            } else {
+                event.strip_prefix("syscalls:sys_enter_")?.to_string()
+            };
+            Some((name, count as u64))
+        })
+        .collect()
+}
+
+/// Per unit of a load: per MiB for the producers, per keystroke for echo.
+fn per_unit(load: Load, v: f64, c: &Counted) -> f64 {
+    match load {
+        Load::Echo(_) => v / c.keys.max(1) as f64,
+        _ => v * 1048576.0 / c.bytes.max(1) as f64,
+    }
+}
+
+/// Instructions and system calls per relayed MiB (per keystroke for echo) for each load,
+/// for `bin` and, when `E2E_BASE_BIN` names one, for an older binary run alternately with it.
+fn cost(bins: &[(&'static str, PathBuf)], r: &mut Report) {
+    if std::env::var("E2E_COST").is_ok_and(|v| v == "0") {
+        return;
+    }
+    let mib = env_num("E2E_COST_MIB", 16);
+    let loads = [
+        Load::Fixed,
+        Load::Fast(mib),
+        Load::Slow(env_num("E2E_COST_LINES", 300)),
+        Load::Echo(env_num("E2E_COST_KEYS", 300) as usize),
+    ];
+    let mut json = serde_json::Map::new();
+    for tool in [Tool::Callgrind, Tool::Perf, Tool::Strace] {
+        if !tool.available() {
+            eprintln!("e2e: {} not found: no {} counts", tool.name(), tool.name());
+            r.row(
+                "cost per relayed byte",
+                format!("{} not installed", tool.name()),
+                String::new(),
+                "",
+            );
+            continue;
+        }
+        for (label, bin) in bins {
+            let mut fixed = Counted::default();
+            for load in loads {
+                let Some(c) = cost_run(bin, tool, load) else {
+                    continue;
+                };
+                if let Load::Fixed = load {
+                    fixed = c;
+                    continue;
+                }
+                let key = format!("{label} {} {}", tool.name(), load.name());
+                let unit = if let Load::Echo(_) = load {
+                    "key"
+                } else {
+                    "MiB"
+                };
+                let frames = per_unit(load, c.frames as f64, &c);
+                match tool {
+                    Tool::Callgrind => {
+                        let i = c.instructions.saturating_sub(fixed.instructions) as f64;
+                        let v = per_unit(load, i, &c);
+                        eprintln!(
+                            "e2e: {key}: {v:.0} instructions/{unit}, {frames:.1} frames/{unit}"
+                        );
+                        r.rows.push(Row {
+                            name: "instructions",
+                            value: format!("{:.0}/{unit}", v),
+                            beside: format!("{label}, {}, {frames:.1} frames/{unit}", load.name()),
+                            target: "",
+                            met: None,
+                        });
+                        json.insert(
+                            key,
+                            json!({"instructions": c.instructions,
+                            "fixed_instructions": fixed.instructions, "bytes": c.bytes,
+                            "frames": c.frames, "keys": c.keys, "per_unit": v, "unit": unit}),
+                        );
+                    }
+                    Tool::Strace | Tool::Perf => {
+                        let calls = |name: &str| {
+                            per_unit(
+                                load,
+                                c.calls(name).saturating_sub(fixed.calls(name)) as f64,
+                                &c,
+                            )
+                        };
+                        let total = per_unit(
+                            load,
+                            c.total_calls().saturating_sub(fixed.total_calls()) as f64,
+                            &c,
+                        );
+                        let mut kinds: Vec<(String, f64)> = c
+                            .syscalls
+                            .iter()
+                            .map(|(n, _)| (n.clone(), calls(n)))
+                            .filter(|(n, v)| *v >= 0.05 && n != "all" && n != "cpu_us")
+                            .collect();
+                        kinds.sort_by(|a, b| b.1.total_cmp(&a.1));
+                        let top: Vec<String> = kinds
+                            .iter()
+                            .take(5)
+                            .map(|(n, v)| format!("{n} {v:.1}"))
+                            .collect();
+                        eprintln!("e2e: {key}: {total:.1} syscalls/{unit}: {}", top.join(", "));
+                        let cpu = calls("cpu_us");
+                        if tool == Tool::Perf {
+                            eprintln!("e2e: {key}: server CPU {cpu:.0} us/{unit}");
+                        }
+                        r.rows.push(Row {
+                            name: if tool == Tool::Perf {
+                                "system calls (perf)"
+                            } else {
+                                "system calls (strace)"
+                            },
+                            value: format!("{total:.1}/{unit}"),
+                            beside: format!("{label}, {}: {}", load.name(), top.join(", ")),
+                            target: "",
+                            met: None,
+                        });
+                        json.insert(
+                            key,
+                            json!({"per_unit": total, "unit": unit,
+                            "wakeups_per_unit": calls("epoll_wait") + calls("epoll_pwait"),
+                            "cpu_us_per_unit": cpu,
+                            "by_kind": kinds.iter().map(|(n, v)| (n.clone(), json!(v)))
+                                .collect::<serde_json::Map<_, _>>(),
+                            "bytes": c.bytes, "frames": c.frames, "keys": c.keys}),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    r.json.insert("cost".into(), Value::Object(json));
+}
+
 fn print_table(r: &Report) {
     let w0 = r.rows.iter().map(|x| x.name.len()).max().unwrap_or(0);
     let w1 = r.rows.iter().map(|x| x.value.len()).max().unwrap_or(0);
@@ -669,12 +1330,35 @@ fn main() {
     };
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     eprintln!("e2e: {} (load average {})", bin.display(), load.trim());
-    binary(&bin, &mut r);
-    memory(&bin, &mut r);
-    connect_to_prompt(&bin, &mut r);
-    reattach_replay(&bin, &mut r);
-    echo(&bin, &mut r);
-    throughput(&bin, &mut r);
+    // An older binary to measure beside this one, alternately, in the same run.
+    let mut bins = vec![("this", bin.clone())];
+    if let Some(base) = std::env::var_os("E2E_BASE_BIN") {
+        bins.push(("base", PathBuf::from(base)));
+    }
+    // E2E_ONLY=cost,echo,... runs only those sections.
+    let only = std::env::var("E2E_ONLY").unwrap_or_default();
+    let run = |name: &str| only.is_empty() || only.split(',').any(|s| s == name);
+    if run("binary") {
+        binary(&bin, &mut r);
+    }
+    if run("memory") {
+        memory(&bin, &mut r);
+    }
+    if run("connect") {
+        connect_to_prompt(&bin, &mut r);
+    }
+    if run("replay") {
+        reattach_replay(&bin, &mut r);
+    }
+    if run("echo") {
+        echo(&bins, &mut r);
+    }
+    if run("throughput") {
+        throughput(&bins, &mut r);
+    }
+    if run("cost") {
+        cost(&bins, &mut r);
+    }
     print_table(&r);
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)

@@ -96,7 +96,7 @@ fn bench(c: &mut Criterion) {
         for ring_size in [256 << 10, 4 << 10] {
             let id = format!("{name}_ring{}K", ring_size >> 10);
             g.bench_function(format!("ring_copy_{id}"), |b| {
-                let mut ring = Ring::new(ring_size);
+                let mut ring = Ring::new(ring_size).expect("map the ring");
                 b.iter(|| {
                     for read in input.chunks(READ) {
                         ring.push(black_box(read));
@@ -105,7 +105,7 @@ fn bench(c: &mut Criterion) {
                 })
             });
             g.bench_function(format!("tracker_{id}"), |b| {
-                let mut ring = Ring::new(ring_size);
+                let mut ring = Ring::new(ring_size).expect("map the ring");
                 let mut tracker = ModeTracker::new();
                 b.iter(|| {
                     for read in input.chunks(READ) {
@@ -116,7 +116,7 @@ fn bench(c: &mut Criterion) {
                 })
             });
             g.bench_function(format!("tracker_checkpoints_{id}"), |b| {
-                let mut ring = Ring::new(ring_size);
+                let mut ring = Ring::new(ring_size).expect("map the ring");
                 let mut tracker = ModeTracker::new();
                 let mut points = Checkpoints::new(ring_size);
                 b.iter(|| {

@@ -28,7 +28,7 @@ fn write(c: &mut Criterion) {
         })
     });
     g.bench_function("push_4KiB", |b| {
-        let mut r = Ring::new(RING);
+        let mut r = Ring::new(RING).expect("map the ring");
         b.iter(|| {
             for _ in 0..MIB / 4096 {
                 r.push(black_box(&chunk));
@@ -37,7 +37,7 @@ fn write(c: &mut Criterion) {
     });
     // What the server does: a PTY read lands in write_slot(), up to the slot's end.
     g.bench_function("write_slot_commit_64KiB", |b| {
-        let mut r = Ring::new(RING);
+        let mut r = Ring::new(RING).expect("map the ring");
         b.iter(|| {
             let mut left = MIB;
             while left > 0 {
@@ -53,7 +53,7 @@ fn write(c: &mut Criterion) {
 }
 
 fn read(c: &mut Criterion) {
-    let mut r = Ring::new(RING);
+    let mut r = Ring::new(RING).expect("map the ring");
     // Wrapped, so some reads come back as two slices.
     r.push(&vec![b'y'; RING + 3000]);
     let mut g = c.benchmark_group("ring_read_1MiB_from_offsets");
@@ -85,7 +85,7 @@ fn read(c: &mut Criterion) {
 /// `writev`; no bytes are copied, so this is per-frame overhead, not per-byte work. Beside
 /// it, the copying design it replaced: the payload joined into a buffer behind a header.
 fn frames(c: &mut Criterion) {
-    let mut r = Ring::new(RING);
+    let mut r = Ring::new(RING).expect("map the ring");
     r.push(&vec![b'z'; RING + 3000]);
     let mut g = c.benchmark_group("output_frame_64KiB");
     g.throughput(Throughput::Bytes(64 << 10));

@@ -36,6 +36,10 @@ pub(crate) struct Touched {
     /// The lists being serviced, kept between turns so a busy turn allocates nothing.
     spare_sessions: Vec<usize>,
     spare_conns: Vec<usize>,
+    /// Sessions holding output to gather a frame, and the earliest time one must let it go:
+    /// the loop wakes then and services them all (those not yet due file themselves again).
+    held: Vec<usize>,
+    held_until: Option<std::time::Instant>,
 }
 
 impl Touched {
@@ -70,8 +74,61 @@ impl Touched {
         self.spare_conns = list;
     }
 
+    /// Session `s` holds output until `deadline` at the latest.
+    pub(crate) fn hold(&mut self, s: usize, deadline: std::time::Instant) {
+        // A flood files the same session turn after turn: the last entry is the common repeat.
+        if self.held.last() != Some(&s) {
+            self.held.push(s);
+        }
+        self.held_until = Some(self.held_until.map_or(deadline, |d| d.min(deadline)));
+    }
+
+    /// When the loop must wake for held output.
+    pub(crate) fn held_until(&self) -> Option<std::time::Instant> {
+        self.held_until
+    }
+
+    /// At or after [`Touched::held_until`]: the sessions holding output are touched, so the
+    /// settle step lets go of what is due.
+    pub(crate) fn release_held(&mut self, now: std::time::Instant) {
+        if self.held_until.is_some_and(|d| d <= now) {
+            self.sessions.append(&mut self.held);
+            self.held_until = None;
+        }
+    }
+
     /// Nothing left to look at.
     pub(crate) fn is_empty(&self) -> bool {
         self.sessions.is_empty() && self.conns.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn held_sessions_come_back_when_the_first_is_due() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis(1);
+        let mut t = Touched::default();
+        assert_eq!(t.held_until(), None);
+        // A flood files itself every turn: one entry, the earliest deadline kept.
+        t.hold(3, t0 + 2 * ms);
+        t.hold(3, t0 + 3 * ms);
+        t.hold(5, t0 + ms);
+        assert_eq!(t.held_until(), Some(t0 + ms));
+        // Not yet due: nothing is touched.
+        t.release_held(t0);
+        assert!(t.is_empty());
+        assert_eq!(t.held_until(), Some(t0 + ms));
+        // Due: every held session is touched (the one not yet due files itself again when
+        // serviced), and the loop no longer wakes for them.
+        t.release_held(t0 + ms);
+        assert_eq!(t.take_sessions(), vec![3, 5]);
+        assert_eq!(t.held_until(), None);
+        t.release_held(t0 + 10 * ms);
+        assert!(t.is_empty());
     }
 }

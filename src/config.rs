@@ -45,7 +45,8 @@ pub struct Config {
     pub max_sessions: usize,
     /// Open connections (HTTP + WebSocket) at once. Default 128.
     pub max_clients: usize,
-    /// Hard cap on ring buffers + connection buffers. Default 64 MiB.
+    /// Hard cap on ring buffers + connection buffers. Default a quarter of the machine's RAM,
+    /// within 4..64 MiB ([`limits::default_max_memory`]).
     pub max_memory: usize,
     /// User token file.
     pub token_file: Option<PathBuf>,
@@ -91,7 +92,7 @@ impl Default for Config {
             scrollback: limits::DEFAULT_SCROLLBACK,
             max_sessions: limits::DEFAULT_MAX_SESSIONS,
             max_clients: limits::DEFAULT_MAX_CLIENTS,
-            max_memory: limits::DEFAULT_MAX_MEMORY,
+            max_memory: crate::startup::machine_max_memory(),
             token_file: None,
             admin_token_file: None,
             allow_origins: Vec::new(),
@@ -145,7 +146,8 @@ Options:
   --scrollback SIZE             output kept per session (default 256K)
   --max-sessions N              sessions alive at once (default 32)
   --max-clients N               open connections at once (default 128)
-  --max-memory SIZE             cap on rings + connection buffers (default 64M)
+  --max-memory SIZE             cap on rings + connection buffers
+                                (default a quarter of RAM, within 4M..64M)
   --token-file PATH             user tokens: NAME TOKEN [MAX_SESSIONS] per line
   --admin-token-file PATH       admin tokens, one per line
   --allow-origin ORIGIN         extra allowed Origin (repeatable)

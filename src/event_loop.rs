@@ -109,6 +109,8 @@ impl Server {
         if let Some(why) = cfg.refusal() {
             return Err(StartError::Config(why));
         }
+        crate::startup::check(&cfg, std::env::var_os("PATH").as_deref())
+            .map_err(StartError::Config)?;
         // The token files are read before anything else, so a broken one is reported even
         // when the port is taken too; the port a Host must name is known after the bind.
         let mut gate =
@@ -222,9 +224,12 @@ impl Server {
             let timeout = if self.busy || self.accept_more {
                 Some(Duration::ZERO)
             } else {
-                self.wheel
-                    .next_deadline()
-                    .map(|d| d.saturating_duration_since(now))
+                // Output held to gather a frame (issue 20) is due as surely as a timer.
+                let due = match (self.wheel.next_deadline(), self.touched.held_until()) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                due.map(|d| d.saturating_duration_since(now))
             };
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
@@ -237,6 +242,7 @@ impl Server {
             for ev in events.iter() {
                 self.dispatch(ev, now);
             }
+            self.touched.release_held(now);
             if std::mem::take(&mut self.accept_more) {
                 self.accept_all(now);
             }

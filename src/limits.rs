@@ -17,8 +17,25 @@ pub const DEFAULT_SCROLLBACK: usize = 256 << 10;
 pub const DEFAULT_MAX_SESSIONS: usize = 32;
 /// `--max-clients`: a browser holds about six connections per page.
 pub const DEFAULT_MAX_CLIENTS: usize = 128;
-/// `--max-memory`.
+/// `--max-memory` at most, by default: the cap on any machine with 256 MiB of RAM or more,
+/// and on one whose RAM is unknown. It holds the default 32 sessions with full rings and a
+/// client each (32 x 0.6 MiB) several times over.
 pub const DEFAULT_MAX_MEMORY: usize = 64 << 20;
+/// `--max-memory` at least, by default: room for six sessions at the default scrollback,
+/// each with its client, whatever the machine says.
+pub const MIN_DEFAULT_MAX_MEMORY: usize = 4 << 20;
+
+/// The default `--max-memory` for a machine with `mem_total` bytes of RAM: a quarter of it,
+/// within [`MIN_DEFAULT_MAX_MEMORY`]..=[`DEFAULT_MAX_MEMORY`]. A quarter, because the cap is a
+/// worst case (every ring full, every buffer at its limit) that keepty reserves, and the
+/// kernel, the box's own services (a router's dnsmasq, firewall and web UI) and the shells
+/// keepty starts need the rest: on a 32 MiB router (about 27 MiB MemTotal) that is 6.8 MiB,
+/// ten sessions with a client each, where the old fixed 64M was more than the whole RAM.
+pub fn default_max_memory(mem_total: Option<usize>) -> usize {
+    mem_total.map_or(DEFAULT_MAX_MEMORY, |t| {
+        (t / 4).clamp(MIN_DEFAULT_MAX_MEMORY, DEFAULT_MAX_MEMORY)
+    })
+}
 /// `--header-timeout`: a phone on a poor link still sends a head within a second or two.
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// `--max-pending`.
@@ -78,6 +95,20 @@ pub const DISCARD_READS: usize = 16;
 /// Most output taken from one PTY in one pass, so a flood from one session cannot starve
 /// the others; the session stays marked readable and the loop comes back at once.
 pub const READ_PASS: usize = 1 << 20;
+/// Output below this much in one read pass and the one before it is a trickle (keys, a
+/// prompt, a line of a slow log) and goes out at once; more, in passes no more than
+/// [`QUIET`] apart, is streaming and gathers (see `sessions::gather`).
+pub const STREAMING: usize = 1 << 10;
+/// While output streams, new output waits until this much gathered for one frame (or
+/// [`GATHER_WINDOW`] passed): half a [`CHUNK`], so a flood goes out in a few dozen `writev`s
+/// per MiB instead of one per PTY read (issue 20).
+pub const GATHER: usize = 32 << 10;
+/// The longest streaming output waits to gather a frame. mio's poll rounds a timeout up to
+/// whole milliseconds, so this is the shortest wait the loop can keep.
+pub const GATHER_WINDOW: Duration = Duration::from_millis(1);
+/// Output more than this after the last is the first after a quiet moment, which never waits
+/// (an echo, a prompt, a slow log's next line).
+pub const QUIET: Duration = Duration::from_millis(2);
 /// Passes (PTY -> ring -> clients) for one session in one turn before the others get theirs.
 pub const SESSION_PASSES: usize = 64;
 /// Rounds of servicing what a turn touched before the loop polls again (without sleeping).
@@ -308,6 +339,24 @@ mod tests {
         assert_eq!(l.admit(full, Charge::Upgrade), Err(OverBudget));
         let l = limits(WS_RESERVE);
         assert_eq!(l.admit(one_conn, Charge::Upgrade), Ok(()));
+    }
+
+    #[test]
+    fn the_default_cap_follows_the_machine() {
+        // A 32 MiB router, a 64 MiB one, a 512 MiB Pi, a 16 MiB box, and no /proc/meminfo.
+        assert_eq!(default_max_memory(Some(27 << 20)), (27 << 20) / 4);
+        assert_eq!(default_max_memory(Some(60 << 20)), 15 << 20);
+        assert_eq!(default_max_memory(Some(512 << 20)), 64 << 20);
+        assert_eq!(default_max_memory(Some(8 << 20)), 4 << 20);
+        assert_eq!(default_max_memory(None), 64 << 20);
+        // The floor holds six default sessions with a client each.
+        let l = limits(MIN_DEFAULT_MAX_MEMORY);
+        let six = Usage {
+            sessions: 5,
+            ws: 6,
+            ..Usage::default()
+        };
+        assert_eq!(l.admit(six, Charge::Session), Ok(()));
     }
 
     #[test]

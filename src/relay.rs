@@ -275,11 +275,13 @@ impl Relay<'_> {
                 }
             }
             let mut progress = false;
+            let mut read = 0;
             if s.wants_read() && budget > 0 {
                 match s.read_output(budget) {
-                    Ok(n) => progress |= n > 0,
+                    Ok(n) => read = n,
                     Err(e) => eprintln!("keepty: session {} read failed: {e}", s.id()),
                 }
+                progress |= read > 0;
                 if self
                     .sessions
                     .get(skey)
@@ -289,16 +291,34 @@ impl Relay<'_> {
                 }
             }
             self.close_finished_pty(skey);
-            progress |= self.pump_clients(skey);
+            let hold = self.gathers(skey, read);
+            progress |= self.pump_clients(skey, hold);
             if !progress {
                 break;
             }
+        }
+        if let Some(d) = self.sessions.get(skey).and_then(Session::gather_deadline) {
+            self.touched.hold(skey, d);
         }
         if self.sessions.get(skey).is_some_and(Session::may_free)
             && let Some(s) = self.sessions.free(skey)
         {
             eprintln!("keepty: session {} freed", s.id());
         }
+    }
+
+    /// True if the output session `skey` just read (`read` bytes) should wait to gather into a
+    /// bigger frame (see [`crate::sessions::gather`]). Never past a quarter of the ring or the
+    /// room the writer leaves, so a viewer is not overtaken and the reads never stall on it.
+    fn gathers(&mut self, skey: usize, read: usize) -> bool {
+        let Some(s) = self.sessions.get(skey) else {
+            return false;
+        };
+        let room = self.read_budget(s).min(s.ring().capacity() as u64 / 4);
+        let now = self.now;
+        self.sessions
+            .get_mut(skey)
+            .is_some_and(|s| s.gather(now, read, room))
     }
 
     /// Once output has ended, the terminal is closed (deregistered first: `SourceFd` does not
@@ -314,9 +334,9 @@ impl Relay<'_> {
         }
     }
 
-    /// Sends each client of `skey` what it may have; tells those that saw the end of an
-    /// exited session. True if any output moved.
-    fn pump_clients(&mut self, skey: usize) -> bool {
+    /// Sends each client of `skey` what it may have (no new output while it is `held` to
+    /// gather); tells those that saw the end of an exited session. True if any output moved.
+    fn pump_clients(&mut self, skey: usize, held: bool) -> bool {
         let mut progress = false;
         // Newest first, by index: a client that finishes here is removed from the list,
         // which leaves the indices still to visit unchanged.
@@ -335,7 +355,7 @@ impl Relay<'_> {
                 continue;
             };
             let before = w.cursor();
-            if !w.pump_write(Some(s.ring())) {
+            if !w.pump_write((!held).then(|| s.ring())) {
                 self.kill_conn(c);
                 continue;
             }

@@ -36,3 +36,5 @@ node --test tests/page/
 cargo test "$@"
 # HTTPS and wss:// are behind the `tls` feature (off by default): their tests need it on.
 cargo test --features tls --test tls "$@"
+# The OpenWrt init script against UCI/procd stand-ins, and the systemd unit (systemd-analyze).
+tests/packaging.sh target/debug/keepty

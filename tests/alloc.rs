@@ -158,7 +158,7 @@ fn produce(ring: &mut Ring, mut n: usize) {
 #[test]
 fn whole_frames_allocate_nothing() {
     let (mut w, mut client) = pair();
-    let mut ring = Ring::new(256 << 10);
+    let mut ring = Ring::new(256 << 10).expect("map the ring");
     let mut checker = Checker::default();
     let mut buf = [0u8; 16 << 10];
     // Sizes that cover every header length and, over time, every wrap of the ring.
@@ -196,7 +196,7 @@ fn whole_frames_allocate_nothing() {
 fn part_written_frames_allocate_nothing_after_the_first() {
     let (mut w, mut client) = pair();
     client.set_nonblocking(true).unwrap();
-    let mut ring = Ring::new(256 << 10);
+    let mut ring = Ring::new(256 << 10).expect("map the ring");
     let mut checker = Checker::default();
     let mut buf = [0u8; 16 << 10];
     let mut cycle = |w: &mut WsConn, ring: &mut Ring, checker: &mut Checker| {

@@ -46,6 +46,22 @@ fn page_in_headless_chromium() {
     );
 }
 
+/// The page on a phone and its phone features (tests/browser/phone.mjs): touch scroll, the
+/// paging keys, Select text, the compose bar and IME input, OSC 52 (writer only), links, find
+/// and named sessions; a multi-policy server for the viewer.
+#[test]
+fn phone_features_in_headless_chromium() {
+    let root = require_prerequisites();
+    let main = common::spawn_server(&[]);
+    let multi = common::spawn_server(&["--attach-policy", "multi"]);
+    run_node(
+        root,
+        "tests/browser/phone.mjs",
+        &[&main.url(), &multi.url()],
+        &[&main, &multi],
+    );
+}
+
 /// The page across an upgrade in place: told, reconnected with `since`, output continuing
 /// with every line once.
 #[test]

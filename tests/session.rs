@@ -311,3 +311,25 @@ fn input_to_a_program_that_does_not_read_is_bounded() {
     // Everyone else is still served.
     assert_eq!(common::http::get(&srv.addr(), "/healthz").status, 200);
 }
+
+#[test]
+fn the_tail_of_a_flood_goes_out_while_the_program_runs_on() {
+    // Streaming output gathers into bigger frames (src/sessions/gather.rs): the flood arrives
+    // whole and in order, and what was held when it stopped goes out with no exit and no
+    // later output of the program's to push it. (Which wake-up lets it go, the hold's
+    // deadline or another event on the terminal, the kernel decides; the unit tests of
+    // agenda.rs and gather.rs hold the deadline itself.)
+    let srv = spawn_server(&[
+        "--",
+        "/bin/sh",
+        "-c",
+        "stty -opost; head -c 60000 /dev/zero | base64 -w 0; printf END; exec sleep 60",
+    ]);
+    let mut c = ws::connect(srv.port, "new=1");
+    c.expect_attached();
+    let out = c.read_output_until(b"END", WAIT);
+    let body = &out[..out.len() - 3];
+    assert_eq!(body.len(), 80_000, "{}", ws::tail(&out));
+    assert!(body.iter().all(|&b| b == b'A'), "{}", ws::tail(&out));
+    c.close();
+}

@@ -39,7 +39,9 @@ fuzz_target!(|data: &[u8]| {
     // A ring of 16..=271 bytes, fed in reads of 1..=256 bytes.
     let cap = 16 + usize::from(cap);
     let read = 1 + usize::from(read);
-    let mut ring = Ring::new(cap);
+    let Ok(mut ring) = Ring::new(cap) else {
+        return;
+    };
     let mut tracker = ModeTracker::new();
     let mut points = Checkpoints::new(cap);
     for chunk in bytes.chunks(read.min(cap)) {

@@ -8,7 +8,9 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let cap = usize::from(cap % 64) + 1;
-    let mut ring = Ring::new(cap);
+    let Ok(mut ring) = Ring::new(cap) else {
+        return;
+    };
     let mut model: Vec<u8> = Vec::new();
     while let Some((&op, tail)) = rest.split_first() {
         let n = usize::from(op & 0x7f).min(tail.len());

@@ -23,6 +23,14 @@ pub struct User {
     pub max_sessions: Option<usize>,
 }
 
+impl User {
+    /// The token itself, for the one place that shows it: the phone link keepty prints on its
+    /// own terminal at startup (src/reach.rs). Never for a log.
+    pub fn token(&self) -> &[u8] {
+        &self.token
+    }
+}
+
 /// Compares two byte strings in time that depends only on their lengths, so a wrong guess
 /// does not tell how many leading bytes were right.
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {

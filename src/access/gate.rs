@@ -57,7 +57,11 @@ impl Refusal {
         match self {
             Refusal::TwoHosts => (400, "bad_request", "more than one Host header"),
             Refusal::NoHost => (400, "bad_request", "Host header required"),
-            Refusal::ForeignHost => (403, "forbidden", "Host does not name this server"),
+            Refusal::ForeignHost => (
+                403,
+                "forbidden",
+                "Host does not name this server; start keepty with --allow-host NAME to allow that name",
+            ),
             Refusal::TwoOrigins => (403, "forbidden", "more than one Origin"),
             Refusal::ForeignOrigin => (403, "forbidden", "Origin not allowed"),
             Refusal::CrossSite => (
@@ -145,6 +149,45 @@ fn subprotocol_token(req: &Request) -> Option<Vec<u8>> {
         .and_then(auth::base64url_decode)
 }
 
+/// This machine's name, lowercased; empty when it has none that reads.
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+}
+
+/// The names a router or a Pi answers for itself, which need no `--allow-host`: its hostname,
+/// and its first label under `.local` (mDNS, as a Pi or a Mac resolves it) and `.lan` (how
+/// OpenWrt's dnsmasq names the router and its clients). A rebinding attack needs a name the
+/// attacker's DNS answers; these are names the LAN's own resolver answers. A hostname that
+/// is not a plain DNS name (`(none)`, empty, `localhost`) adds nothing.
+fn own_names(hostname: &str) -> Vec<String> {
+    let h = hostname.trim_end_matches('.');
+    let plain = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if !h.split('.').all(plain) || h == "localhost" || h.parse::<Ipv4Addr>().is_ok() {
+        return Vec::new();
+    }
+    let first = h.split('.').next().unwrap_or(h);
+    let mut names = vec![h.to_string()];
+    for n in [
+        first.to_string(),
+        format!("{first}.local"),
+        format!("{first}.lan"),
+    ] {
+        if !names.contains(&n) {
+            names.push(n);
+        }
+    }
+    names
+}
+
 impl Gate {
     /// Loads the token files named in `cfg` and logs what was loaded. `port` is the bound
     /// port (the real one when 0 was asked for); `tls` whether the server speaks HTTPS.
@@ -153,7 +196,7 @@ impl Gate {
         Ok(Gate {
             tokens,
             failures: FailureLimiter::default(),
-            allow_hosts: cfg.allow_hosts.clone(),
+            allow_hosts: [cfg.allow_hosts.clone(), own_names(&hostname())].concat(),
             allow_origins: cfg.allow_origins.clone(),
             port,
             tls,
@@ -198,7 +241,8 @@ impl Gate {
         self.auth_failures
     }
 
-    /// The Host allowlist: the only defence against DNS rebinding, where an attacker's page
+    /// The Host allowlist (`localhost`, IP literals, the box's own names, `--allow-host`):
+    /// the only defence against DNS rebinding, where an attacker's page
     /// reaches us under its own name with a matching Origin.
     pub(crate) fn host(&self, req: &Request) -> Result<(), Refusal> {
         // Two Host headers could be read differently by a proxy in front and by us.
@@ -467,6 +511,40 @@ mod tests {
         ] {
             let r = req(&format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n"));
             assert_eq!(g.host(&r), Ok(()), "{host}");
+        }
+    }
+
+    #[test]
+    fn the_box_answers_to_its_own_names() {
+        assert_eq!(
+            own_names("openwrt"),
+            ["openwrt", "openwrt.local", "openwrt.lan"]
+        );
+        assert_eq!(
+            own_names("pi.home.example"),
+            ["pi.home.example", "pi", "pi.local", "pi.lan"]
+        );
+        assert_eq!(
+            own_names("router.lan"),
+            ["router.lan", "router", "router.local"]
+        );
+        for odd in ["", "(none)", "localhost", "a b", "-x", "a..b", "10.0.0.1"] {
+            assert_eq!(own_names(odd), Vec::<String>::new(), "{odd:?}");
+        }
+        // They join the allowlist; a suffix trick on them does not.
+        let mut g = open(&Config::default());
+        g.allow_hosts.extend(own_names("openwrt"));
+        for host in ["openwrt", "OpenWrt.lan:7700", "openwrt.local"] {
+            let r = req(&format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n"));
+            assert_eq!(g.host(&r), Ok(()), "{host}");
+        }
+        for host in [
+            "openwrt.lan.evil.example",
+            "openwrt.example",
+            "xopenwrt.lan",
+        ] {
+            let r = req(&format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n"));
+            assert_eq!(g.host(&r), Err(Refusal::ForeignHost), "{host}");
         }
     }
 

@@ -1,5 +1,5 @@
 //! The browser page, embedded at build time by `build.rs`: our own `assets/` files plus
-//! xterm.js and its fit addon from `node_modules/`, gzipped.
+//! xterm.js and its fit and web-links addons from `node_modules/`, gzipped.
 //!
 //! Only the gzip bytes are embedded. Every browser asks for gzip, and the raw copies were
 //! 550 KB of a 1.4 MB binary, on boxes where flash is small. A client that does not take gzip
@@ -189,7 +189,11 @@ pub(crate) mod tests {
 
     #[test]
     fn scripts_do_not_point_at_missing_source_maps() {
-        for path in ["/assets/xterm.js", "/assets/addon-fit.js"] {
+        for path in [
+            "/assets/xterm.js",
+            "/assets/addon-fit.js",
+            "/assets/addon-web-links.js",
+        ] {
             let body = std::str::from_utf8(get(path).unwrap().body()).unwrap();
             assert!(!body.contains("sourceMappingURL"), "{path}");
         }

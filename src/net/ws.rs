@@ -714,7 +714,7 @@ mod tests {
 
     /// A ring of `capacity` bytes that has been sent the pattern up to `end`.
     fn ring_upto(capacity: usize, end: u64) -> Ring {
-        let mut ring = Ring::new(capacity);
+        let mut ring = Ring::new(capacity).expect("a small mapping");
         ring.push(&expected(0, end));
         ring
     }

@@ -216,7 +216,7 @@ mod tests {
     impl Out {
         fn new(capacity: usize) -> Out {
             Out {
-                ring: Ring::new(capacity),
+                ring: Ring::new(capacity).expect("a small mapping"),
                 modes: ModeTracker::new(),
                 points: Checkpoints::new(capacity),
             }

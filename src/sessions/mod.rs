@@ -3,6 +3,8 @@
 //! that ended.
 
 pub mod checkpoint;
+pub(crate) mod gather;
+pub(crate) mod mapping;
 pub mod modes;
 pub mod policy;
 pub(crate) mod pty;

@@ -4,26 +4,33 @@
 //! number of wraps and reconnects: it is the same number the client reports back as `since`.
 //! The ring overwrites its oldest bytes; whether it is *allowed* to (backpressure) is decided by
 //! the caller, which asks for at most [`Ring::write_slot`] bytes at a time.
+//!
+//! The bytes live in their own anonymous mapping (`sessions/mapping.rs`), not on the heap,
+//! so a ring costs RSS only where output reached it, whatever the allocator, and all of it
+//! goes back to the kernel when the session ends.
+
+use super::mapping::Mapping;
 
 use crate::upgrade::format::{FormatError, Reader, Writer, bad};
 
 /// A fixed-capacity byte ring with absolute offsets.
 pub struct Ring {
-    buf: Box<[u8]>,
+    buf: Mapping,
     end: u64,
     /// See [`Ring::clean_start`].
     clean_start: u64,
 }
 
 impl Ring {
-    /// A ring holding at most `capacity` bytes (at least 1). The memory is reserved here, once:
-    /// it is zero-filled, so untouched pages cost no RSS until output reaches them.
-    pub fn new(capacity: usize) -> Ring {
-        Ring {
-            buf: vec![0u8; capacity.max(1)].into_boxed_slice(),
+    /// A ring holding at most `capacity` bytes (at least 1). The address space is mapped
+    /// here, once; pages cost RSS only once output reaches them. Fails when the kernel will
+    /// not map it: the caller refuses the one session that asked.
+    pub fn new(capacity: usize) -> std::io::Result<Ring> {
+        Ok(Ring {
+            buf: Mapping::new(capacity.max(1))?,
             end: 0,
             clean_start: 0,
-        }
+        })
     }
 
     /// Bytes the ring can hold.
@@ -172,7 +179,8 @@ impl Ring {
                 end.min(capacity)
             ));
         }
-        let mut ring = Ring::new(capacity as usize);
+        let mut ring = Ring::new(capacity as usize)
+            .map_err(|e| FormatError(format!("cannot map a ring of {capacity} bytes: {e}")))?;
         ring.end = end - held.len() as u64;
         ring.push(held);
         ring.clean_start = clean_start;
@@ -192,7 +200,7 @@ mod tests {
 
     #[test]
     fn empty_ring() {
-        let r = Ring::new(8);
+        let r = Ring::new(8).unwrap();
         assert!(r.is_empty());
         assert_eq!(r.start(), 0);
         assert_eq!(r.end(), 0);
@@ -202,7 +210,7 @@ mod tests {
 
     #[test]
     fn wraps_and_reports_two_slices() {
-        let mut r = Ring::new(8);
+        let mut r = Ring::new(8).unwrap();
         r.push(b"abcdef");
         r.push(b"ghij");
         assert_eq!(r.start(), 2);
@@ -217,7 +225,7 @@ mod tests {
 
     #[test]
     fn oversized_push_keeps_tail() {
-        let mut r = Ring::new(4);
+        let mut r = Ring::new(4).unwrap();
         r.push(b"0123456789");
         assert_eq!(r.end(), 10);
         assert_eq!(joined(&r, 6).unwrap(), b"6789");
@@ -225,7 +233,7 @@ mod tests {
 
     #[test]
     fn copy_at_limits_and_joins() {
-        let mut r = Ring::new(8);
+        let mut r = Ring::new(8).unwrap();
         r.push(b"abcdefghij");
         let mut out = Vec::new();
         assert_eq!(r.copy_at(4, 5, &mut out), Some(5));
@@ -235,7 +243,7 @@ mod tests {
 
     #[test]
     fn write_slot_commit() {
-        let mut r = Ring::new(8);
+        let mut r = Ring::new(8).unwrap();
         r.push(b"abcdef");
         let slot = r.write_slot();
         assert_eq!(slot.len(), 2);
@@ -248,7 +256,7 @@ mod tests {
     #[test]
     fn a_record_keeps_offsets_and_bytes() {
         for pushed in [0usize, 5, 8, 13, 100] {
-            let mut r = Ring::new(8);
+            let mut r = Ring::new(8).unwrap();
             r.push(&(0..pushed).map(|i| i as u8).collect::<Vec<_>>());
             r.set_clean_start(r.start() + 1);
             let mut w = Writer::default();
@@ -275,7 +283,7 @@ mod tests {
                 proptest::collection::vec(any::<u8>(), 0..100).prop_map(Ok),
                 (0u64..400).prop_map(Err),
             ], 0..60)) {
-            let mut r = Ring::new(cap);
+            let mut r = Ring::new(cap).unwrap();
             let mut model: VecDeque<u8> = VecDeque::new();
             let mut total = 0u64;
             for op in ops {

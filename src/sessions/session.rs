@@ -14,6 +14,7 @@ use crate::api::protocol::{ErrorCode, ProtoError};
 use crate::config::AttachPolicy;
 use crate::limits::{INPUT_CAP, READ_PASS};
 use crate::sessions::checkpoint::Checkpoints;
+use crate::sessions::gather::Gather;
 use crate::sessions::modes::ModeTracker;
 use crate::sessions::policy::{Admission, Seats};
 use crate::sessions::pty::{self, ExitStatus, Pty};
@@ -138,6 +139,8 @@ pub struct Session {
     rows: u16,
     /// The master had data when we last stopped reading (edge-triggered: remember it).
     pty_readable: bool,
+    /// Whether new output goes out now or gathers into a bigger frame.
+    gather: Gather,
     /// The master took input when we last stopped writing.
     pty_writable: bool,
     state: State,
@@ -167,11 +170,11 @@ impl Session {
         owner: String,
         generation: u64,
         pty: Pty,
-        scrollback: usize,
+        ring: Ring,
         (cols, rows): (u16, u16),
         (now, now_unix): (Instant, u64),
     ) -> Session {
-        let mut s = Session::detached(id, owner, generation, scrollback, (now, now_unix));
+        let mut s = Session::detached(id, owner, generation, ring, (now, now_unix));
         s.pid = pty.pid();
         s.pty = Some(pty);
         (s.cols, s.rows) = (cols, rows);
@@ -183,16 +186,17 @@ impl Session {
         id: String,
         owner: String,
         generation: u64,
-        scrollback: usize,
+        ring: Ring,
         (now, now_unix): (Instant, u64),
     ) -> Session {
+        let scrollback = ring.capacity();
         Session {
             id,
             owner,
             generation,
             pid: 0,
             pty: None,
-            ring: Ring::new(scrollback),
+            ring,
             modes: ModeTracker::new(),
             checkpoints: Checkpoints::new(scrollback),
             seats: Seats::new(),
@@ -201,6 +205,7 @@ impl Session {
             cols: 80,
             rows: 24,
             pty_readable: true,
+            gather: Gather::default(),
             pty_writable: true,
             state: State::Running,
             input: Vec::new(),
@@ -211,7 +216,13 @@ impl Session {
     /// A session without a terminal, for the tests of code that holds sessions.
     #[cfg(test)]
     pub(crate) fn fixture(id: &str, owner: &str, generation: u64, pid: i32) -> Session {
-        let mut s = Session::detached(id.into(), owner.into(), generation, 64, (Instant::now(), 0));
+        let mut s = Session::detached(
+            id.into(),
+            owner.into(),
+            generation,
+            Ring::new(64).expect("a 64-byte mapping"),
+            (Instant::now(), 0),
+        );
         s.pid = pid;
         s
     }
@@ -248,6 +259,18 @@ impl Session {
     /// All output, addressed by absolute offset.
     pub fn ring(&self) -> &Ring {
         &self.ring
+    }
+
+    /// After a read pass at `now` that took `bytes`, with `room` bytes still readable before a
+    /// client must be sent something: true if the new output should wait to gather.
+    pub fn gather(&mut self, now: Instant, bytes: usize, room: u64) -> bool {
+        let open = self.state.output_open();
+        self.gather.hold(now, bytes, self.ring.end(), room, open)
+    }
+
+    /// When output held to gather must go out.
+    pub fn gather_deadline(&self) -> Option<Instant> {
+        self.gather.deadline()
     }
 
     /// The terminal modes in force now (title, alternate screen).
@@ -656,9 +679,8 @@ impl Session {
         if hold.is_some_and(|h| h > ring.end()) {
             return bad("held output past the end of the ring");
         }
-        let mut s = Session::detached(id, owner, generation, 1, (now, created_at));
+        let mut s = Session::detached(id, owner, generation, ring, (now, created_at));
         s.pid = pid;
-        s.ring = ring;
         s.modes = modes;
         s.checkpoints = checkpoints;
         s.last_seen = now.checked_sub(idle).unwrap_or(now);
@@ -689,7 +711,13 @@ mod tests {
 
     /// A session without a terminal, in `state`, with `output` in its ring.
     fn fixture(state: State, output: &[u8]) -> Session {
-        let mut s = Session::detached("s".into(), "local".into(), 1, 64, (Instant::now(), 0));
+        let mut s = Session::detached(
+            "s".into(),
+            "local".into(),
+            1,
+            Ring::new(64).expect("a 64-byte mapping"),
+            (Instant::now(), 0),
+        );
         s.checkpoints.feed(&mut s.modes, output);
         s.ring.push(output);
         s.checkpoints.after_write(&mut s.ring, &s.modes);

@@ -15,6 +15,7 @@ use slab::Slab;
 
 use crate::api::protocol::{self, ErrorCode, ProtoError};
 use crate::sessions::pty::{self, Pty};
+use crate::sessions::ring::Ring;
 use crate::sessions::session::{Restored, Session};
 use crate::sessions::tombstones::{Cause, Tombstones};
 use crate::token;
@@ -142,6 +143,13 @@ impl Table {
             None => random_id().map_err(|e| internal(format!("no randomness: {e}")))?,
         };
         let (cols, rows) = spawn.size;
+        // The ring first: a mapping the kernel refuses costs no process to kill.
+        let ring = Ring::new(spawn.scrollback).map_err(|e| {
+            ProtoError::new(
+                ErrorCode::Memory,
+                format!("cannot map {} bytes of scrollback: {e}", spawn.scrollback),
+            )
+        })?;
         let pty = Pty::spawn(spawn.command, cols, rows)
             .map_err(|e| internal(format!("could not start {}: {e}", spawn.command[0])))?;
         let (key, generation) = (self.slab.vacant_key(), self.generation + 1);
@@ -159,7 +167,7 @@ impl Table {
             spawn.owner.to_string(),
             generation,
             pty,
-            spawn.scrollback,
+            ring,
             spawn.size,
             now,
         );

@@ -300,3 +300,29 @@ test('step never changes the model it is given', () => {
     { type: 'closed', code: 4429 }, { type: 'unknown' }]) step(m, ev, 0.5);
   assert.equal(JSON.stringify(m), frozen);
 });
+
+test('a name this page never had: asks before creating it, then creates it once', () => {
+  const fresh = run(initial('work'), [{ type: 'start', canAsk: false }]);
+  assert.deepEqual(effect(fresh, 'open'), { type: 'open', session: 'work', resume: false });
+  let out = step(fresh.model, { type: 'closed', code: 4404, opened: true, final: { type: 'error', code: 'not_found', message: 'no such session' } });
+  assert.equal(out.model.state, 'closed');
+  assert.equal(status(out).text, 'no such session (not_found) \u00b7 create session work?');
+  assert.deepEqual(buttons(out), [['Create work', 'create'], ['Start a new session', 'newSession']]);
+  out = step(out.model, { type: 'create' });
+  assert.equal(out.model.sessionId, 'work');
+  assert.deepEqual(effect(out, 'open'), { type: 'open', session: 'work', resume: false, create: true });
+  // Attached, then lost: the reconnect resumes the name and never creates it again.
+  out = run(out.model, [{ type: 'attached', session: 'work' }, { type: 'closed', code: 1006, opened: true, final: null }]);
+  out = step(out.model, { type: 'connect' });
+  assert.deepEqual(effect(out, 'open'), { type: 'open', session: 'work', resume: true });
+  // And a name that goes missing after an attach is not offered for creation.
+  out = step(out.model, { type: 'closed', code: 4404, opened: true, final: { type: 'error', code: 'not_found' } });
+  assert.deepEqual(buttons(out), [['Start a new session', 'newSession']]);
+});
+
+test('the menu creates a named session in place', () => {
+  const out = step(attachedThen({ code: 1006 }).model, { type: 'create', session: 'build' });
+  assert.deepEqual(out.effects.map((e) => e.type), ['reset', 'remember', 'status', 'open']);
+  assert.deepEqual(effect(out, 'open'), { type: 'open', session: 'build', resume: false, create: true });
+  assert.equal(out.model.attachedOnce, false);
+});
