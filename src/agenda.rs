@@ -22,6 +22,10 @@ pub(crate) enum Timer {
     Accept,
     /// The next step of sampling what sessions cost.
     Sample,
+    /// An upgrade's clients had their time to close: exec now.
+    UpgradeNow,
+    /// A session's writer did not come back after an upgrade: (slot, generation).
+    ReleaseHold(usize, u64),
 }
 
 /// What the settle step still has to look at this turn.

@@ -88,6 +88,8 @@ pub struct Config {
     pub tls_dir: Option<PathBuf>,
     /// Program and arguments each session runs.
     pub command: Vec<String>,
+    /// Hidden (`--restore-fd N`): take over from the state an upgrade left in fd N.
+    pub restore_fd: Option<i32>,
 }
 
 impl Default for Config {
@@ -117,6 +119,7 @@ impl Default for Config {
             tls_self_signed: false,
             tls_dir: None,
             command: Vec::new(),
+            restore_fd: None,
         }
     }
 }
@@ -400,6 +403,9 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, CliErr
             "--tls-cert" => cfg.tls_cert = Some(PathBuf::from(value)),
             "--tls-key" => cfg.tls_key = Some(PathBuf::from(value)),
             "--tls-dir" => cfg.tls_dir = Some(PathBuf::from(value)),
+            "--restore-fd" => {
+                cfg.restore_fd = Some(value.parse().map_err(|_| bad("expected an fd".into()))?)
+            }
             _ => return Err(CliError(format!("unknown option {name}"))),
         }
     }

@@ -10,8 +10,12 @@
 //! What else lives here is what needs both tables at once: attaching a client to a session,
 //! and tearing a session down with its clients.
 
+mod upgrade;
+
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mio::event::Event;
@@ -29,8 +33,8 @@ use crate::api::routes::{self, Action, Context, Reject, Upgrade, View};
 use crate::config::{AttachPolicy, Config};
 use crate::error::StartError;
 use crate::limits::{
-    ACCEPT_RETRY, Charge, EXIT_GRACE, KILL_AFTER, LINGER, Limits, SETTLE_ROUNDS, TOMBSTONE_KEEP,
-    Usage,
+    ACCEPT_BATCH, ACCEPT_RETRY, Charge, EXIT_GRACE, KILL_AFTER, LINGER, Limits, SETTLE_ROUNDS,
+    TOMBSTONE_KEEP, Usage,
 };
 use crate::net::conn::{After, Conns, HttpConn, Kind, Step};
 use crate::net::http::{Request, Response};
@@ -47,6 +51,7 @@ use crate::sessions::tombstones::Cause;
 use crate::signals;
 use crate::timer::Wheel;
 use crate::token::{self, Source};
+use crate::upgrade::{handoff, state as upgrade_state};
 
 /// Timer wheel slot width. It sets only how timers are filed, not how often the server wakes:
 /// the poll timeout is the exact next deadline, so an idle server sleeps until its next real
@@ -81,6 +86,16 @@ pub struct Server {
     layer: Layer,
     /// What each session costs, read from /proc a few files per tick.
     sampler: Sampler,
+    /// The binary an upgrade executes, read at startup (see `handoff::exe_path`).
+    exe: Option<PathBuf>,
+    /// An upgrade is closing its clients; it executes by this deadline (`event_loop/upgrade.rs`).
+    upgrading: Option<Instant>,
+    /// The listener while an upgrade drains: not polled, so connections wait in its backlog.
+    held_listener: Option<TcpListener>,
+    /// This process took over from an upgrade.
+    restored: bool,
+    /// The listener may hold more connections than the last turn accepted.
+    accept_more: bool,
 }
 
 fn unix_now() -> Duration {
@@ -106,8 +121,27 @@ impl Server {
         let layer = Layer::new(&cfg).map_err(StartError::Config)?;
         let is_tls = layer.is_tls();
         let poll = Poll::new()?;
-        let mut listener =
-            TcpListener::bind(cfg.listen).map_err(|e| StartError::Listen(cfg.listen, e))?;
+        let inherited = cfg.restore_fd.map(|_| handoff::seal_inherited());
+        let restore = match cfg.restore_fd {
+            Some(fd) => Some(
+                handoff::read_state(fd)
+                    .map_err(|e| format!("cannot read the state (fd {fd}): {e}"))
+                    .and_then(|buf| {
+                        let fd = upgrade_state::decode_head(&buf)
+                            .map_err(|e| e.0)?
+                            .listener_fd;
+                        Ok((buf, fd))
+                    })
+                    .map_err(|e| StartError::System(io::Error::other(format!("upgrade: {e}"))))?,
+            ),
+            None => None,
+        };
+        let mut listener = match &restore {
+            // SAFETY: the process before the exec named this fd as its listener and left it
+            // open for us; nothing else here owns it.
+            Some((_, fd)) => unsafe { handoff::adopt_listener(*fd) }?,
+            None => TcpListener::bind(cfg.listen).map_err(|e| StartError::Listen(cfg.listen, e))?,
+        };
         let local_addr = listener.local_addr()?;
         gate.bound(local_addr.port(), is_tls);
         poll.registry()
@@ -121,7 +155,10 @@ impl Server {
         if sampler.arm() {
             wheel.insert(now + TICK, Timer::Sample);
         }
-        Ok(Server {
+        let exe = handoff::exe_path()
+            .inspect_err(|e| eprintln!("keepty: upgrades disabled: no path to this binary: {e}"))
+            .ok();
+        let mut server = Server {
             limits: cfg.limits(is_tls),
             command: cfg.command,
             policy: cfg.attach_policy,
@@ -142,7 +179,34 @@ impl Server {
             clock: Clock::new(now, unix_now().as_millis()),
             layer,
             sampler,
-        })
+            exe,
+            upgrading: None,
+            held_listener: None,
+            restored: false,
+            accept_more: false,
+        };
+        if let Some((buf, _)) = restore {
+            server.restore(&buf, now);
+            let adopted: Vec<_> = server.sessions.pty_fds().map(|f| f.as_raw_fd()).collect();
+            handoff::close_unadopted(&inherited.unwrap_or_default(), &adopted);
+        }
+        Ok(server)
+    }
+
+    /// Loads what `cfg` names (token files, certificates) without binding: what a binary
+    /// answering an upgrade's check proves it can start with.
+    pub fn check_config(cfg: &Config) -> Result<(), String> {
+        if let Some(why) = cfg.refusal() {
+            return Err(why);
+        }
+        Gate::new(cfg, cfg.listen.port(), cfg.tls_requested())?;
+        Layer::new(cfg)?;
+        Ok(())
+    }
+
+    /// True when this process took over from an upgrade in place.
+    pub fn restored(&self) -> bool {
+        self.restored
     }
 
     /// True when serving HTTPS.
@@ -166,7 +230,7 @@ impl Server {
         let mut fired = Vec::new();
         loop {
             let now = Instant::now();
-            let timeout = if self.busy {
+            let timeout = if self.busy || self.accept_more {
                 Some(Duration::ZERO)
             } else {
                 // Output held to gather a frame (issue 20) is due as surely as a timer.
@@ -188,11 +252,17 @@ impl Server {
                 self.dispatch(ev, now);
             }
             self.touched.release_held(now);
+            if std::mem::take(&mut self.accept_more) {
+                self.accept_all(now);
+            }
             self.wheel.poll(now, &mut fired);
             for t in fired.drain(..) {
                 self.on_timer(t, now);
             }
             self.settle(now);
+            if self.upgrade_due(now) {
+                self.execute_upgrade(now);
+            }
             if self.exit_now || (self.shutting_down && self.finished()) {
                 eprintln!("keepty: shutdown complete");
                 return Ok(());
@@ -258,8 +328,9 @@ impl Server {
 
     // ---- accepting -------------------------------------------------------------------
 
+    /// Accepts what waits, [`ACCEPT_BATCH`] connections a turn (see there for why).
     fn accept_all(&mut self, now: Instant) {
-        loop {
+        for _ in 0..ACCEPT_BATCH {
             match self.acceptor.next() {
                 Next::Conn(stream, peer) => self.add_conn(stream, peer, now),
                 Next::Done => return,
@@ -269,6 +340,7 @@ impl Server {
                 }
             }
         }
+        self.accept_more = true;
     }
 
     fn add_conn(&mut self, stream: TcpStream, peer: SocketAddr, now: Instant) {
@@ -393,6 +465,7 @@ impl Server {
             }
             Action::Drop(id) => (self.drop_one(&id, now), After::KeepAlive),
             Action::DropAll(confirm) => (self.drop_all(confirm, now), After::KeepAlive),
+            Action::Upgrade => (self.upgrade_answer(k, now), After::Close),
         };
         self.respond(k, &req, resp, after, now);
     }
@@ -406,7 +479,7 @@ impl Server {
         now: Instant,
     ) {
         self.layer.decorate(&mut resp);
-        let closing = self.shutting_down;
+        let closing = self.shutting_down || self.upgrading.is_some();
         if let Some(h) = self.conns.http_mut(k) {
             h.respond(req, resp, after, closing, now);
         }
@@ -462,6 +535,12 @@ impl Server {
             return;
         };
         match u {
+            // Arrived while an upgrade closes its clients: come back to the new process.
+            Upgrade::Session(..) if self.upgrading.is_some() => {
+                w.send(&ServerMsg::Restarting);
+                w.close_with(protocol::CLOSE_RESTART, "restarting");
+                self.wheel.insert(now + LINGER, Timer::Conn(k, generation));
+            }
             Upgrade::Session(params, caller) => {
                 let result = params.and_then(|p| self.attach(k, &mut w, &p, &caller, now));
                 if let Err(e) = result {
@@ -646,6 +725,11 @@ impl Server {
                 }
             }
             signals::Event::Shutdown => self.begin_shutdown(now),
+            signals::Event::Upgrade => {
+                if let Err(why) = self.request_upgrade(None, now) {
+                    eprintln!("keepty: upgrade refused: {why}; serving on");
+                }
+            }
             signals::Event::Reload => {
                 // Sessions and clients stay as they are; only new requests see new tokens.
                 self.gate.reload();
@@ -763,6 +847,9 @@ impl Server {
                     self.wheel.insert(next, Timer::Sample);
                 }
             }
+            // Only wakes the loop: `run` executes once the upgrade is due.
+            Timer::UpgradeNow => {}
+            Timer::ReleaseHold(skey, generation) => self.release_hold((skey, generation)),
         }
     }
 

@@ -37,3 +37,4 @@ pub(crate) mod signals;
 pub mod startup;
 pub mod timer;
 pub(crate) mod token;
+pub mod upgrade;

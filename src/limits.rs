@@ -126,6 +126,11 @@ pub const PEER_SHARE_DIVISOR: usize = 4;
 /// ... but at least this many (or all of `--max-clients` when it is smaller): a browser with
 /// a dozen tabs reconnecting after a network change is one address.
 pub const PEER_SHARE_MIN: usize = 32;
+/// Connections accepted per loop turn. A backlog that filled while nobody accepted (during an
+/// upgrade) holds many connections of one address; each batch reads its heads in this turn's
+/// settle before the next is taken, so `--max-pending`'s eviction of the heaviest address
+/// falls only on connections that really are slow. A browser opens about six at once.
+pub const ACCEPT_BATCH: usize = 8;
 /// Input waiting for the PTY, bytes. A client is not read while this much is queued, so a
 /// program that stops reading its terminal pushes back on the client instead of growing memory.
 pub const INPUT_CAP: usize = 64 << 10;
@@ -167,6 +172,13 @@ pub const WRITE_STALL: Duration = Duration::from_secs(60);
 /// Ping ticks without a frame, or without output taken, after which a client is closed
 /// (SPEC 3: 60 s at the default 20 s interval).
 pub const TIMEOUT_TICKS: u8 = 3;
+/// How long an upgrade waits for its clients to take the 1012 close before it executes
+/// anyway: a close handshake on a live link takes a round trip; a dead link is not waited for.
+pub const UPGRADE_DRAIN: Duration = Duration::from_millis(500);
+/// How long after an upgrade a session keeps the output its writer had not been sent, as if
+/// that writer were still attached: the page reconnects within a second or two; past this,
+/// a writer that is not coming back must not stall its program forever.
+pub const UPGRADE_HOLD: Duration = Duration::from_secs(15);
 /// From SIGHUP to SIGKILL when a session is torn down (SPEC 1 and 4).
 pub const KILL_AFTER: Duration = Duration::from_secs(3);
 /// How long after SIGKILL the server waits for the last children before it exits anyway.

@@ -5,8 +5,28 @@ use std::process::ExitCode;
 
 use keepty::config::{self, Cli};
 use keepty::event_loop::Server;
+use keepty::upgrade::handoff;
 
 fn main() -> ExitCode {
+    // Asked by a running keepty before it upgrades into this binary (docs/upgrade.md).
+    if std::env::args().nth(1).as_deref() == Some(handoff::CHECK_FLAG) {
+        // With the server's arguments after it, their configuration must load too: a token
+        // file or certificate the new process could not read would end every session.
+        let rest: Vec<String> = std::env::args().skip(2).collect();
+        if !rest.is_empty() {
+            let loaded = match config::parse_args(rest) {
+                Ok(Cli::Run(cfg)) => Server::check_config(&cfg),
+                Ok(_) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = loaded {
+                eprintln!("the configuration does not load: {e}");
+                return ExitCode::from(2);
+            }
+        }
+        println!("{}", handoff::check_answer());
+        return ExitCode::SUCCESS;
+    }
     let cfg = match config::parse_args(std::env::args().skip(1)) {
         Ok(Cli::Run(cfg)) => cfg,
         Ok(Cli::Help) => {
@@ -26,7 +46,7 @@ fn main() -> ExitCode {
     let cfg_warning = cfg.transport_warning();
     let memory_line = keepty::startup::memory_line(&cfg);
     let token_file = cfg.token_file.clone();
-    let mut server = match Server::bind(*cfg) {
+    let server = match Server::bind(*cfg) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("keepty: {e}");
@@ -34,6 +54,11 @@ fn main() -> ExitCode {
         }
     };
     let addr = server.local_addr();
+    if server.restored() {
+        // The startup line was printed once, by the first process; whoever read it may be gone.
+        eprintln!("keepty: upgraded in place, listening on {addr}");
+        return serve(server);
+    }
     let host = match addr.ip() {
         std::net::IpAddr::V6(ip) => format!("[{ip}]"),
         ip => ip.to_string(),
@@ -57,6 +82,10 @@ fn main() -> ExitCode {
     if let Some(w) = cfg_warning {
         eprintln!("keepty: {w}");
     }
+    serve(server)
+}
+
+fn serve(mut server: Server) -> ExitCode {
     match server.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -235,10 +235,13 @@ impl Relay<'_> {
 
     /// How many bytes session `skey` may read now without overwriting output a client still
     /// needs: the writer's unacknowledged (flow) or unsent bytes, and in `block` mode with
-    /// nobody attached, anything at all.
+    /// nobody attached, anything at all; after an upgrade, what the writer then attached had
+    /// not been sent.
     fn read_budget(&self, s: &Session) -> u64 {
         let protect = match s.writer().and_then(|w| self.conns.ws(w)) {
             Some(w) => Some(w.needs_from()),
+            // A writer closed by an upgrade is coming back for these bytes.
+            None if s.held().is_some() => s.held(),
             _ if self.limits.detached_output == DetachedOutput::Block => Some(s.ring().start()),
             _ => None,
         };

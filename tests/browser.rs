@@ -63,6 +63,20 @@ fn phone_features_in_headless_chromium() {
     );
 }
 
+/// The page across an upgrade in place: told, reconnected with `since`, output continuing
+/// with every line once.
+#[test]
+fn page_across_an_upgrade_in_headless_chromium() {
+    let root = require_prerequisites();
+    let server = common::spawn_server(&["--", "/bin/sh"]);
+    run_node(
+        root,
+        "tests/browser/upgrade.mjs",
+        &[&server.url()],
+        &[&server],
+    );
+}
+
 /// The token flow of the page (SPEC 2, Auth): `#token=`, the stored token, the "Set token"
 /// prompt, and a wrong token that must not turn into a retry loop.
 #[test]

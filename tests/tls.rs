@@ -564,3 +564,54 @@ fn throughput() {
         );
     }
 }
+
+/// An upgrade in place reads the certificate files again (the new process loads them as any
+/// start does), tells wss:// clients `restarting` with 1012, and closes TLS connections in
+/// flight (their rustls state cannot cross the exec); the session resumes over wss://.
+#[test]
+fn an_upgrade_reads_the_certificate_again_and_closes_tls_connections() {
+    let pki = Pki::new();
+    let first = pki.issue();
+    let server = pki.spawn(&[]);
+    let mut seen = Vec::new();
+    let mut wss = Wss::connect(server.port, &pki.ca, "session=tls-up&new=1");
+    wss.type_line("echo up-$((5*5))");
+    wss.expect("up-25", 1);
+    let mut idle = tls_connect(server.port, &pki.ca);
+    assert_eq!(peer_cert(&idle), first);
+    let second = pki.issue();
+    server.signal(12); // SIGUSR2
+    wait_stderr(&server, &mut seen, "upgraded in place");
+    let mut told = false;
+    let close = loop {
+        match wss.ws.read() {
+            Ok(Message::Text(t)) => told |= t.contains("\"restarting\""),
+            Ok(Message::Binary(b)) => wss.output.extend_from_slice(&b),
+            Ok(Message::Close(f)) => break f.map(|f| u16::from(f.code)),
+            Ok(_) => {}
+            Err(e) => panic!("no close frame: {e}"),
+        }
+    };
+    assert!(told, "the client was told");
+    assert_eq!(close, Some(1012));
+    let mut buf = [0u8; 64];
+    assert!(
+        matches!(idle.read(&mut buf), Ok(0) | Err(_)),
+        "the TLS connection in flight was closed"
+    );
+    let s = tls_connect(server.port, &pki.ca);
+    assert_eq!(
+        peer_cert(&s),
+        second,
+        "the new process read the new certificate"
+    );
+    let since = wss.offset();
+    let mut back = Wss::connect(
+        server.port,
+        &pki.ca,
+        &format!("session=tls-up&since={since}"),
+    );
+    assert_eq!(back.attached["lost"], 0);
+    back.type_line("echo again-$((6*6))");
+    back.expect("again-36", 1);
+}

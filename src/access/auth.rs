@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::limits::{
     FAILURE_WINDOW, GLOBAL_FAILURES, MAX_FAILURES, MAX_TRACKED, MAX_TRUSTED, TRUST_KEEP,
@@ -214,6 +214,17 @@ pub fn base64url_decode(s: &str) -> Option<Vec<u8>> {
     (bits < 6 && acc & ((1 << bits) - 1) == 0).then_some(out)
 }
 
+/// What a [`FailureLimiter`] holds, as plain values an upgrade's state file carries.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LimiterState {
+    /// Per address key: failures, and how long ago the window (or the block) began.
+    pub by_ip: Vec<(String, u32, Duration)>,
+    /// Failures from every address, and how long ago that window began.
+    pub global: Option<(u32, Duration)>,
+    /// Address keys that logged in lately, and how long that is still remembered.
+    pub trusted: Vec<(String, Duration)>,
+}
+
 /// Failed authentications: counted per address (an IPv6 /64 as one, [`crate::net::addr::key`])
 /// and in all.
 ///
@@ -255,6 +266,52 @@ impl FailureLimiter {
     fn global_spent(&self, now: Instant) -> bool {
         let (n, since) = self.global;
         n >= GLOBAL_FAILURES && since.is_some_and(|s| now < s + FAILURE_WINDOW)
+    }
+
+    /// Everything the limiter holds, for an upgrade; keys are strings so the state file need
+    /// not change when the limiter's keys do.
+    pub fn snapshot(&self, now: Instant) -> LimiterState {
+        let age = |since: Instant| now.saturating_duration_since(since);
+        LimiterState {
+            by_ip: self
+                .by_ip
+                .iter()
+                .map(|(ip, (n, since))| (ip.to_string(), *n, age(*since)))
+                .collect(),
+            global: self.global.1.map(|since| (self.global.0, age(since))),
+            trusted: self
+                .trusted
+                .iter()
+                .map(|(ip, until)| (ip.to_string(), until.saturating_duration_since(now)))
+                .collect(),
+        }
+    }
+
+    /// Puts back a [`FailureLimiter::snapshot`]; a key that is not an address, or a window
+    /// long over, is skipped, and the caps hold whatever the state says.
+    pub fn restore(&mut self, st: &LimiterState, now: Instant) {
+        for (key, n, age) in &st.by_ip {
+            if let (Ok(ip), Some(since)) = (key.parse::<IpAddr>(), now.checked_sub(*age))
+                && *age < FAILURE_WINDOW
+                && self.by_ip.len() < MAX_TRACKED
+            {
+                self.by_ip.insert(ip, (*n, since));
+            }
+        }
+        if let Some((n, age)) = st.global
+            && age < FAILURE_WINDOW
+            && let Some(since) = now.checked_sub(age)
+        {
+            self.global = (n, Some(since));
+        }
+        for (key, left) in &st.trusted {
+            if let Ok(ip) = key.parse::<IpAddr>()
+                && *left <= TRUST_KEEP
+                && self.trusted.len() < MAX_TRUSTED
+            {
+                self.trusted.insert(ip, now + *left);
+            }
+        }
     }
 
     /// Counts a failure; returns true if `ip` is now blocked.
@@ -445,5 +502,28 @@ mod tests {
             l.succeed(IpAddr::from([172, 16, 0, a]), t0);
         }
         assert!(l.trusted.len() <= MAX_TRUSTED);
+    }
+
+    #[test]
+    fn the_limiter_crosses_an_upgrade_whole() {
+        let t0 = Instant::now();
+        let mut l = FailureLimiter::default();
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        for _ in 0..MAX_FAILURES {
+            l.fail(a, t0);
+        }
+        l.succeed(b, t0);
+        let t1 = t0 + Duration::from_secs(5);
+        let snap = l.snapshot(t1);
+        let t2 = t1 + Duration::from_secs(1000);
+        let mut back = FailureLimiter::default();
+        back.restore(&snap, t2);
+        assert_eq!(
+            back.snapshot(t2),
+            snap,
+            "every part, with the same ages and time left"
+        );
+        assert!(back.blocked(a, t2));
+        assert!(back.known(key(b), t2));
     }
 }

@@ -243,6 +243,16 @@ impl Gate {
         }
     }
 
+    /// The failure limiter and the count of wrong tokens, carried across an upgrade.
+    pub(crate) fn failures_mut(&mut self) -> (&mut FailureLimiter, &mut u64) {
+        (&mut self.failures, &mut self.auth_failures)
+    }
+
+    /// The failure limiter, for an upgrade's state.
+    pub(crate) fn failures(&self) -> &FailureLimiter {
+        &self.failures
+    }
+
     /// Wrong tokens seen since start, for the metrics.
     pub(crate) fn auth_failures(&self) -> u64 {
         self.auth_failures

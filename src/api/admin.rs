@@ -2,7 +2,7 @@
 //! built here from the session table, and their JSON, text and Prometheus renderings.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -144,6 +144,8 @@ pub struct Counters {
     pub auth_failures: u64,
     /// Seconds since the server started.
     pub uptime_secs: u64,
+    /// Upgrades in place completed (the process that counts them is the new one).
+    pub upgrades: u64,
 }
 
 /// Seconds as one unit, rounded down (`59s`, `3m`, `2h`, `4d`): the table must stay narrow
@@ -417,6 +419,13 @@ pub fn render_metrics(list: &SessionList, c: &Counters) -> String {
     );
     metric(
         m,
+        "keepty_upgrades_total",
+        "counter",
+        "Upgrades in place completed (SIGUSR2 or /admin/upgrade).",
+        &[("", c.upgrades)],
+    );
+    metric(
+        m,
         "keepty_sessions_dropped_total",
         "counter",
         "Sessions dropped by an admin.",
@@ -503,6 +512,11 @@ impl Clock {
             + (t.saturating_duration_since(self.started).as_millis() as i128)
             - (self.started.saturating_duration_since(t).as_millis() as i128);
         (ms.max(0) / 1000) as u64
+    }
+
+    /// Time since the anchor.
+    pub fn uptime(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.started)
     }
 
     /// Seconds since the anchor.
@@ -915,6 +929,7 @@ mod tests {
             connections_refused: 6,
             auth_failures: 7,
             uptime_secs: 99,
+            upgrades: 2,
         };
         let text = render_metrics(&list(vec![a, b]), &counters);
         let fams = parse_prometheus(&text);
@@ -951,6 +966,7 @@ mod tests {
             ("keepty_memory_cap_bytes", "gauge", 64.0 * 1024.0 * 1024.0),
             ("keepty_sessions_reaped_total", "counter", 3.0),
             ("keepty_sessions_dropped_total", "counter", 4.0),
+            ("keepty_upgrades_total", "counter", 2.0),
             ("keepty_sessions_refused_total", "counter", 5.0),
             ("keepty_connections_refused_total", "counter", 6.0),
             ("keepty_auth_failures_total", "counter", 7.0),
@@ -962,7 +978,7 @@ mod tests {
         ] {
             assert_eq!(one(name), (kind.to_string(), value), "{name}");
         }
-        assert_eq!(fams.len(), 18);
+        assert_eq!(fams.len(), 19, "keepty_upgrades_total is the 19th");
         for (name, (kind, _)) in &fams {
             assert!(name.starts_with("keepty_"), "{name}");
             assert_eq!(kind == "counter", name.ends_with("_total"), "{name}");

@@ -304,6 +304,8 @@ pub enum ServerMsg<'a> {
     Dropped,
     /// The server is shutting down.
     Shutdown,
+    /// The server is upgrading in place: reconnect with `since` (close 1012).
+    Restarting,
     /// The session's TTL passed.
     Expired,
     /// A request failed; the socket closes with the code's close code.

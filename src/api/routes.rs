@@ -50,6 +50,8 @@ pub enum Action {
     Drop(String),
     /// Drop every session, if `confirm` equals their count.
     DropAll(usize),
+    /// Upgrade in place, if the binary on disk reads our state.
+    Upgrade,
 }
 
 /// A request refused by a route (admission refusals are the gate's).
@@ -216,6 +218,7 @@ fn admin(req: &Request, route: &Route) -> Action {
             Some(id) if protocol::valid_id(&id) => Action::Drop(id),
             _ => keep(Reject::BadId),
         },
+        Route::AdminUpgrade => Action::Upgrade,
         Route::AdminDropAll => {
             match http::query_param(&req.query, "confirm").and_then(|c| c.parse().ok()) {
                 Some(confirm) => Action::DropAll(confirm),

@@ -76,7 +76,8 @@ pub struct HttpConn<U, S = Stream> {
     deadline: Instant,
     /// The earliest wheel entry pending for this connection.
     timer_at: Instant,
-    /// A kept-alive response has been sent: reading now means waiting for the next request.
+    /// A response was sent: an idle connection is a kept-alive one, not a new one whose
+    /// request is on its way.
     served: bool,
 }
 
@@ -94,12 +95,6 @@ impl<U, S: Transport> HttpConn<U, S> {
         }
     }
 
-    /// True while the connection is kept alive between requests: a response went out and no
-    /// next request has arrived. Such a connection holds nothing a client waits for.
-    pub fn is_idle(&self) -> bool {
-        self.served && matches!(self.phase, Phase::Reading)
-    }
-
     /// Peer address.
     pub fn peer(&self) -> SocketAddr {
         self.peer
@@ -113,6 +108,13 @@ impl<U, S: Transport> HttpConn<U, S> {
     /// True while a response is being written (a shutdown lets it finish).
     pub fn is_writing(&self) -> bool {
         matches!(self.phase, Phase::Writing { .. })
+    }
+
+    /// True for a kept-alive connection between requests: it answered one, and nothing of
+    /// the next has been read. Such a connection holds nothing a client waits for, so it is
+    /// the first to go when the idle budget is full.
+    pub fn is_idle(&self) -> bool {
+        self.served && matches!(self.phase, Phase::Reading) && self.buf.is_empty()
     }
 
     /// The stream and what the client sent after its head, once upgraded.
@@ -256,6 +258,7 @@ impl<U, S: Transport> HttpConn<U, S> {
             After::KeepAlive if !req.keep_alive() || req.has_body() || closing => After::Close,
             a => a,
         };
+        self.served = true;
         if req.method == "HEAD" {
             resp.omit_body = true;
         }
@@ -722,6 +725,23 @@ mod tests {
         assert!(out.ends_with("\r\n\r\nok\n"));
         assert_eq!(out.matches("HTTP/1.1").count(), 1);
         assert_eq!(sock.shut_at(), None);
+    }
+
+    #[test]
+    fn only_a_kept_alive_connection_between_requests_is_idle() {
+        // What an upgrade's drain closes at once: a new connection's request may be on its
+        // way, and a half-read one is answered first.
+        let now = Instant::now();
+        let sock = Script::new();
+        let h = conn(&sock, now);
+        assert!(!h.is_idle(), "new: its request may be on its way");
+        let (mut h, sock, now) = answering(After::KeepAlive);
+        assert!(!h.is_idle(), "answering");
+        assert!(is_blocked(&h.advance(now, TIMEOUT)));
+        assert!(h.is_idle(), "answered, waiting for the next head");
+        sock.feed(b"GET /he").read_block();
+        let _ = h.advance(now, TIMEOUT);
+        assert!(!h.is_idle(), "part of a next request was read");
     }
 
     #[test]

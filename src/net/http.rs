@@ -234,6 +234,8 @@ pub enum Route {
     AdminDrop,
     /// `/admin/drop-all?confirm=`.
     AdminDropAll,
+    /// `/admin/upgrade`: re-execute the binary on disk, keeping every session.
+    AdminUpgrade,
     /// A known path with a method it does not take.
     MethodNotAllowed(&'static str),
     /// Nothing here.
@@ -244,7 +246,10 @@ impl Route {
     /// True for routes that change something: they take POST as well as GET, and refuse a
     /// cross-site `Sec-Fetch-Site` so a link or image elsewhere cannot trigger them.
     pub fn has_side_effect(&self) -> bool {
-        matches!(self, Route::AdminDrop | Route::AdminDropAll)
+        matches!(
+            self,
+            Route::AdminDrop | Route::AdminDropAll | Route::AdminUpgrade
+        )
     }
 }
 
@@ -269,6 +274,7 @@ pub fn route(req: &Request) -> Route {
         "/admin/metrics" => Route::AdminMetrics,
         "/admin/drop" => Route::AdminDrop,
         "/admin/drop-all" => Route::AdminDropAll,
+        "/admin/upgrade" => Route::AdminUpgrade,
         p => match assets::get(p) {
             Some(a) => Route::Asset(a),
             None => return Route::NotFound,

@@ -17,6 +17,7 @@ use crate::sessions::modes::{ModeTracker, Modes};
 use crate::sessions::ring::Ring;
 
 use crate::limits::CHECKPOINTS;
+use crate::upgrade::format::{FormatError, Reader, Writer, bad};
 
 /// One clean point.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -161,6 +162,42 @@ impl Checkpoints {
         self.forget_before(ring.start());
         let (at, _) = self.replay_point(ring, tracker);
         ring.set_clean_start(at);
+    }
+}
+
+impl Checkpoints {
+    /// Writes the points for an upgrade: the spacing, then each point oldest first.
+    pub fn to_record(&self, w: &mut Writer) {
+        w.u64(self.spacing as u64);
+        w.count(self.len);
+        for c in self.iter() {
+            w.u64(c.offset);
+            w.u32(c.plain);
+            c.modes.to_record(w);
+        }
+    }
+
+    /// Reads points written by [`Checkpoints::to_record`].
+    pub fn from_record(r: &mut Reader<'_>) -> Result<Checkpoints, FormatError> {
+        let spacing = r.u64()?;
+        if spacing == 0 || spacing > 1 << 30 {
+            return bad(format!("checkpoint spacing {spacing} out of range"));
+        }
+        let len = r.count(CHECKPOINTS, "checkpoints")?;
+        let mut marks = [Checkpoint::default(); CHECKPOINTS];
+        for m in marks.iter_mut().take(len) {
+            *m = Checkpoint {
+                offset: r.u64()?,
+                plain: r.u32()?,
+                modes: Modes::from_record(r)?,
+            };
+        }
+        Ok(Checkpoints {
+            marks,
+            head: 0,
+            len,
+            spacing: spacing as usize,
+        })
     }
 }
 

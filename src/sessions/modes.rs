@@ -34,6 +34,7 @@ const ESC: u8 = 0x1b;
 const DEL: u8 = 0x7f;
 
 use crate::limits::{MAX_CSI_PARAMS, MAX_TITLE};
+use crate::upgrade::format::{FormatError, Reader, Writer, bad};
 
 /// Where the parser is within the escape-sequence grammar.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -691,6 +692,138 @@ fn utf8_complete_len(bytes: &[u8]) -> usize {
         }
     }
     bytes.len()
+}
+
+// ---- upgrade records ----------------------------------------------------------------------
+
+/// The parser states in the order of their number in a state file (docs/upgrade.md).
+const STATES: [State; 11] = [
+    State::Ground,
+    State::Escape,
+    State::EscIntermediate,
+    State::CsiEntry,
+    State::CsiParam,
+    State::CsiIntermediate,
+    State::CsiIgnore,
+    State::OscId,
+    State::OscTitle,
+    State::OscIgnore,
+    State::StringIgnore,
+];
+
+impl Modes {
+    /// Writes the modes: the alternate screen, a byte of flags, the mouse mode and encoding.
+    pub fn to_record(&self, w: &mut Writer) {
+        w.u16(self.alt_screen);
+        let flags = [
+            self.cursor_hidden,
+            self.no_autowrap,
+            self.app_cursor,
+            self.app_keypad,
+            self.bracketed_paste,
+            self.focus,
+        ]
+        .iter()
+        .enumerate()
+        .fold(0u8, |acc, (i, &on)| acc | (u8::from(on) << i));
+        w.u8(flags);
+        w.u16(self.mouse);
+        w.u16(self.mouse_encoding);
+    }
+
+    /// Reads modes written by [`Modes::to_record`].
+    pub fn from_record(r: &mut Reader<'_>) -> Result<Modes, FormatError> {
+        let alt_screen = r.u16()?;
+        let flags = r.u8()?;
+        if flags >> 6 != 0 {
+            return bad(format!("unknown mode flags {flags:#x}"));
+        }
+        let bit = |i: u8| flags & (1 << i) != 0;
+        Ok(Modes {
+            alt_screen,
+            cursor_hidden: bit(0),
+            no_autowrap: bit(1),
+            app_cursor: bit(2),
+            app_keypad: bit(3),
+            bracketed_paste: bit(4),
+            focus: bit(5),
+            mouse: r.u16()?,
+            mouse_encoding: r.u16()?,
+        })
+    }
+}
+
+impl ModeTracker {
+    /// Writes the whole parser, a sequence half-read included, so output after the upgrade
+    /// is parsed exactly as if the process had never changed.
+    pub fn to_record(&self, w: &mut Writer) {
+        self.modes.to_record(w);
+        w.bytes(&self.title);
+        let state = STATES.iter().position(|s| *s == self.state).unwrap_or(0);
+        w.u8(state as u8);
+        w.u8(self.prefix);
+        w.u8(self.intermediate);
+        w.count(self.params.len());
+        for p in self.params {
+            w.u16(p);
+        }
+        w.u8(self.nparams);
+        w.u16(self.param);
+        w.bool(self.subparam);
+        w.u16(self.osc_id);
+        w.bool(self.osc_has_digits);
+        w.bytes(&self.pending_title);
+        w.bool(self.pending_truncated);
+        w.u64(self.fed);
+        w.u64(self.ground_at);
+        w.u64(self.left_ground_at);
+        w.u8(self.utf8_have);
+        w.u8(self.utf8_need);
+        w.u64(self.bells);
+    }
+
+    /// Reads a parser written by [`ModeTracker::to_record`].
+    pub fn from_record(r: &mut Reader<'_>) -> Result<ModeTracker, FormatError> {
+        let modes = Modes::from_record(r)?;
+        let title = r.bytes(MAX_TITLE, "title bytes")?.to_vec();
+        let state = *STATES
+            .get(r.u8()? as usize)
+            .ok_or_else(|| FormatError("unknown parser state".into()))?;
+        let prefix = r.u8()?;
+        let intermediate = r.u8()?;
+        if r.count(MAX_CSI_PARAMS, "CSI parameters")? != MAX_CSI_PARAMS {
+            return bad("a different number of CSI parameters");
+        }
+        let mut params = [0u16; MAX_CSI_PARAMS];
+        for p in &mut params {
+            *p = r.u16()?;
+        }
+        let t = ModeTracker {
+            modes,
+            title,
+            state,
+            prefix,
+            intermediate,
+            params,
+            nparams: r.u8()?,
+            param: r.u16()?,
+            subparam: r.bool()?,
+            osc_id: r.u16()?,
+            osc_has_digits: r.bool()?,
+            pending_title: r.bytes(MAX_TITLE, "pending title")?.to_vec(),
+            pending_truncated: r.bool()?,
+            fed: r.u64()?,
+            ground_at: r.u64()?,
+            left_ground_at: r.u64()?,
+            utf8_have: r.u8()?,
+            utf8_need: r.u8()?,
+            bells: r.u64()?,
+        };
+        if usize::from(t.nparams) > MAX_CSI_PARAMS || t.utf8_have > 4 || t.utf8_need > 4 {
+            return bad("parser counters out of range");
+        }
+        Ok(t)
+    }
 }
 
 #[cfg(test)]

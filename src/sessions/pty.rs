@@ -2,7 +2,7 @@
 //! the kernel about terminals and the only one with `unsafe`.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
@@ -88,6 +88,26 @@ impl Pty {
             master: pair.master,
             pid: Pid::from_raw(child.id() as i32),
         })
+    }
+
+    /// A terminal inherited across an upgrade's exec: its master fd and its child.
+    ///
+    /// # Safety
+    /// `fd` must be an open PTY master this process owns and nothing else will close.
+    pub unsafe fn adopt(fd: RawFd, pid: i32) -> io::Result<Pty> {
+        // SAFETY: the caller hands over sole ownership of the open fd.
+        let master = unsafe { OwnedFd::from_raw_fd(fd) };
+        // The exec left it inheritable; no later child may get it.
+        set_cloexec(&master)?;
+        Ok(Pty {
+            master,
+            pid: Pid::from_raw(pid),
+        })
+    }
+
+    /// The master, to be kept open across the exec.
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.master.as_fd()
     }
 
     /// The child's pid (also its session and process-group id).

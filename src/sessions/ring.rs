@@ -11,6 +11,8 @@
 
 use super::mapping::Mapping;
 
+use crate::upgrade::format::{FormatError, Reader, Writer, bad};
+
 /// A fixed-capacity byte ring with absolute offsets.
 pub struct Ring {
     buf: Mapping,
@@ -141,6 +143,51 @@ impl Ring {
     }
 }
 
+/// The largest ring a state file may ask for: far past any `--scrollback` a small box runs,
+/// and small enough that a corrupt length cannot exhaust memory.
+const MAX_RECORD_CAPACITY: u64 = 1 << 30;
+
+impl Ring {
+    /// Writes the ring for an upgrade: capacity, offsets and the bytes held, oldest first.
+    pub fn to_record(&self, w: &mut Writer) {
+        w.u64(self.buf.len() as u64);
+        w.u64(self.end);
+        w.u64(self.clean_start);
+        let (a, b) = self.read_at(self.start()).unwrap_or((&[], &[]));
+        w.count(a.len() + b.len());
+        for part in [a, b] {
+            for chunk in part.chunks(1 << 16) {
+                w.raw(chunk);
+            }
+        }
+    }
+
+    /// Reads a ring written by [`Ring::to_record`]: the same offsets and bytes, so every
+    /// `since` a client holds means what it meant before.
+    pub fn from_record(r: &mut Reader<'_>) -> Result<Ring, FormatError> {
+        let capacity = r.u64()?;
+        let end = r.u64()?;
+        let clean_start = r.u64()?;
+        if capacity == 0 || capacity > MAX_RECORD_CAPACITY {
+            return bad(format!("ring capacity {capacity} out of range"));
+        }
+        let held = r.bytes(capacity as usize, "ring bytes")?;
+        if held.len() as u64 != end.min(capacity) {
+            return bad(format!(
+                "ring holds {} bytes, its offsets say {}",
+                held.len(),
+                end.min(capacity)
+            ));
+        }
+        let mut ring = Ring::new(capacity as usize)
+            .map_err(|e| FormatError(format!("cannot map a ring of {capacity} bytes: {e}")))?;
+        ring.end = end - held.len() as u64;
+        ring.push(held);
+        ring.clean_start = clean_start;
+        Ok(ring)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,6 +251,28 @@ mod tests {
         r.commit(2);
         assert_eq!(r.write_slot().len(), 8);
         assert_eq!(joined(&r, 0).unwrap(), b"abcdefXY");
+    }
+
+    #[test]
+    fn a_record_keeps_offsets_and_bytes() {
+        for pushed in [0usize, 5, 8, 13, 100] {
+            let mut r = Ring::new(8).unwrap();
+            r.push(&(0..pushed).map(|i| i as u8).collect::<Vec<_>>());
+            r.set_clean_start(r.start() + 1);
+            let mut w = Writer::default();
+            r.to_record(&mut w);
+            let b = w.into_bytes();
+            let back = Ring::from_record(&mut Reader::new(&b)).unwrap();
+            assert_eq!(
+                (back.start(), back.end(), back.capacity()),
+                (r.start(), r.end(), 8)
+            );
+            assert_eq!(joined(&back, back.start()), joined(&r, r.start()));
+            assert_eq!(back.clean_start(), r.clean_start());
+            for cut in 0..b.len() {
+                assert!(Ring::from_record(&mut Reader::new(&b[..cut])).is_err());
+            }
+        }
     }
 
     proptest! {

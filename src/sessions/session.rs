@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::io;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
@@ -20,6 +20,7 @@ use crate::sessions::policy::{Admission, Seats};
 use crate::sessions::pty::{self, ExitStatus, Pty};
 use crate::sessions::ring::Ring;
 use crate::sessions::sample::Usage;
+use crate::upgrade::format::{FormatError, Reader, Writer, bad};
 
 /// Where a session is in its life. Output ends (the PTY reports end of file) and the process
 /// is reaped (SIGCHLD) in either order; the session has `exited` once both happened.
@@ -147,7 +148,23 @@ pub struct Session {
     input: Vec<u8>,
     /// What its processes cost, as last sampled.
     usage: Usage,
+    /// After an upgrade: the first byte the writer that was attached had not been sent, kept
+    /// from being overwritten until a writer attaches again or the grace runs out.
+    hold: Option<u64>,
 }
+
+/// A session read back from a state file, with what the caller must rebuild around it.
+pub struct Restored {
+    /// The session, without its terminal: see [`Session::adopt_pty`].
+    pub session: Session,
+    /// The PTY master inherited across the exec, if the session still had one.
+    pub pty_fd: Option<i32>,
+    /// What was left of its idle TTL.
+    pub ttl_left: Duration,
+}
+
+/// The longest id, owner or input a state file may hold for one session.
+const MAX_ID: usize = 256;
 
 impl Session {
     /// A session around a freshly spawned PTY.
@@ -196,6 +213,7 @@ impl Session {
             state: State::Running,
             input: Vec::new(),
             usage: Usage::default(),
+            hold: None,
         }
     }
 
@@ -211,6 +229,15 @@ impl Session {
         );
         s.pid = pid;
         s
+    }
+
+    /// The fixture with `output` read, as if from its terminal.
+    #[cfg(test)]
+    pub(crate) fn with_output(mut self, output: &[u8]) -> Session {
+        self.checkpoints.feed(&mut self.modes, output);
+        self.ring.push(output);
+        self.checkpoints.after_write(&mut self.ring, &self.modes);
+        self
     }
 
     /// Stable id (URL-safe).
@@ -382,7 +409,12 @@ impl Session {
 
     /// Seats client `k` under `policy`.
     pub fn admit(&mut self, policy: AttachPolicy, k: usize) -> Admission {
-        self.seats.admit(policy, k)
+        let a = self.seats.admit(policy, k);
+        if matches!(a, Admission::Writer { .. }) {
+            // A writer is back: its own place protects the output from now on.
+            self.hold = None;
+        }
+        a
     }
 
     /// Client `k` left; returns the viewer promoted to writer, if any.
@@ -551,6 +583,142 @@ impl Session {
     }
 }
 
+// ---- upgrade ---------------------------------------------------------------------------
+
+impl Session {
+    /// Keeps output from `offset` on from being overwritten while nobody is attached: the
+    /// writer was closed for an upgrade and will resume from there.
+    pub fn hold_output(&mut self, offset: u64) {
+        self.hold = Some(offset);
+    }
+
+    /// The offset held for a writer that is coming back, if any.
+    pub fn held(&self) -> Option<u64> {
+        self.hold
+    }
+
+    /// The writer did not come back in time: output may overwrite as usual.
+    pub fn release_hold(&mut self) {
+        self.hold = None;
+    }
+
+    /// The terminal, while it is open.
+    pub fn pty(&self) -> Option<&Pty> {
+        self.pty.as_ref()
+    }
+
+    /// The PTY master's fd, to be kept open across the exec.
+    pub fn pty_fd(&self) -> Option<i32> {
+        self.pty.as_ref().map(Pty::raw_fd)
+    }
+
+    /// Puts back the terminal inherited across the exec.
+    pub fn adopt_pty(&mut self, pty: Pty) {
+        self.pty = Some(pty);
+    }
+
+    /// Writes the session for an upgrade (layout in docs/upgrade.md). The pid and the master
+    /// come first, so a reader that fails on the rest still knows what to hang up.
+    pub fn to_record(&self, w: &mut Writer, now: Instant, ttl_left: Duration) {
+        w.i32(self.pid);
+        w.i32(self.pty_fd().unwrap_or(-1));
+        w.str(&self.id);
+        w.str(&self.owner);
+        w.u64(self.generation);
+        w.u64(self.created_at);
+        w.u64(millis(now.saturating_duration_since(self.last_seen)));
+        w.u64(millis(ttl_left));
+        w.u16(self.cols);
+        w.u16(self.rows);
+        let (tag, exit, seen) = match self.state {
+            State::Running => (0, None, false),
+            State::Draining { exit } => (1, Some(exit), false),
+            State::Hungup => (2, None, false),
+            State::Exited { exit, seen } => (3, Some(exit), seen),
+        };
+        w.u8(tag);
+        let exit = exit.unwrap_or(ExitStatus {
+            code: None,
+            signal: None,
+        });
+        w.bool(exit.code.is_some());
+        w.i32(exit.code.unwrap_or(0));
+        w.bool(exit.signal.is_some());
+        w.i32(exit.signal.unwrap_or(0));
+        w.bool(seen);
+        w.u64(self.hold.unwrap_or(u64::MAX));
+        w.bytes(&self.input);
+        w.section(|w| self.ring.to_record(w));
+        w.section(|w| self.modes.to_record(w));
+        w.section(|w| self.checkpoints.to_record(w));
+    }
+
+    /// The pid and master fd at the head of a record, read even when the rest is unreadable.
+    pub fn record_head(r: &mut Reader<'_>) -> Result<(i32, Option<i32>), FormatError> {
+        let pid = r.i32()?;
+        let fd = r.i32()?;
+        Ok((pid, (fd >= 0).then_some(fd)))
+    }
+
+    /// Reads a session written by [`Session::to_record`]. Its last activity is as long ago
+    /// as it was when it was written: only durations cross the exec, never clock readings.
+    pub fn from_record(r: &mut Reader<'_>, now: Instant) -> Result<Restored, FormatError> {
+        let (pid, pty_fd) = Session::record_head(r)?;
+        if pid <= 1 {
+            return bad(format!("pid {pid} cannot lead a session"));
+        }
+        let id = r.str(MAX_ID, "id")?;
+        let owner = r.str(MAX_ID, "owner")?;
+        let generation = r.u64()?;
+        let created_at = r.u64()?;
+        let idle = Duration::from_millis(r.u64()?);
+        let ttl_left = Duration::from_millis(r.u64()?);
+        let (cols, rows) = (r.u16()?, r.u16()?);
+        let tag = r.u8()?;
+        let code = (r.bool()?, r.i32()?);
+        let signal = (r.bool()?, r.i32()?);
+        let exit = ExitStatus {
+            code: code.0.then_some(code.1),
+            signal: signal.0.then_some(signal.1),
+        };
+        let seen = r.bool()?;
+        let state = match tag {
+            0 => State::Running,
+            1 => State::Draining { exit },
+            2 => State::Hungup,
+            3 => State::Exited { exit, seen },
+            t => return bad(format!("unknown session state {t}")),
+        };
+        let hold = Some(r.u64()?).filter(|&h| h != u64::MAX);
+        let input = r.bytes(INPUT_CAP * 2, "queued input")?.to_vec();
+        let ring = Ring::from_record(&mut r.section()?)?;
+        let modes = ModeTracker::from_record(&mut r.section()?)?;
+        let checkpoints = Checkpoints::from_record(&mut r.section()?)?;
+        r.finish("the session record")?;
+        if hold.is_some_and(|h| h > ring.end()) {
+            return bad("held output past the end of the ring");
+        }
+        let mut s = Session::detached(id, owner, generation, ring, (now, created_at));
+        s.pid = pid;
+        s.modes = modes;
+        s.checkpoints = checkpoints;
+        s.last_seen = now.checked_sub(idle).unwrap_or(now);
+        (s.cols, s.rows) = (cols, rows);
+        s.state = state;
+        s.input = input;
+        s.hold = hold;
+        Ok(Restored {
+            session: s,
+            pty_fd,
+            ttl_left,
+        })
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -582,6 +750,47 @@ mod tests {
 
     fn exited(seen: bool) -> Session {
         fixture(State::Exited { exit: EXIT0, seen }, b"bye")
+    }
+
+    #[test]
+    fn a_record_reads_back_as_the_same_session() {
+        let now = Instant::now();
+        let mut s = fixture(
+            State::Exited {
+                exit: ExitStatus {
+                    code: None,
+                    signal: Some(9),
+                },
+                seen: false,
+            },
+            b"\x1b[?1049h\x1b]0;title\x07abc\x1b[3",
+        );
+        s.pid = 4242;
+        s.input = b"typed".to_vec();
+        s.hold_output(3);
+        s.last_seen = now - Duration::from_secs(7);
+        let mut w = Writer::default();
+        s.to_record(&mut w, now, Duration::from_secs(5));
+        let b = w.into_bytes();
+        let later = now + Duration::from_secs(100);
+        let back = Session::from_record(&mut Reader::new(&b), later).unwrap();
+        let t = &back.session;
+        assert_eq!(back.pty_fd, None);
+        assert_eq!(back.ttl_left, Duration::from_secs(5));
+        assert_eq!((t.id(), t.owner(), t.pid()), ("s", "local", 4242));
+        assert_eq!(t.state(), s.state());
+        assert_eq!(t.held(), Some(3));
+        assert_eq!(later - t.last_seen(), Duration::from_secs(7));
+        assert_eq!(t.modes().title(), b"title");
+        assert!(t.modes().alt_screen());
+        assert_eq!(t.start_point(None), s.start_point(None));
+        // Writing it again gives the same bytes (idle measured from the new clock).
+        let mut w2 = Writer::default();
+        t.to_record(&mut w2, later, Duration::from_secs(5));
+        assert_eq!(w2.into_bytes(), b);
+        for cut in 0..b.len() {
+            assert!(Session::from_record(&mut Reader::new(&b[..cut]), now).is_err());
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::os::fd::RawFd;
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
 use mio::unix::SourceFd;
@@ -14,11 +14,12 @@ use nix::sys::signal::Signal;
 use slab::Slab;
 
 use crate::api::protocol::{self, ErrorCode, ProtoError};
-use crate::sessions::pty::Pty;
+use crate::sessions::pty::{self, Pty};
 use crate::sessions::ring::Ring;
-use crate::sessions::session::Session;
+use crate::sessions::session::{Restored, Session};
 use crate::sessions::tombstones::{Cause, Tombstone, Tombstones};
 use crate::token;
+use crate::upgrade::format::{FormatError, Reader, Writer};
 
 /// What a new session is made of.
 pub struct Spawn<'a> {
@@ -248,6 +249,161 @@ impl Table {
     pub fn all_reaped(&self) -> bool {
         self.orphans.is_empty() && self.slab.iter().all(|(_, s)| !s.is_alive())
     }
+}
+
+/// A session brought back by [`Table::from_record`], whose TTL the caller re-arms.
+pub struct Rearm {
+    /// Its slot.
+    pub key: usize,
+    /// Its generation.
+    pub generation: u64,
+    /// What was left of its TTL.
+    pub ttl_left: std::time::Duration,
+}
+
+impl Table {
+    /// Writes the table for an upgrade: the generation counter, the tombstones, the orphans
+    /// still to be killed, and every session (each in a section of its own, so one that a
+    /// reader cannot take does not cost the others).
+    pub fn to_record(
+        &self,
+        w: &mut Writer,
+        now: Instant,
+        ttl_left: impl Fn(&Session) -> std::time::Duration,
+    ) {
+        w.u64(self.generation);
+        w.section(|w| self.tombstones.to_record(w, now));
+        w.count(self.orphans.len());
+        for &pid in &self.orphans {
+            w.i32(pid);
+        }
+        w.count(self.slab.len());
+        for (_, s) in self.slab.iter() {
+            w.section(|w| s.to_record(w, now, ttl_left(s)));
+        }
+    }
+
+    /// Every PTY master, to be kept open across the exec.
+    pub fn pty_fds(&self) -> impl Iterator<Item = BorrowedFd<'_>> {
+        self.slab
+            .iter()
+            .filter_map(|(_, s)| s.pty())
+            .map(Pty::as_fd)
+    }
+
+    /// Rebuilds the table from [`Table::to_record`] after the exec, adopting each PTY master
+    /// and registering it with `registry`. A session whose record cannot be read is hung up
+    /// (its master closed, its processes sent SIGHUP and left to be killed and reaped as
+    /// orphans) and logged: nobody could serve it, and its shell must not linger unseen.
+    /// Only a table whose frame is unreadable is an error.
+    pub fn from_record(
+        r: &mut Reader<'_>,
+        registry: &Registry,
+        now: Instant,
+    ) -> Result<(Table, Vec<Rearm>), FormatError> {
+        let mut t = Table {
+            generation: r.u64()?,
+            ..Table::default()
+        };
+        t.tombstones = Tombstones::from_record(&mut r.section()?, now)?;
+        let n = r.count(1 << 16, "orphans")?;
+        for _ in 0..n {
+            t.orphans.push(r.i32()?);
+        }
+        let n = r.count(1 << 16, "sessions")?;
+        let mut rearm = Vec::with_capacity(n);
+        for _ in 0..n {
+            let mut rec = r.section()?;
+            let mut head = Reader::new(rec.rest());
+            match Session::from_record(&mut rec, now) {
+                Ok(back) => match t.adopt(back, registry) {
+                    Ok(a) => rearm.push(a),
+                    Err((pid, why)) => t.hang_up_unreadable(pid, None, &why),
+                },
+                Err(e) => match Session::record_head(&mut head) {
+                    Ok((pid, fd)) => t.hang_up_unreadable(pid, fd, &e.0),
+                    Err(_) => eprintln!("keepty: upgrade: a session record is unreadable: {e}"),
+                },
+            }
+        }
+        Ok((t, rearm))
+    }
+
+    fn adopt(&mut self, back: Restored, registry: &Registry) -> Result<Rearm, (i32, String)> {
+        let mut s = back.session;
+        let pid = s.pid();
+        if self.ids.contains_key(s.id()) {
+            return Err((pid, format!("a second session named {}", s.id())));
+        }
+        let key = self.slab.vacant_key();
+        if let Some(fd) = back.pty_fd {
+            // SAFETY: the fd was this session's master in the process before the exec, which
+            // left it open for us; the state names each master once (checked by the kernel's
+            // answer below: a closed or reused number fails to register or is not a tty).
+            let pty = unsafe { Pty::adopt(fd, pid) }.map_err(|e| (pid, e.to_string()))?;
+            let raw = pty.raw_fd();
+            if !nix::unistd::isatty(pty.as_fd()).unwrap_or(false) {
+                return Err((pid, format!("fd {raw} is not a terminal")));
+            }
+            registry
+                .register(
+                    &mut SourceFd(&raw),
+                    token::pty(key),
+                    Interest::READABLE | Interest::WRITABLE,
+                )
+                .map_err(|e| (pid, format!("cannot watch the terminal: {e}")))?;
+            s.adopt_pty(pty);
+        }
+        let generation = s.generation();
+        let alive = s.is_alive();
+        let id = s.id().to_string();
+        let k = self.slab.insert(s);
+        self.ids.insert(id, k);
+        if alive {
+            self.pids.insert(pid, k);
+        }
+        self.generation = self.generation.max(generation);
+        Ok(Rearm {
+            key: k,
+            generation,
+            ttl_left: back.ttl_left,
+        })
+    }
+
+    /// A session that came across the exec but cannot be served: its processes are hung up
+    /// and killed later as orphans; the master, if known, is closed.
+    fn hang_up_unreadable(&mut self, pid: i32, fd: Option<i32>, why: &str) {
+        eprintln!(
+            "keepty: upgrade: ERROR: session of pid {pid} cannot be restored ({why}); hanging it up"
+        );
+        if let Some(fd) = fd {
+            // SAFETY: the master was inherited for this session alone and nothing else in
+            // this process took the number; closing it hangs the terminal up.
+            drop(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+        if pid > 1 {
+            pty::signal_session(pid, Signal::SIGHUP);
+            self.orphans.push(pid);
+        }
+    }
+}
+
+/// A table of `sessions`, with `orphans` and one tombstone, for the tests of code that holds
+/// tables.
+#[cfg(test)]
+pub(crate) fn fixture(
+    sessions: Vec<Session>,
+    orphans: &[i32],
+    dropped: &str,
+    now: Instant,
+) -> Table {
+    let mut t = Table::default();
+    for s in sessions {
+        t.insert(s);
+    }
+    t.orphans.extend_from_slice(orphans);
+    t.tombstones.add(dropped, "local", Cause::Dropped, now);
+    t
 }
 
 fn random_id() -> std::io::Result<String> {

@@ -6,9 +6,10 @@
 //! O(1) insert and expiry, and the list is capped so it cannot grow without bound.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::limits::{MAX_TOMBSTONES, TOMBSTONE_KEEP};
+use crate::upgrade::format::{FormatError, Reader, Writer, bad};
 
 /// Why a session is gone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,6 +101,59 @@ impl Tombstones {
     }
 }
 
+impl Tombstones {
+    /// Writes every tombstone for an upgrade: id, owner, cause, time left, in expiry order.
+    pub fn to_record(&self, w: &mut Writer, now: Instant) {
+        let live: Vec<_> = self
+            .order
+            .iter()
+            .filter(|(id, until)| self.by_id.get(id).is_some_and(|t| t.until == *until))
+            .collect();
+        w.count(live.len());
+        for (id, until) in live {
+            let Some(t) = self.by_id.get(id) else {
+                continue;
+            };
+            let cause = match t.cause {
+                Cause::Expired => 0,
+                Cause::Dropped => 1,
+            };
+            w.str(id);
+            w.str(&t.owner);
+            w.u8(cause);
+            let left = until.saturating_duration_since(now).as_millis();
+            w.u64(u64::try_from(left).unwrap_or(u64::MAX));
+        }
+    }
+
+    /// Reads tombstones written by [`Tombstones::to_record`], each with the time it had left.
+    pub fn from_record(r: &mut Reader<'_>, now: Instant) -> Result<Tombstones, FormatError> {
+        let n = r.count(MAX_TOMBSTONES, "tombstones")?;
+        let mut t = Tombstones::default();
+        for _ in 0..n {
+            let id = r.str(256, "tombstone id")?;
+            let owner = r.str(256, "tombstone owner")?;
+            let cause = match r.u8()? {
+                0 => Cause::Expired,
+                1 => Cause::Dropped,
+                c => return bad(format!("unknown tombstone cause {c}")),
+            };
+            let left = Duration::from_millis(r.u64()?).min(TOMBSTONE_KEEP);
+            let until = now + left;
+            t.by_id.insert(
+                id.clone(),
+                Tombstone {
+                    cause,
+                    owner,
+                    until,
+                },
+            );
+            t.order.push_back((id, until));
+        }
+        Ok(t)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +191,27 @@ mod tests {
         t.add("a", "ann", Cause::Dropped, t0 + Duration::from_secs(10));
         t.expire(t0 + TOMBSTONE_KEEP);
         assert_eq!(cause(&t, "a"), Some(Cause::Dropped));
+    }
+
+    #[test]
+    fn a_record_keeps_the_time_left() {
+        let t0 = Instant::now();
+        let mut t = Tombstones::default();
+        t.add("a", "ann", Cause::Expired, t0);
+        t.add("b", "bob", Cause::Dropped, t0 + Duration::from_secs(5));
+        t.remove("a");
+        let mut w = Writer::default();
+        t.to_record(&mut w, t0 + Duration::from_secs(10));
+        let b = w.into_bytes();
+        let t1 = t0 + Duration::from_secs(1000);
+        let back = Tombstones::from_record(&mut Reader::new(&b), t1).unwrap();
+        assert_eq!(cause(&back, "a"), None, "a forgotten id stays forgotten");
+        assert_eq!(cause(&back, "b"), Some(Cause::Dropped));
+        assert_eq!(back.get("b").map(|t| t.owner.as_str()), Some("bob"));
+        assert_eq!(
+            back.next_expiry(),
+            Some(t1 + TOMBSTONE_KEEP - Duration::from_secs(5))
+        );
     }
 
     #[test]
