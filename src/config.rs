@@ -147,7 +147,7 @@ pub const SUBCOMMANDS: [&str; 5] = ["ls", "attach", "new", "drop", "drop-all"];
 const REPEATABLE: [&str; 3] = ["--allow-origin", "--allow-host", "--trusted-proxy"];
 
 /// Every option that takes a value: a name not here (nor a flag) is unknown, whatever follows.
-const VALUED: [&str; 21] = [
+const VALUED: [&str; 22] = [
     "--listen",
     "--ttl",
     "--header-timeout",
@@ -169,6 +169,8 @@ const VALUED: [&str; 21] = [
     "--trusted-proxy",
     "--keepalive-timeout",
     "--max-clients-per-address",
+    // Hidden: only an upgrade in place passes it (docs/upgrade.md).
+    "--restore-fd",
 ];
 
 /// A command-line mistake; printed with the usage hint, exit code 2.
