@@ -62,7 +62,9 @@ fn metric(srv: &Server, name: &str) -> u64 {
 /// The admin record's fields that must not change across an upgrade. The ones left out
 /// change with time or with the clients' reconnecting: `idle_secs`, `expires_in_secs`,
 /// `last_seen` (rounded to the second from a duration, so it may move by one), `clients`
-/// and `active_client`; and the rest of `now`, `memory` of the list.
+/// and `active_client`; what the sampler reads from /proc (`rss_bytes`, `cpu_ms`, `command`,
+/// `cwd`: not carried, sampled again within a sweep of the new process); and the rest of
+/// `now`, `memory` of the list.
 fn stable(rec: &serde_json::Value) -> serde_json::Value {
     let mut r = rec.clone();
     for k in [
@@ -73,6 +75,8 @@ fn stable(rec: &serde_json::Value) -> serde_json::Value {
         "active_client",
         "rss_bytes",
         "cpu_ms",
+        "command",
+        "cwd",
     ] {
         r.as_object_mut().unwrap().remove(k);
     }
