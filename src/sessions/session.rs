@@ -13,6 +13,7 @@ use nix::sys::signal::Signal;
 use crate::api::protocol::{ErrorCode, ProtoError};
 use crate::config::AttachPolicy;
 use crate::limits::{INPUT_CAP, READ_PASS};
+use crate::sessions::cgroup::Cgroup;
 use crate::sessions::checkpoint::Checkpoints;
 use crate::sessions::modes::ModeTracker;
 use crate::sessions::policy::{Admission, Seats};
@@ -125,6 +126,9 @@ pub struct Session {
     pty: Option<Pty>,
     /// The child's pid (also its process group and session id).
     pid: i32,
+    /// Every process the session started, where cgroups are available: dropped with the
+    /// session, it kills what is left ([`Cgroup`]'s drop).
+    cgroup: Option<Cgroup>,
     ring: Ring,
     modes: ModeTracker,
     checkpoints: Checkpoints,
@@ -149,13 +153,15 @@ impl Session {
         id: String,
         owner: String,
         generation: u64,
-        pty: Pty,
+        mut pty: Pty,
         scrollback: usize,
         (cols, rows): (u16, u16),
         (now, now_unix): (Instant, u64),
     ) -> Session {
         let mut s = Session::detached(id, owner, generation, scrollback, (now, now_unix));
         s.pid = pty.pid();
+        // The cgroup outlives the terminal: it goes with the session, whose end is its end.
+        s.cgroup = pty.take_cgroup();
         s.pty = Some(pty);
         (s.cols, s.rows) = (cols, rows);
         s
@@ -175,6 +181,7 @@ impl Session {
             generation,
             pid: 0,
             pty: None,
+            cgroup: None,
             ring: Ring::new(scrollback),
             modes: ModeTracker::new(),
             checkpoints: Checkpoints::new(scrollback),
@@ -311,9 +318,27 @@ impl Session {
         self.pty.take()
     }
 
-    /// Sends SIGHUP to a live process's groups (shutdown).
+    /// The session's cgroup, taken at teardown so it can outlive the session until its
+    /// processes' kill is due.
+    pub fn take_cgroup(&mut self) -> Option<Cgroup> {
+        self.cgroup.take()
+    }
+
+    /// SIGKILLs everything the session started: its cgroup where it has one, else its
+    /// process groups and session (the bounded /proc scan).
+    pub fn kill_all(&self) {
+        match &self.cgroup {
+            Some(cg) => cg.kill(),
+            None if self.is_alive() => pty::signal_session(self.pid, Signal::SIGKILL),
+            None => {}
+        }
+    }
+
+    /// Sends SIGHUP to a live process's groups and to everything in its cgroup (shutdown).
     pub fn hang_up(&self) {
-        if self.is_alive() {
+        if let Some(cg) = &self.cgroup {
+            cg.signal(Signal::SIGHUP);
+        } else if self.is_alive() {
             if let Some(pty) = &self.pty {
                 pty.signal_group(Signal::SIGHUP);
             }
