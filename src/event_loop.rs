@@ -182,7 +182,8 @@ impl Server {
             }
             self.settle(now);
             if self.exit_now || (self.shutting_down && self.finished()) {
-                cgroup::sweep();
+                // What was killed 3 s ago is gone; what is not yet will not hold us up.
+                let _ = cgroup::sweep();
                 eprintln!("keepty: shutdown complete");
                 return Ok(());
             }
@@ -716,7 +717,16 @@ impl Server {
                     // leave it be.
                     pty::signal_session(sid, Signal::SIGKILL);
                 }
-                cgroup::sweep();
+                if cgroup::sweep_and_rearm(false) {
+                    self.wheel
+                        .insert(now + cgroup::SWEEP_AFTER, Timer::SweepCgroups);
+                }
+            }
+            Timer::SweepCgroups => {
+                if cgroup::sweep_and_rearm(true) {
+                    self.wheel
+                        .insert(now + cgroup::SWEEP_AFTER, Timer::SweepCgroups);
+                }
             }
             Timer::Tombstones => {
                 if let Some(next) = self.sessions.expire_tombstones(now) {

@@ -17,7 +17,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -27,10 +28,17 @@ use nix::unistd::Pid;
 const MAX_PROCS: usize = 4096;
 /// Directories whose removal waits for their last process to go, retried by [`sweep`].
 const MAX_PENDING: usize = 256;
+/// Sweeps one directory gets before it is given up on (a process stuck in the kernel).
+const MAX_TRIES: u8 = 30;
 
+/// How long after a kill the loop tries again to remove a cgroup still busy.
+pub const SWEEP_AFTER: Duration = Duration::from_secs(1);
+
+/// A sweep timer is on the wheel: one is enough however many sessions ended.
+static ARMED: AtomicBool = AtomicBool::new(false);
 static BASE: OnceLock<Option<PathBuf>> = OnceLock::new();
 static NEXT: AtomicU32 = AtomicU32::new(0);
-static PENDING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+static PENDING: Mutex<Vec<(PathBuf, u8)>> = Mutex::new(Vec::new());
 
 /// Finds where session cgroups can be made, tries it once, and logs the outcome in one line.
 /// Later calls return the first answer.
@@ -95,7 +103,7 @@ impl Cgroup {
     /// unavailable (see [`detect`]) or this one could not be made (logged).
     pub fn create() -> Option<Cgroup> {
         let base = detect()?;
-        sweep();
+        let _ = sweep();
         // An old directory of ours (an in-place upgrade keeps the pid) is skipped, not reused.
         for _ in 0..16 {
             let n = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -163,24 +171,45 @@ impl Drop for Cgroup {
             && let Ok(mut pending) = PENDING.lock()
         {
             if pending.len() >= MAX_PENDING {
-                let gone = pending.remove(0);
+                let (gone, _) = pending.remove(0);
                 eprintln!("keepty: cgroup: giving up on removing {}", gone.display());
             }
-            pending.push(std::mem::take(&mut self.dir));
+            pending.push((std::mem::take(&mut self.dir), 0));
         }
     }
 }
 
-/// Removes the session cgroups whose processes have all gone since. Called when a session
-/// is created, when a torn-down session's kill is due, and at shutdown: O(pending), at most
-/// [`MAX_PENDING`] rmdir calls.
-pub fn sweep() {
-    if let Ok(mut pending) = PENDING.lock() {
-        pending.retain(|d| {
-            let _ = std::fs::write(d.join("cgroup.kill"), "1");
-            std::fs::remove_dir(d).is_err() && d.exists()
-        });
+/// Removes the session cgroups whose processes have all gone since; true while some are
+/// left (the loop then sweeps again a second later). Called when a session is created, after
+/// a torn-down session's kill, and at shutdown: O(pending), at most [`MAX_PENDING`] rmdir
+/// calls, and each directory is tried at most [`MAX_TRIES`] times.
+pub fn sweep() -> bool {
+    let Ok(mut pending) = PENDING.lock() else {
+        return false;
+    };
+    pending.retain_mut(|(d, tries)| {
+        let _ = std::fs::write(d.join("cgroup.kill"), "1");
+        if std::fs::remove_dir(&*d).is_ok() || !d.exists() {
+            return false;
+        }
+        *tries += 1;
+        if *tries >= MAX_TRIES {
+            eprintln!("keepty: cgroup: giving up on removing {}", d.display());
+            return false;
+        }
+        true
+    });
+    !pending.is_empty()
+}
+
+/// Sweeps now, and says whether the loop should file a sweep timer [`SWEEP_AFTER`] from now:
+/// true when directories are left and no timer is filed yet. The timer's handler calls this
+/// again with `fired` set.
+pub fn sweep_and_rearm(fired: bool) -> bool {
+    if fired {
+        ARMED.store(false, Ordering::Relaxed);
     }
+    sweep() && !ARMED.swap(true, Ordering::Relaxed)
 }
 
 #[cfg(test)]
@@ -229,7 +258,12 @@ mod tests {
         let st = child.wait().unwrap();
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(st.signal(), Some(9));
-        sweep();
+        for _ in 0..50 {
+            if !sweep() && !dir.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         assert!(!dir.exists(), "{} left behind", dir.display());
     }
 }
