@@ -118,7 +118,9 @@ pub(crate) struct Gate {
     admin_token_file: Option<PathBuf>,
     auth_failures: u64,
     /// Who owns a loopback peer's socket ([`peer::socket_uid`]; a stub in unit tests).
-    owner_of: fn(SocketAddr, u16) -> Option<u32>,
+    owner_of: fn(SocketAddr, SocketAddr) -> Option<u32>,
+    /// The listen address (its port the bound one): where a loopback client connected to.
+    listen: SocketAddr,
 }
 
 /// Reads the token files and logs what was loaded (counts and warnings, never a token).
@@ -177,6 +179,7 @@ impl Gate {
             admin_token_file: cfg.admin_token_file.clone(),
             auth_failures: 0,
             owner_of: peer::socket_uid,
+            listen: SocketAddr::new(cfg.listen.ip(), port),
         })
     }
 
@@ -185,6 +188,7 @@ impl Gate {
     pub(crate) fn bound(&mut self, port: u16, tls: bool) {
         self.port = port;
         self.tls = tls;
+        self.listen.set_port(port);
     }
 
     /// SIGHUP: reads both token files again. A file that no longer reads or parses keeps the
@@ -364,7 +368,7 @@ impl Gate {
         if !peer.ip().to_canonical().is_loopback() {
             return Ok(());
         }
-        match (self.owner_of)(peer, self.port) {
+        match (self.owner_of)(peer, self.listen) {
             Some(uid) if peer::trusted_uid(uid) => Ok(()),
             uid => {
                 eprintln!(
