@@ -73,7 +73,31 @@ fn probe() -> Result<PathBuf, String> {
     let probe = base.join(format!("keepty-{}-probe", std::process::id()));
     std::fs::create_dir(&probe).map_err(|e| format!("cannot create {}: {e}", probe.display()))?;
     let _ = std::fs::remove_dir(&probe);
+    remove_stale(&base);
     Ok(base)
+}
+
+/// Removes the empty session cgroups of keepty processes that are gone (killed before they
+/// could sweep). A non-empty one is left alone: rmdir refuses it, and its sessions are not
+/// ours to end. Startup only; O(entries under our cgroup).
+fn remove_stale(base: &Path) {
+    let Ok(dir) = std::fs::read_dir(base) else {
+        return;
+    };
+    for e in dir.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("keepty-"))
+            .and_then(|n| n.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir(e.path());
+        }
+    }
 }
 
 /// The mount point of the cgroup2 filesystem in `/proc/self/mountinfo` text (field 5 is the
