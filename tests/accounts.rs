@@ -186,7 +186,8 @@ fn a_token_user_runs_as_its_unix_user_and_cannot_read_keepty_s_files() {
         format!(
             "echo uid=$(id -u) gid=$(id -g) groups=$(id -G | tr ' ' ,) home=$HOME user=$USER \
              logname=$LOGNAME cwd=$(pwd); cat {users} >/dev/null 2>&1 || echo token-file-$((1+1)); \
-             cat /proc/$PPID/environ >/dev/null 2>&1 || echo environ-$((2+2)); echo end-$((3+3))\n"
+             cat /proc/$PPID/environ >/dev/null 2>&1 || echo environ-$((2+2)); \
+             ls -l /proc/$$/fd | tr -s ' ' | cut -d' ' -f9- | tr '\\n' ' '; echo; echo end-$((3+3))\n"
         )
         .as_bytes(),
     );
@@ -227,6 +228,14 @@ fn a_token_user_runs_as_its_unix_user_and_cannot_read_keepty_s_files() {
         text.contains("environ-4"),
         "it read keepty's environment: {text}"
     );
+    // Nothing of keepty's is open in the shell: no socket, no PTY master, no cgroup file.
+    assert!(text.contains("/dev/pts/"), "the fd listing ran: {text}");
+    for leak in ["socket:", "ptmx", "cgroup"] {
+        assert!(
+            !text.contains(leak),
+            "the shell holds keepty's {leak}: {text}"
+        );
+    }
     c.close();
 }
 

@@ -84,8 +84,8 @@ impl Refusal {
             Refusal::OtherAccount => (
                 401,
                 "unauthorized",
-                "without --token-file keepty serves only its own unix account on this machine; \
-                 another account needs a token",
+                "on loopback without a token keepty serves only its own unix account; another \
+                 account needs a token",
             ),
             Refusal::TooManyFailures => (
                 429,
@@ -373,7 +373,7 @@ impl Gate {
             uid => {
                 eprintln!(
                     "keepty: refused request from {peer}: its socket belongs to {}, not \
-                     keepty's account; without --token-file it needs a token",
+                     keepty's account; it needs a token",
                     uid.map_or("an unknown uid".to_string(), |u| format!("uid {u}"))
                 );
                 Err(Refusal::OtherAccount)
