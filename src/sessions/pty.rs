@@ -99,9 +99,11 @@ pub fn session_env(
             );
         }
         None => {
-            // Keepty's own account: what its environment says, else the password database.
-            let pw = Account::own();
-            let from_pw = |f: fn(&Account) -> OsString| pw.as_ref().map(f);
+            // Keepty's own account: what its environment says, else the password database
+            // (read only when something is missing).
+            let pw = std::cell::OnceCell::new();
+            let from_pw =
+                |f: fn(&Account) -> OsString| pw.get_or_init(Account::own).as_ref().map(f);
             let pairs: [(&str, Option<OsString>); 4] = [
                 (
                     "HOME",
@@ -125,7 +127,12 @@ pub fn session_env(
                     set(k, v);
                 }
             }
-            set("PATH", get("PATH").unwrap_or_else(|| ROOT_PATH.into()));
+            let default = if nix::unistd::geteuid().is_root() {
+                ROOT_PATH
+            } else {
+                USER_PATH
+            };
+            set("PATH", get("PATH").unwrap_or_else(|| default.into()));
         }
     }
     env
