@@ -275,11 +275,14 @@ fn a_unix_user_that_cannot_be_used_refuses_the_start() {
     let (code, err) = start_fails(&["--token-file", &users]);
     assert_eq!(code, Some(2), "{err}");
     assert!(
-        err.contains("keepty-no-such-user")
-            && err.contains("does not exist")
-            && err.contains("line 1"),
+        err.contains("does not exist") && err.contains("line 1") && err.contains("users"),
         "{err}"
     );
+    assert!(!err.contains(CAROL), "token logged: {err}");
+    // A line with its fields swapped puts the token where the unix user goes: not echoed.
+    let swapped = dir.write("swapped", &format!("carol nobody - {CAROL}\n"), 0o600);
+    let (code, err) = start_fails(&["--token-file", &swapped]);
+    assert_eq!(code, Some(2), "{err}");
     assert!(!err.contains(CAROL), "token logged: {err}");
     if is_root() && have_nobody() {
         // Sessions as nobody, and a token file nobody may read: refused, not warned about.

@@ -26,12 +26,14 @@ pub struct Account {
 }
 
 impl Account {
-    /// Looks `name` up in the password database. `Err` says why in words for the log.
+    /// Looks `name` up in the password database. `Err` says why in words for the log, and
+    /// never repeats `name`: it comes from a token file, and a line with its fields swapped
+    /// would put a token there.
     pub fn resolve(name: &str) -> Result<Account, String> {
         let pw = match Passwd::from_name(name) {
             Ok(Some(pw)) => pw,
-            Ok(None) => return Err(format!("unix user {name} does not exist")),
-            Err(e) => return Err(format!("cannot look up unix user {name}: {e}")),
+            Ok(None) => return Err("that unix user does not exist".to_string()),
+            Err(e) => return Err(format!("cannot read the password database: {e}")),
         };
         Account::from_passwd(pw)
     }
@@ -43,10 +45,9 @@ impl Account {
     }
 
     fn from_passwd(pw: Passwd) -> Result<Account, String> {
-        let cname = CString::new(pw.name.as_str())
-            .map_err(|_| format!("unix user {} has a NUL in its name", pw.name))?;
+        let cname = CString::new(pw.name.as_str()).map_err(|_| "a NUL in its name".to_string())?;
         let groups = getgrouplist(&cname, pw.gid)
-            .map_err(|e| format!("cannot list the groups of unix user {}: {e}", pw.name))?;
+            .map_err(|e| format!("cannot list the groups of that unix user: {e}"))?;
         Ok(Account {
             name: pw.name,
             uid: pw.uid.as_raw(),
@@ -72,6 +73,9 @@ mod tests {
             assert!(nobody.groups.contains(&nobody.gid));
         }
         let e = Account::resolve("keepty-no-such-user").unwrap_err();
-        assert!(e.contains("does not exist"), "{e}");
+        assert!(
+            e.contains("does not exist") && !e.contains("keepty-no"),
+            "{e}"
+        );
     }
 }

@@ -152,11 +152,11 @@ fn resolve_accounts(users: &mut [User], euid: u32) -> Result<(), String> {
         let Some((unix, line)) = &u.unix_user else {
             continue;
         };
-        let a = Account::resolve(unix).map_err(|e| format!("line {line}: {e}"))?;
+        let a = Account::resolve(unix).map_err(|e| format!("line {line}: UNIX_USER: {e}"))?;
         if euid != 0 && a.uid != euid {
             return Err(format!(
                 "line {line}: keepty runs as uid {euid}, not root, so it cannot start sessions \
-                 as unix user {unix} (uid {}); run it as root or remove the field",
+                 as another unix user (uid {}); run it as root or remove the field",
                 a.uid
             ));
         }
@@ -388,6 +388,10 @@ mod tests {
         let mut u = parse_users("a t1 - keepty-no-such-user\n").unwrap();
         let e = resolve_accounts(&mut u, 0).unwrap_err();
         assert!(e.contains("line 1") && e.contains("does not exist"), "{e}");
+        assert!(
+            !e.contains("keepty-no-such-user"),
+            "a swapped line would log a token: {e}"
+        );
         // Not root: another account is refused, one's own is fine.
         let mut u = parse_users("a t1 - root\n").unwrap();
         let e = resolve_accounts(&mut u, 1000).unwrap_err();
