@@ -12,6 +12,8 @@ pub(crate) enum Timer {
     Ttl(usize, u64),
     /// SIGKILL what is left of a torn-down session (by its session id = leader pid).
     Kill(i32),
+    /// Remove session cgroups whose processes are gone since their kill.
+    SweepCgroups,
     /// Forget tombstones that are due.
     Tombstones,
     /// Shutdown: SIGKILL what is left of every session.

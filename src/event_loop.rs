@@ -43,6 +43,7 @@ use crate::net::listener::{self, Acceptor, Next};
 use crate::net::stream::Transport;
 use crate::net::ws::{Phase, WsConn};
 use crate::relay::{self, Relay};
+use crate::sessions::cgroup;
 use crate::sessions::policy::Admission;
 use crate::sessions::pty::{self, ExitStatus};
 use crate::sessions::sample::Sampler;
@@ -119,6 +120,8 @@ impl Server {
         let mut gate =
             Gate::new(&cfg, cfg.listen.port(), cfg.tls_requested()).map_err(StartError::Config)?;
         let layer = Layer::new(&cfg).map_err(StartError::Config)?;
+        // Once, at startup: whether sessions get cgroups of their own, said in the log.
+        let _ = cgroup::detect();
         let is_tls = layer.is_tls();
         let poll = Poll::new()?;
         let inherited = cfg.restore_fd.map(|_| handoff::seal_inherited());
@@ -264,6 +267,8 @@ impl Server {
                 self.execute_upgrade(now);
             }
             if self.exit_now || (self.shutting_down && self.finished()) {
+                // What was killed 3 s ago is gone; what is not yet will not hold us up.
+                let _ = cgroup::sweep();
                 eprintln!("keepty: shutdown complete");
                 return Ok(());
             }
@@ -699,6 +704,7 @@ impl Server {
             id: p.session.as_deref(),
             owner: &caller.name,
             command: &self.command,
+            account: caller.account.as_deref(),
             size: (p.cols.unwrap_or(80), p.rows.unwrap_or(24)),
             scrollback: self.limits.scrollback,
         };
@@ -775,15 +781,25 @@ impl Server {
             return;
         };
         let s = &mut ended.session;
+        let cgroup = s.take_cgroup();
         if let Some(pty) = s.close_pty() {
             let fd = pty.raw_fd();
             let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
             pty.signal_group(Signal::SIGHUP);
         }
-        if ended.leader_alive {
-            // Jobs in process groups of their own get the hangup too.
-            pty::signal_session(s.pid(), Signal::SIGHUP);
+        // Everything the session started, `setsid` daemons included, is in its cgroup, which
+        // lists them without a scan of /proc. Without one, jobs in process groups of their
+        // own get the hangup through the (bounded) scan by session.
+        match &cgroup {
+            Some(cg) => cg.signal(Signal::SIGHUP),
+            None if ended.leader_alive => pty::signal_session(s.pid(), Signal::SIGHUP),
+            None => {}
+        }
+        if ended.leader_alive || cgroup.is_some() {
             self.wheel.insert(now + KILL_AFTER, Timer::Kill(s.pid()));
+        }
+        if let Some(cg) = cgroup {
+            self.sessions.hold_until_killed(s.pid(), cg);
         }
         match cause {
             Cause::Expired => self.counters.sessions_reaped += 1,
@@ -816,9 +832,23 @@ impl Server {
                 }
             }
             Timer::Kill(sid) => {
-                // The pid may have been reused by a new session in the meantime: leave it be.
-                if !self.sessions.leads_a_session(sid) {
+                // Dropping the cgroup kills all inside and removes it.
+                if let Some(cg) = self.sessions.take_dying(sid) {
+                    drop(cg);
+                } else if !self.sessions.leads_a_session(sid) {
+                    // The pid may have been reused by a new session in the meantime: then
+                    // leave it be.
                     pty::signal_session(sid, Signal::SIGKILL);
+                }
+                if cgroup::sweep_and_rearm(false) {
+                    self.wheel
+                        .insert(now + cgroup::SWEEP_AFTER, Timer::SweepCgroups);
+                }
+            }
+            Timer::SweepCgroups => {
+                if cgroup::sweep_and_rearm(true) {
+                    self.wheel
+                        .insert(now + cgroup::SWEEP_AFTER, Timer::SweepCgroups);
                 }
             }
             Timer::Tombstones => {
@@ -828,10 +858,13 @@ impl Server {
             }
             Timer::KillOrphans => {
                 for &pid in self.sessions.orphans() {
-                    pty::signal_session(pid, Signal::SIGKILL);
+                    if !self.sessions.has_cgroup(pid) {
+                        pty::signal_session(pid, Signal::SIGKILL);
+                    }
                 }
-                for (_, s) in self.sessions.iter().filter(|(_, s)| s.is_alive()) {
-                    pty::signal_session(s.pid(), Signal::SIGKILL);
+                self.sessions.kill_dying();
+                for (_, s) in self.sessions.iter() {
+                    s.kill_all();
                 }
             }
             Timer::ExitNow => {
@@ -877,8 +910,9 @@ impl Server {
     fn begin_shutdown(&mut self, now: Instant) {
         if self.shutting_down {
             eprintln!("keepty: second shutdown signal; exiting now");
+            self.sessions.kill_dying();
             for (_, s) in self.sessions.iter() {
-                pty::signal_session(s.pid(), Signal::SIGKILL);
+                s.kill_all();
             }
             self.exit_now = true;
             return;

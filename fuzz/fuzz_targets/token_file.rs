@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
                 matches!(
                     rest,
                     Some(
-                        "expected NAME TOKEN [MAX_SESSIONS]"
+                        "expected NAME TOKEN [MAX_SESSIONS [UNIX_USER]]"
                             | "MAX_SESSIONS must be a positive number"
                             | "too many fields"
                             | "NAME must be 1-64 characters of A-Z a-z 0-9 _ -"

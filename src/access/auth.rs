@@ -6,8 +6,10 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::access::account::Account;
 use crate::limits::{
     FAILURE_WINDOW, GLOBAL_FAILURES, MAX_FAILURES, MAX_TRACKED, MAX_TRUSTED, TRUST_KEEP,
 };
@@ -24,6 +26,11 @@ pub struct User {
     token: Vec<u8>,
     /// The most sessions this user may have at once, if limited.
     pub max_sessions: Option<usize>,
+    /// The unix user named in the fourth field, as written, with its line for messages.
+    unix_user: Option<(String, usize)>,
+    /// That unix user, resolved when the file is loaded: whom this user's sessions run as.
+    /// `None`: keepty's own account.
+    pub account: Option<Rc<Account>>,
 }
 
 impl User {
@@ -47,7 +54,9 @@ pub fn ct_eq(secret: &[u8], guess: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-/// Parses the user token file: `NAME TOKEN [MAX_SESSIONS]` per line, `#` comments.
+/// Parses the user token file: `NAME TOKEN [MAX_SESSIONS [UNIX_USER]]` per line, `#`
+/// comments; `-` as MAX_SESSIONS means no limit of its own (so a unix user can follow).
+/// Unix users are only named here; [`Tokens::load`] looks them up.
 pub fn parse_users(text: &str) -> Result<Vec<User>, String> {
     let mut users = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -58,16 +67,17 @@ pub fn parse_users(text: &str) -> Result<Vec<User>, String> {
         let mut f = line.split_whitespace();
         let (Some(name), Some(token)) = (f.next(), f.next()) else {
             return Err(format!(
-                "line {}: expected NAME TOKEN [MAX_SESSIONS]",
+                "line {}: expected NAME TOKEN [MAX_SESSIONS [UNIX_USER]]",
                 i + 1
             ));
         };
         let max_sessions = match f.next() {
-            None => None,
+            None | Some("-") => None,
             Some(n) => Some(n.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
                 format!("line {}: MAX_SESSIONS must be a positive number", i + 1)
             })?),
         };
+        let unix_user = f.next().map(|u| (u.to_string(), i + 1));
         if f.next().is_some() {
             return Err(format!("line {}: too many fields", i + 1));
         }
@@ -81,6 +91,8 @@ pub fn parse_users(text: &str) -> Result<Vec<User>, String> {
             name: name.to_string(),
             token: token.as_bytes().to_vec(),
             max_sessions,
+            unix_user,
+            account: None,
         });
     }
     Ok(users)
@@ -112,37 +124,115 @@ pub struct Loaded {
     pub warnings: Vec<String>,
 }
 
-fn read_token_file(path: &Path, warnings: &mut Vec<String>) -> Result<String, String> {
-    use std::os::unix::fs::PermissionsExt;
+/// A token file's text, with its mode and owner for the checks that depend on accounts.
+struct TokenFile<'a> {
+    path: &'a Path,
+    mode: u32,
+    owner: u32,
+}
+
+fn read_token_file<'a>(
+    path: &'a Path,
+    warnings: &mut Vec<String>,
+) -> Result<(String, TokenFile<'a>), String> {
+    use std::os::unix::fs::MetadataExt;
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if let Ok(meta) = std::fs::metadata(path)
-        && meta.permissions().mode() & 0o077 != 0
-    {
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mode = meta.mode() & 0o777;
+    if mode & 0o077 != 0 {
         warnings.push(format!(
-            "token file {} is readable by group or others (mode {:o}); chmod 600 it",
+            "token file {} is readable by group or others (mode {mode:o}); chmod 600 it",
             path.display(),
-            meta.permissions().mode() & 0o777
         ));
     }
-    Ok(text)
+    Ok((
+        text,
+        TokenFile {
+            path,
+            mode,
+            owner: meta.uid(),
+        },
+    ))
+}
+
+/// Looks up every unix user the file names. keepty as root may run sessions as anyone; as
+/// any other uid it can run them only as itself, so naming another account is refused rather
+/// than silently running that user's sessions as keepty's.
+fn resolve_accounts(users: &mut [User], euid: u32) -> Result<(), String> {
+    for u in users {
+        let Some((unix, line)) = &u.unix_user else {
+            continue;
+        };
+        let a = Account::resolve(unix).map_err(|e| format!("line {line}: UNIX_USER: {e}"))?;
+        if euid != 0 && a.uid != euid {
+            return Err(format!(
+                "line {line}: keepty runs as uid {euid}, not root, so it cannot start sessions \
+                 as another unix user (uid {}); run it as root or remove the field",
+                a.uid
+            ));
+        }
+        u.account = Some(Rc::new(a));
+    }
+    Ok(())
+}
+
+/// With sessions running as other accounts, a token file they can read would hand each of
+/// them every other user's token and the admin's: refused, not warned about.
+fn check_private(users: &[User], files: &[TokenFile<'_>], euid: u32) -> Result<(), String> {
+    let accounts: Vec<&Account> = users.iter().filter_map(|u| u.account.as_deref()).collect();
+    if accounts.iter().all(|a| a.uid == euid) {
+        return Ok(());
+    }
+    for f in files {
+        if f.mode & 0o077 != 0 {
+            return Err(format!(
+                "token file {} is readable by group or others (mode {:o}) while sessions run \
+                 as other unix users; chmod 600 it",
+                f.path.display(),
+                f.mode
+            ));
+        }
+        if let Some(a) = accounts.iter().find(|a| a.uid == f.owner && a.uid != euid) {
+            return Err(format!(
+                "token file {} belongs to unix user {}, whose sessions could read it; chown it \
+                 to keepty's user",
+                f.path.display(),
+                a.name
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl Tokens {
-    /// Reads the configured files.
+    /// Reads the configured files, and looks up the unix users the user file names.
     pub fn load(user_file: Option<&Path>, admin_file: Option<&Path>) -> Result<Loaded, String> {
+        let euid = nix::unistd::geteuid().as_raw();
         let mut warnings = Vec::new();
+        let mut files = Vec::new();
         let users = match user_file {
             None => None,
             Some(p) => {
-                let text = read_token_file(p, &mut warnings)?;
-                Some(parse_users(&text).map_err(|e| format!("{}: {e}", p.display()))?)
+                let (text, file) = read_token_file(p, &mut warnings)?;
+                files.push(file);
+                let mut users = parse_users(&text).map_err(|e| format!("{}: {e}", p.display()))?;
+                resolve_accounts(&mut users, euid).map_err(|e| format!("{}: {e}", p.display()))?;
+                Some(users)
             }
         };
         let admins = match admin_file {
             None => None,
-            Some(p) => Some(parse_admins(&read_token_file(p, &mut warnings)?)),
+            Some(p) => {
+                let (text, file) = read_token_file(p, &mut warnings)?;
+                files.push(file);
+                Some(parse_admins(&text))
+            }
         };
+        if let Some(users) = &users {
+            check_private(users, &files, euid)?;
+        }
         Ok(Loaded {
             tokens: Tokens { users, admins },
             warnings,
@@ -393,16 +483,70 @@ mod tests {
         assert_eq!(u[0].name, "alice");
         assert_eq!(u[0].max_sessions, Some(2));
         assert_eq!(u[1].max_sessions, None);
+        let u = parse_users("carol c4 - nobody\ndave d4 3 daemon\n").unwrap();
+        assert_eq!(u[0].max_sessions, None, "- is no limit of its own");
+        assert_eq!(u[0].unix_user, Some(("nobody".to_string(), 1)));
+        assert_eq!(u[1].max_sessions, Some(3));
+        assert_eq!(u[1].unix_user, Some(("daemon".to_string(), 2)));
+        assert!(u[0].account.is_none(), "parsing looks nobody up");
         for bad in [
             "alice",
             "alice tok 0",
+            "alice tok 1 root extra",
             "alice tok x",
-            "alice tok 1 extra",
             "a/b tok",
         ] {
             let e = parse_users(bad).unwrap_err();
             assert!(!e.contains("tok"), "errors must not echo tokens: {e}");
         }
+    }
+
+    fn file(mode: u32, owner: u32) -> TokenFile<'static> {
+        TokenFile {
+            path: Path::new("/etc/keepty/users"),
+            mode,
+            owner,
+        }
+    }
+
+    #[test]
+    fn accounts_are_looked_up_and_strangers_refused() {
+        let mut u = parse_users("a t1 - root\nb t2\n").unwrap();
+        resolve_accounts(&mut u, 0).unwrap();
+        assert_eq!(u[0].account.as_ref().map(|a| a.uid), Some(0));
+        assert!(u[1].account.is_none());
+        let mut u = parse_users("a t1 - keepty-no-such-user\n").unwrap();
+        let e = resolve_accounts(&mut u, 0).unwrap_err();
+        assert!(e.contains("line 1") && e.contains("does not exist"), "{e}");
+        assert!(
+            !e.contains("keepty-no-such-user"),
+            "a swapped line would log a token: {e}"
+        );
+        // Not root: another account is refused, one's own is fine.
+        let mut u = parse_users("a t1 - root\n").unwrap();
+        let e = resolve_accounts(&mut u, 1000).unwrap_err();
+        assert!(e.contains("not root") && e.contains("uid 1000"), "{e}");
+    }
+
+    #[test]
+    fn token_files_must_be_private_once_sessions_run_as_others() {
+        let mut other = parse_users("a t1\n").unwrap();
+        other[0].account = Some(Rc::new(Account {
+            name: "alice".into(),
+            uid: 1001,
+            gid: 1001,
+            groups: vec![1001],
+            home: "/home/alice".into(),
+            shell: "/bin/sh".into(),
+        }));
+        assert!(check_private(&other, &[file(0o600, 0)], 0).is_ok());
+        let e = check_private(&other, &[file(0o600, 0), file(0o640, 0)], 0).unwrap_err();
+        assert!(e.contains("mode 640") && e.contains("chmod 600"), "{e}");
+        let e = check_private(&other, &[file(0o600, 1001)], 0).unwrap_err();
+        assert!(e.contains("belongs to unix user alice"), "{e}");
+        // Without other accounts a loose mode stays a warning (read_token_file's).
+        let plain = parse_users("a t1\n").unwrap();
+        assert!(check_private(&plain, &[file(0o644, 0)], 0).is_ok());
     }
 
     #[test]

@@ -5,9 +5,12 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::Instant;
 
+use crate::access::account::Account;
 use crate::access::auth::{self, FailureLimiter, Tokens};
+use crate::access::peer;
 use crate::config::Config;
 use crate::net::addr;
 use crate::net::http::{self, Request, Response};
@@ -19,6 +22,8 @@ pub(crate) struct Caller {
     pub(crate) name: String,
     /// The most sessions this user may have at once, if limited.
     pub(crate) max_sessions: Option<usize>,
+    /// The unix account its sessions run as; `None`: keepty's own.
+    pub(crate) account: Option<Rc<Account>>,
 }
 
 /// Why a request is not admitted. [`Refusal::response`] is the one place each one's status,
@@ -57,6 +62,9 @@ pub(crate) enum Refusal {
     WrongToken,
     /// The address used up its failed attempts and is refused until its window ends. 429.
     TooManyFailures,
+    /// A token-less request from a loopback socket of another unix account than keepty's
+    /// (or root's): loopback is every account on the box, not just the operator. 401.
+    OtherAccount,
 }
 
 impl Refusal {
@@ -91,6 +99,12 @@ impl Refusal {
             Refusal::NoUserToken => (401, "unauthorized", "a user token is required"),
             Refusal::NoAdminToken => (401, "unauthorized", "an admin token is required"),
             Refusal::WrongToken => (401, "unauthorized", "wrong token"),
+            Refusal::OtherAccount => (
+                401,
+                "unauthorized",
+                "on loopback without a token keepty serves only its own unix account; another \
+                 account needs a token",
+            ),
             Refusal::TooManyFailures => (
                 429,
                 "limit",
@@ -123,6 +137,10 @@ pub(crate) struct Gate {
     token_file: Option<PathBuf>,
     admin_token_file: Option<PathBuf>,
     auth_failures: u64,
+    /// Who owns a loopback peer's socket ([`peer::socket_uid`]; a stub in unit tests).
+    owner_of: fn(SocketAddr, SocketAddr) -> Option<u32>,
+    /// The listen address (its port the bound one): where a loopback client connected to.
+    listen: SocketAddr,
 }
 
 /// Reads the token files and logs what was loaded (counts and warnings, never a token).
@@ -220,6 +238,8 @@ impl Gate {
             token_file: cfg.token_file.clone(),
             admin_token_file: cfg.admin_token_file.clone(),
             auth_failures: 0,
+            owner_of: peer::socket_uid,
+            listen: SocketAddr::new(cfg.listen.ip(), port),
         })
     }
 
@@ -228,6 +248,7 @@ impl Gate {
     pub(crate) fn bound(&mut self, port: u16, tls: bool) {
         self.port = port;
         self.tls = tls;
+        self.listen.set_port(port);
     }
 
     /// SIGHUP: reads both token files again. A file that no longer reads or parses keeps the
@@ -251,6 +272,14 @@ impl Gate {
     /// The failure limiter, for an upgrade's state.
     pub(crate) fn failures(&self) -> &FailureLimiter {
         &self.failures
+    }
+
+    /// For unit tests of code above the gate: every loopback peer is keepty's own account
+    /// (the real lookup would find no socket behind a literal address).
+    #[cfg(test)]
+    pub(crate) fn trusting_loopback(mut self) -> Gate {
+        self.owner_of = |_, _| Some(nix::unistd::geteuid().as_raw());
+        self
     }
 
     /// Wrong tokens seen since start, for the metrics.
@@ -351,9 +380,11 @@ impl Gate {
         self.origin(req)?;
         fetch_site(req, false)?;
         if !self.tokens.users_required() {
+            self.own_account(peer)?;
             return Ok(Caller {
                 name: auth::LOCAL_USER.to_string(),
                 max_sessions: None,
+                account: None,
             });
         }
         // Another site's page must not make this browser's requests guess tokens (each
@@ -378,6 +409,7 @@ impl Gate {
                 let caller = Caller {
                     name: u.name.clone(),
                     max_sessions: u.max_sessions,
+                    account: u.account.clone(),
                 };
                 self.failures.succeed(client, now);
                 Ok(caller)
@@ -410,7 +442,7 @@ impl Gate {
     ) -> Result<(), Refusal> {
         if !self.tokens.admins_required() {
             return if self.loopback(req, peer) {
-                Ok(())
+                self.own_account(peer)
             } else {
                 Err(Refusal::AdminNotLoopback)
             };
@@ -433,6 +465,26 @@ impl Gate {
                 Ok(())
             }
             Some(_) => Err(self.wrong_token(client, now, "admin")),
+        }
+    }
+
+    /// Where no token is asked, a loopback peer must be keepty's own account or root: the
+    /// hook into [`peer`], which finds the socket's owner. Peers off loopback were let in by
+    /// `--insecure-no-auth` and are not looked up (their sockets are on another machine).
+    fn own_account(&self, peer: SocketAddr) -> Result<(), Refusal> {
+        if !peer.ip().to_canonical().is_loopback() {
+            return Ok(());
+        }
+        match (self.owner_of)(peer, self.listen) {
+            Some(uid) if peer::trusted_uid(uid) => Ok(()),
+            uid => {
+                eprintln!(
+                    "keepty: refused request from {peer}: its socket belongs to {}, not \
+                     keepty's account; it needs a token",
+                    uid.map_or("an unknown uid".to_string(), |u| format!("uid {u}"))
+                );
+                Err(Refusal::OtherAccount)
+            }
         }
     }
 
@@ -543,8 +595,9 @@ mod tests {
         SocketAddr::new(ip.parse().unwrap(), 50000)
     }
 
+    /// A gate whose loopback peers are all keepty's own account.
     fn open(cfg: &Config) -> Gate {
-        Gate::new(cfg, PORT, false).unwrap()
+        Gate::new(cfg, PORT, false).unwrap().trusting_loopback()
     }
 
     /// A gate with user tokens `alice s3cret 2` and `bob b0b`, and admin token `r00t`, and
@@ -708,12 +761,51 @@ mod tests {
     }
 
     #[test]
+    fn without_tokens_loopback_is_only_our_own_account() {
+        let mut g = open(&Config::default());
+        let ws = req("GET /ws HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        let admin = req("GET /admin/sessions HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        let now = Instant::now();
+        g.owner_of = |_, _| Some(0);
+        assert!(g.user(&ws, peer("127.0.0.1"), now).is_ok(), "root");
+        g.owner_of = |_, _| Some(65534);
+        for p in ["127.0.0.1", "::1", "::ffff:127.0.0.1"] {
+            assert_eq!(g.user(&ws, peer(p), now), Err(Refusal::OtherAccount), "{p}");
+        }
+        for p in ["127.0.0.1", "::1"] {
+            assert_eq!(
+                g.admin(&admin, false, peer(p), now),
+                Err(Refusal::OtherAccount)
+            );
+        }
+        g.owner_of = |_, _| None;
+        assert_eq!(
+            g.user(&ws, peer("127.0.0.1"), now),
+            Err(Refusal::OtherAccount),
+            "an owner not found is a stranger"
+        );
+        // Off loopback (--insecure-no-auth) nobody is looked up.
+        g.owner_of = |_, _| panic!("looked up a LAN peer");
+        assert!(g.user(&ws, peer("192.168.1.5"), now).is_ok());
+        // With a token file the token decides, whoever owns the socket.
+        let (_dir, mut g) = with_tokens();
+        g.owner_of = |_, _| Some(65534);
+        assert_eq!(
+            g.user(&ws_bearer("b0b"), peer("127.0.0.1"), now)
+                .unwrap()
+                .name,
+            "bob"
+        );
+    }
+
+    #[test]
     fn user_tokens() {
         let (_dir, mut g) = with_tokens();
         let (p, now) = (peer("10.0.0.1"), Instant::now());
         let alice = Caller {
             name: "alice".into(),
             max_sessions: Some(2),
+            account: None,
         };
         let bearer = ws_bearer("s3cret");
         assert_eq!(g.user(&bearer, p, now), Ok(alice.clone()));
@@ -1060,6 +1152,7 @@ mod tests {
             (Refusal::NoAdminToken, 401, "unauthorized"),
             (Refusal::WrongToken, 401, "unauthorized"),
             (Refusal::TooManyFailures, 429, "limit"),
+            (Refusal::OtherAccount, 401, "unauthorized"),
         ] {
             assert_eq!(code(r), (status, c.to_string()), "{r:?}");
         }

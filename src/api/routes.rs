@@ -271,7 +271,9 @@ mod tests {
     const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
     fn gate() -> Gate {
-        Gate::new(&Config::default(), 7700, false).unwrap()
+        Gate::new(&Config::default(), 7700, false)
+            .unwrap()
+            .trusting_loopback()
     }
 
     fn req(raw: &str) -> Request {

@@ -1,7 +1,9 @@
-//! A shell and everything it owns: the PTY and its process, the ring of its output, the
+//! A shell and everything it owns: the PTY and its process (and the cgroup of every process
+//! it starts), the ring of its output, the
 //! terminal modes and clean replay points, the attach seats, and the tombstones of sessions
 //! that ended.
 
+pub(crate) mod cgroup;
 pub mod checkpoint;
 pub(crate) mod gather;
 pub(crate) mod mapping;

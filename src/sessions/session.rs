@@ -13,6 +13,7 @@ use nix::sys::signal::Signal;
 use crate::api::protocol::{ErrorCode, ProtoError};
 use crate::config::AttachPolicy;
 use crate::limits::{INPUT_CAP, READ_PASS};
+use crate::sessions::cgroup::Cgroup;
 use crate::sessions::checkpoint::Checkpoints;
 use crate::sessions::gather::Gather;
 use crate::sessions::modes::ModeTracker;
@@ -128,6 +129,9 @@ pub struct Session {
     pty: Option<Pty>,
     /// The child's pid (also its process group and session id).
     pid: i32,
+    /// Every process the session started, where cgroups are available: dropped with the
+    /// session, it kills what is left ([`Cgroup`]'s drop).
+    cgroup: Option<Cgroup>,
     ring: Ring,
     modes: ModeTracker,
     checkpoints: Checkpoints,
@@ -172,13 +176,15 @@ impl Session {
         id: String,
         owner: String,
         generation: u64,
-        pty: Pty,
+        mut pty: Pty,
         ring: Ring,
         (cols, rows): (u16, u16),
         (now, now_unix): (Instant, u64),
     ) -> Session {
         let mut s = Session::detached(id, owner, generation, ring, (now, now_unix));
         s.pid = pty.pid();
+        // The cgroup outlives the terminal: it goes with the session, whose end is its end.
+        s.cgroup = pty.take_cgroup();
         s.pty = Some(pty);
         (s.cols, s.rows) = (cols, rows);
         s
@@ -199,6 +205,7 @@ impl Session {
             generation,
             pid: 0,
             pty: None,
+            cgroup: None,
             ring,
             modes: ModeTracker::new(),
             checkpoints: Checkpoints::new(scrollback),
@@ -380,9 +387,27 @@ impl Session {
         self.pty.take()
     }
 
-    /// Sends SIGHUP to a live process's groups (shutdown).
+    /// The session's cgroup, taken at teardown so it can outlive the session until its
+    /// processes' kill is due.
+    pub fn take_cgroup(&mut self) -> Option<Cgroup> {
+        self.cgroup.take()
+    }
+
+    /// SIGKILLs everything the session started: its cgroup where it has one, else its
+    /// process groups and session (the bounded /proc scan).
+    pub fn kill_all(&self) {
+        match &self.cgroup {
+            Some(cg) => cg.kill(),
+            None if self.is_alive() => pty::signal_session(self.pid, Signal::SIGKILL),
+            None => {}
+        }
+    }
+
+    /// Sends SIGHUP to a live process's groups and to everything in its cgroup (shutdown).
     pub fn hang_up(&self) {
-        if self.is_alive() {
+        if let Some(cg) = &self.cgroup {
+            cg.signal(Signal::SIGHUP);
+        } else if self.is_alive() {
             if let Some(pty) = &self.pty {
                 pty.signal_group(Signal::SIGHUP);
             }
@@ -648,6 +673,15 @@ impl Session {
         w.bool(seen);
         w.u64(self.hold.unwrap_or(u64::MAX));
         w.bytes(&self.input);
+        // The cgroup's directory ("" for none): the new process adopts it, so a drop after an
+        // upgrade still reaches every process the session started.
+        w.str(
+            &self
+                .cgroup
+                .as_ref()
+                .map(|c| c.dir().to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        );
         w.section(|w| self.ring.to_record(w));
         w.section(|w| self.modes.to_record(w));
         w.section(|w| self.checkpoints.to_record(w));
@@ -691,6 +725,7 @@ impl Session {
         };
         let hold = Some(r.u64()?).filter(|&h| h != u64::MAX);
         let input = r.bytes(INPUT_CAP * 2, "queued input")?.to_vec();
+        let cgroup = r.str(4096, "cgroup directory")?;
         let ring = Ring::from_record(&mut r.section()?)?;
         let modes = ModeTracker::from_record(&mut r.section()?)?;
         let checkpoints = Checkpoints::from_record(&mut r.section()?)?;
@@ -707,6 +742,7 @@ impl Session {
         s.state = state;
         s.input = input;
         s.hold = hold;
+        s.cgroup = Cgroup::adopt(&cgroup);
         Ok(Restored {
             session: s,
             pty_fd,

@@ -13,8 +13,10 @@ use mio::{Interest, Registry};
 use nix::sys::signal::Signal;
 use slab::Slab;
 
+use crate::access::account::Account;
 use crate::api::protocol::{self, ErrorCode, ProtoError};
-use crate::sessions::pty::{self, Pty};
+use crate::sessions::cgroup::Cgroup;
+use crate::sessions::pty::{self, Launch, Pty};
 use crate::sessions::ring::Ring;
 use crate::sessions::session::{Restored, Session};
 use crate::sessions::tombstones::{Cause, Tombstone, Tombstones};
@@ -29,6 +31,8 @@ pub struct Spawn<'a> {
     pub owner: &'a str,
     /// The program and its arguments.
     pub command: &'a [String],
+    /// The unix account it runs as; `None`: keepty's own.
+    pub account: Option<&'a Account>,
     /// Columns and rows.
     pub size: (u16, u16),
     /// Its ring, bytes.
@@ -44,6 +48,8 @@ pub struct Table {
     pids: HashMap<i32, usize>,
     /// Leaders of sessions already torn down, awaiting SIGKILL and reaping.
     orphans: Vec<i32>,
+    /// The cgroups of sessions torn down, by leader pid, until their SIGKILL is due.
+    dying: Vec<(i32, Cgroup)>,
     tombstones: Tombstones,
     generation: u64,
 }
@@ -150,8 +156,13 @@ impl Table {
                 format!("cannot map {} bytes of scrollback: {e}", spawn.scrollback),
             )
         })?;
-        let pty = Pty::spawn(spawn.command, cols, rows)
-            .map_err(|e| internal(format!("could not start {}: {e}", spawn.command[0])))?;
+        let pty = Pty::spawn(&Launch {
+            argv: spawn.command,
+            size: spawn.size,
+            account: spawn.account,
+            id: &id,
+        })
+        .map_err(|e| internal(format!("could not start {}: {e}", spawn.command[0])))?;
         let (key, generation) = (self.slab.vacant_key(), self.generation + 1);
         let fd: RawFd = pty.raw_fd();
         if let Err(e) = registry.register(
@@ -243,6 +254,27 @@ impl Table {
     pub fn expire_tombstones(&mut self, now: Instant) -> Option<Instant> {
         self.tombstones.expire(now);
         self.tombstones.next_expiry()
+    }
+
+    /// Keeps a torn-down session's cgroup until its kill is due ([`Table::take_dying`]).
+    pub fn hold_until_killed(&mut self, sid: i32, cg: Cgroup) {
+        self.dying.push((sid, cg));
+    }
+
+    /// The cgroup of torn-down session `sid`, whose kill is due: dropping it kills them all.
+    pub fn take_dying(&mut self, sid: i32) -> Option<Cgroup> {
+        let i = self.dying.iter().position(|(s, _)| *s == sid)?;
+        Some(self.dying.swap_remove(i).1)
+    }
+
+    /// True if torn-down session `sid` has a cgroup to kill (no /proc scan needed).
+    pub fn has_cgroup(&self, sid: i32) -> bool {
+        self.dying.iter().any(|(s, _)| *s == sid)
+    }
+
+    /// Shutdown: kills what is left of every torn-down session with a cgroup.
+    pub fn kill_dying(&mut self) {
+        self.dying.clear();
     }
 
     /// True once no session's process and no orphan is left to reap.
