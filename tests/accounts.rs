@@ -404,3 +404,40 @@ fn a_drop_and_a_reap_reach_processes_that_left_the_session() {
     }
     assert!(left.is_empty(), "cgroups left behind: {left:?}");
 }
+
+/// An upgrade in place carries each session's cgroup (its directory is in the state), so a
+/// drop after the upgrade still reaches a process that left the session.
+#[test]
+fn a_drop_after_an_upgrade_still_reaches_processes_that_left_the_session() {
+    if let Err(why) = cgroups_available() {
+        return skip(&format!(
+            "no writable cgroup2 hierarchy here ({why}); a drop reaches the session only"
+        ));
+    }
+    let srv = server(&[]);
+    let mut c = ws::connect(srv.port, "new=1&session=escape-upgrade");
+    c.expect_attached();
+    let esc = start_escapee(&mut c);
+    let _guard = StrayGuard(esc);
+    srv.signal(12); // SIGUSR2
+    let deadline = Instant::now() + WAIT;
+    let mut upgraded = false;
+    while !upgraded && Instant::now() < deadline {
+        upgraded = srv
+            .stderr
+            .recv_timeout(Duration::from_millis(100))
+            .is_ok_and(|l| l.contains("keepty: upgraded in place"));
+    }
+    assert!(upgraded, "no upgrade within {WAIT:?}");
+    c.abort();
+    assert!(
+        process_alive(esc),
+        "the upgrade itself must not kill the session's processes"
+    );
+    let r = http::request(&srv.addr(), "POST", "/admin/drop?id=escape-upgrade", &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        wait_dead(esc, Duration::from_secs(8)),
+        "a setsid process outlived a drop made after an upgrade"
+    );
+}
