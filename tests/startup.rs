@@ -81,7 +81,7 @@ fn a_scrollback_past_the_memory_cap_is_refused() {
 
 #[test]
 fn a_command_that_is_not_found_is_refused() {
-    let err = refused(&["keepty-bogus-command"]);
+    let err = refused(&["--", "keepty-bogus-command"]);
     assert!(
         err.contains("keepty-bogus-command is not found on PATH"),
         "{err}"
@@ -97,7 +97,7 @@ fn a_command_that_is_not_found_is_refused() {
     });
     assert!(err.contains("/nonexistent/shell"), "{err}");
     // Looked up on the server's PATH, as the sessions would be.
-    let err = refused_with(&["sh"], |c| {
+    let err = refused_with(&["--", "sh"], |c| {
         c.env("PATH", "/nonexistent");
     });
     assert!(
@@ -128,7 +128,7 @@ fn the_memory_cap_is_said_after_the_listening_line() {
             .any(|l| l == "keepty: memory cap 8M (--max-memory)"),
         "{lines:?}"
     );
-    let srv = spawn_server(&["sh"]);
+    let srv = spawn_server(&["--", "sh"]);
     let lines = wait_for_line(&srv, "memory cap");
     let line = lines.iter().find(|l| l.contains("memory cap")).unwrap();
     assert!(

@@ -39,6 +39,9 @@ static ARMED: AtomicBool = AtomicBool::new(false);
 static BASE: OnceLock<Option<PathBuf>> = OnceLock::new();
 static NEXT: AtomicU32 = AtomicU32::new(0);
 static PENDING: Mutex<Vec<(PathBuf, u8)>> = Mutex::new(Vec::new());
+/// Cgroups of sessions that ended by themselves with processes left inside (a `nohup` job):
+/// removed once empty, never killed, tried at each [`sweep`].
+static RELEASED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
 /// Finds where session cgroups can be made, tries it once, and logs the outcome in one line.
 /// Later calls return the first answer.
@@ -202,6 +205,26 @@ impl Cgroup {
     }
 }
 
+impl Cgroup {
+    /// The session ended by itself (its program exited and a client saw it): what it left
+    /// running, a `nohup` job or a daemon, is the user's and goes on, as after a logout. Only
+    /// a drop or a reap kills (dropping a [`Cgroup`]). The directory goes once it is empty.
+    pub fn release(mut self) {
+        let dir = std::mem::take(&mut self.dir);
+        // Nothing else to free: the path was taken, and skipping Drop skips its kill.
+        std::mem::forget(self);
+        if std::fs::remove_dir(&dir).is_err()
+            && dir.exists()
+            && let Ok(mut released) = RELEASED.lock()
+        {
+            if released.len() >= MAX_PENDING {
+                released.remove(0);
+            }
+            released.push(dir);
+        }
+    }
+}
+
 impl Drop for Cgroup {
     fn drop(&mut self) {
         self.kill();
@@ -223,6 +246,9 @@ impl Drop for Cgroup {
 /// a torn-down session's kill, and at shutdown: O(pending), at most [`MAX_PENDING`] rmdir
 /// calls, and each directory is tried at most [`MAX_TRIES`] times.
 pub fn sweep() -> bool {
+    if let Ok(mut released) = RELEASED.lock() {
+        released.retain(|d| std::fs::remove_dir(d).is_err() && d.exists());
+    }
     let Ok(mut pending) = PENDING.lock() else {
         return false;
     };

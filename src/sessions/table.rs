@@ -226,8 +226,11 @@ impl Table {
 
     /// Frees a session that ended by itself (its end seen).
     pub fn free(&mut self, k: usize) -> Option<Session> {
-        let s = self.slab.try_remove(k)?;
+        let mut s = self.slab.try_remove(k)?;
         self.ids.remove(s.id());
+        if let Some(cg) = s.take_cgroup() {
+            cg.release();
+        }
         Some(s)
     }
 
