@@ -62,7 +62,7 @@ fn token_flow_in_headless_chromium() {
             .unwrap_or(0)
     );
     let token_file = dir.write("tokens", &format!("browser {token}\n"), 0o600);
-    let server = common::spawn_server(&["--token-file", &token_file, "--", "/bin/sh"]);
+    let server = common::spawn_server(&["--token-file", &token_file, "--", common::sh()]);
     run_node(
         root,
         "tests/browser/token.mjs",

@@ -199,7 +199,7 @@ fn session_ids(list: &Value) -> Vec<String> {
 
 #[test]
 fn max_sessions_refuses_new_sessions_and_spares_the_rest() {
-    let srv = spawn_server(&["--max-sessions", "2", "--", "/bin/sh"]);
+    let srv = spawn_server(&["--max-sessions", "2", "--", common::sh()]);
     let mut a = ws::connect(srv.port, "session=ms-1&new=1");
     a.expect_attached();
     let mut b = ws::connect(srv.port, "session=ms-2&new=1");
@@ -241,7 +241,7 @@ fn max_sessions_refuses_new_sessions_and_spares_the_rest() {
 
 #[test]
 fn max_clients_refuses_connections_and_spares_the_rest() {
-    let srv = spawn_server(&["--max-clients", "2", "--", "/bin/sh"]);
+    let srv = spawn_server(&["--max-clients", "2", "--", common::sh()]);
     let addr = srv.addr();
     let mut a = ws::connect(srv.port, "session=cl-1&new=1");
     a.expect_attached();
@@ -280,7 +280,7 @@ fn max_memory_refuses_sessions_then_connections_and_spares_the_rest() {
         "--scrollback",
         "256K",
         "--",
-        "/bin/sh",
+        common::sh(),
     ]);
     let addr = srv.addr();
     let mut ids = Vec::new();
@@ -392,7 +392,7 @@ fn a_flood_never_pushes_reserved_memory_past_the_cap() {
         "--scrollback",
         "256K",
         "--",
-        "/bin/sh",
+        common::sh(),
     ]);
     let addr = srv.addr();
     let pid = srv.child.id();
@@ -514,7 +514,7 @@ fn pending_cap_is_per_peer_address() {
 
 #[test]
 fn half_sent_connections_do_not_count_against_max_clients() {
-    let srv = spawn_server(&["--max-clients", "2", "--max-pending", "8", "--", "/bin/sh"]);
+    let srv = spawn_server(&["--max-clients", "2", "--max-pending", "8", "--", common::sh()]);
     let addr = srv.addr();
     let mut slow: Vec<TcpStream> = (0..3)
         .map(|_| http::half_sent(http::connect(&addr), &addr).expect("half-sent head"))
@@ -544,7 +544,7 @@ fn half_sent_connections_do_not_count_against_max_clients() {
 
 #[test]
 fn half_sent_head_is_cut_off_while_other_clients_are_served() {
-    let srv = spawn_server(&["--header-timeout", "2s", "--", "/bin/sh"]);
+    let srv = spawn_server(&["--header-timeout", "2s", "--", common::sh()]);
     let addr = srv.addr();
     let mut c = ws::connect(srv.port, "session=served&new=1");
     c.expect_attached();
@@ -575,8 +575,9 @@ fn half_sent_head_is_cut_off_while_other_clients_are_served() {
 fn emfile_on_accept_does_not_spin_and_recovers() {
     // exec: the shell becomes the server, so the child's pid is the server's.
     let script = format!(
-        "ulimit -n 40 && exec '{}' --listen 127.0.0.1:0 --max-pending 100 -- /bin/sh",
-        common::bin()
+        "ulimit -n 40 && exec {} --listen 127.0.0.1:0 --max-pending 100 -- {}",
+        common::keepty_words(),
+        common::sh()
     );
     let mut cmd = Command::new("/bin/sh");
     cmd.arg("-c").arg(script);
@@ -631,7 +632,7 @@ fn emfile_on_accept_does_not_spin_and_recovers() {
 /// (~250 KB each, 6 MB in all).
 #[test]
 fn pending_requests_do_not_fill_a_small_memory_cap() {
-    let srv = spawn_server(&["--max-memory", "4M", "--", "/bin/sh"]);
+    let srv = spawn_server(&["--max-memory", "4M", "--", common::sh()]);
     let mut held = Vec::new();
     for i in 0..24u8 {
         let src = Ipv4Addr::new(127, 0, 0, 10 + i / 8);

@@ -89,7 +89,7 @@ fn two_hundred_sessions_reconnect_ten_times_with_exactly_the_missing_bytes() {
         "--detached-output",
         "block",
         "--",
-        "/bin/sh",
+        common::sh(),
     ]);
     let start = Instant::now();
     let mut canary = Canary::open_with(&srv, Duration::from_secs(2));
@@ -155,7 +155,7 @@ fn two_hundred_sessions_reconnect_ten_times_with_exactly_the_missing_bytes() {
 #[test]
 fn a_slowloris_of_500_does_not_keep_a_probe_out() {
     let _one = serial();
-    let srv = spawn_server(&["--", "/bin/sh"]);
+    let srv = spawn_server(&["--", common::sh()]);
     let addr = srv.addr();
     let mut canary = Canary::open_with(&srv, Duration::from_secs(1));
     let head = http::half_head(&addr);
@@ -257,7 +257,7 @@ fn fifty_slow_readers_are_throttled_and_bounded() {
         "--scrollback",
         "64K",
         "--",
-        "/bin/sh",
+        common::sh(),
     ]);
     let pid = srv.child.id();
     let mut canary = Canary::open_with(&srv, Duration::from_secs(1));
@@ -338,7 +338,7 @@ fn a_thousand_idle_connections() {
         "--header-timeout",
         "60s",
         "--",
-        "/bin/sh",
+        common::sh(),
     ]);
     let addr = srv.addr();
     let pid = srv.child.id();
@@ -372,7 +372,7 @@ fn a_thousand_idle_connections() {
 #[test]
 fn ten_thousand_attach_detach_cycles_keep_rss_and_fds_flat() {
     let _one = serial();
-    let srv = spawn_server(&["--", "/bin/sh"]);
+    let srv = spawn_server(&["--", common::sh()]);
     let pid = srv.child.id();
     let mut canary = Canary::open_with(&srv, Duration::from_secs(1));
     let mut c = ws::connect(srv.port, "session=cycle&new=1");

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Static musl builds for the boxes keepty is for, without rustup targets or docker:
+#   scripts/cross-build.sh [TARGET...]        -> dist/keepty-TARGET, dist/SHA256SUMS
+#   FEATURES=tls scripts/cross-build.sh ...   -> dist/keepty-TARGET-tls
+#   FEATURES="default tls" ...                -> both
+#   PROFILE=release ...                       -> another Cargo profile (default: dist)
+# With no TARGET it builds every target below. It installs what it lacks itself:
+# - Debian's rustc-web, rust-web-src and cargo-web (bookworm-security), whose std source sits
+#   at the sysroot, for -Zbuild-std: rustc and the std it compiles must be the same release,
+#   so /usr/bin goes ahead of rustup's shims in PATH.
+# - ziglang 0.15.2 and cargo-zigbuild from PyPI, in a venv under $KEEPTY_CROSS_CACHE
+#   (default ~/.cache/keepty-cross): zig links every target against its own musl, ring's C and
+#   asm included. Pinned: zig 0.16 and later link zig's own malloc, whose calloc writes every
+#   page, so each session's ring would be resident the moment it is created.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ALL_TARGETS="aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf arm-unknown-linux-musleabihf mipsel-unknown-linux-musl mips-unknown-linux-musl x86_64-unknown-linux-musl"
+ZIG_VERSION=0.15.2
+ZIGBUILD_VERSION=0.24.1
+CACHE=${KEEPTY_CROSS_CACHE:-$HOME/.cache/keepty-cross}
+VENV=$CACHE/venv
+PROFILE=${PROFILE:-dist}
+FEATURES=${FEATURES:-default}
+TARGETS=${*:-$ALL_TARGETS}
+
+log() { echo "cross-build: $*" >&2; }
+
+sudo_cmd=""
+[ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+
+if [ ! -x /usr/bin/rustc ] || [ ! -x /usr/bin/cargo ] || [ ! -d /usr/lib/rustlib/src/rust/library/std ]; then
+    log "installing rustc-web, rust-web-src, cargo-web"
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends \
+        rustc-web rust-web-src cargo-web >/dev/null
+fi
+
+if ! "$VENV/bin/python3" -c "import ziglang" 2>/dev/null \
+    || [ "$("$VENV/bin/python3" -m ziglang version 2>/dev/null)" != "$ZIG_VERSION" ] \
+    || [ ! -x "$VENV/bin/cargo-zigbuild" ]; then
+    log "installing ziglang==$ZIG_VERSION and cargo-zigbuild==$ZIGBUILD_VERSION in $VENV"
+    mkdir -p "$CACHE"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q "ziglang==$ZIG_VERSION" "cargo-zigbuild==$ZIGBUILD_VERSION"
+fi
+
+# Debian's cargo and rustc first, then the venv's cargo-zigbuild; zig is run through the
+# venv's python (cargo-zigbuild's `python -m ziglang`), not whatever python3 PATH finds.
+export PATH="/usr/bin:$VENV/bin:$PATH"
+export RUSTC_BOOTSTRAP=1
+export CARGO_ZIGBUILD_PYTHON_PATH="$VENV/bin/python3"
+export CARGO_TARGET_DIR=${CROSS_TARGET_DIR:-target/cross}
+# zig supplies the C runtime objects: rustc's self-contained musl crt would clash with them.
+# With --target, RUSTFLAGS reach only the target crates, not build.rs.
+export RUSTFLAGS="-C link-self-contained=no"
+unset RUSTC RUSTDOC CARGO 2>/dev/null || true
+
+mkdir -p dist
+for target in $TARGETS; do
+    for feat in $FEATURES; do
+        suffix=""
+        args=()
+        if [ "$feat" != default ]; then
+            suffix="-$feat"
+            args=(--features "$feat")
+        fi
+        log "$target${suffix:+ ($feat)}, profile $PROFILE"
+        cargo zigbuild --locked --profile "$PROFILE" --target "$target" \
+            -Zbuild-std=std,panic_abort "${args[@]}" --bin keepty
+        out_dir=$PROFILE
+        [ "$PROFILE" = dev ] && out_dir=debug
+        # A separate cargo features set rebuilds in the same target dir; copy each result out.
+        cp "$CARGO_TARGET_DIR/$target/$out_dir/keepty" "dist/keepty-$target$suffix"
+    done
+done
+
+(cd dist && sha256sum keepty-* > SHA256SUMS)
+ls -l dist/ >&2
