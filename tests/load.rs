@@ -286,8 +286,22 @@ fn fifty_slow_readers_are_throttled_and_bounded() {
             .map(|s| s["bytes_total"].as_u64().unwrap())
             .sum()
     };
-    // Let the socket buffers fill, then watch.
+    // Let the socket buffers fill, then watch. The kernel grows each server-side send buffer
+    // to 4 MiB, which an emulated server (tests/cross.sh) takes tens of seconds to fill for 50
+    // sessions: there, wait (bounded) until a second adds less than the bound checked below.
     std::thread::sleep(Duration::from_secs(3));
+    if common::time_scale() > 1 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        let mut last = totals(&srv);
+        while std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_secs(1));
+            let now = totals(&srv);
+            if now - last < 25 * 64 * 1024 {
+                break;
+            }
+            last = now;
+        }
+    }
     let t1 = totals(&srv);
     std::thread::sleep(Duration::from_secs(2));
     let t2 = totals(&srv);
@@ -371,6 +385,12 @@ fn a_thousand_idle_connections() {
 
 #[test]
 fn ten_thousand_attach_detach_cycles_keep_rss_and_fds_flat() {
+    if common::skip_under_runner(
+        "ten_thousand_attach_detach_cycles_keep_rss_and_fds_flat",
+        "the RSS measured is the emulator's, which grows with the code it translates",
+    ) {
+        return;
+    }
     let _one = serial();
     let srv = spawn_server(&["--", common::sh()]);
     let pid = srv.child.id();

@@ -247,14 +247,36 @@ pub fn sh() -> &'static str {
 }
 
 /// Whether the binary runs behind a runner, printing why the calling test skips when it
-/// does: for tests that need the host's view of the server process (strace on its syscalls,
-/// an LD_PRELOAD, its own RSS or descriptors rather than the emulator's).
+/// does: for tests that need the host's view of the server process (its own RSS rather than
+/// the emulator's, which grows with the code it has translated).
 pub fn skip_under_runner(test: &str, why: &str) -> bool {
     if runner().is_empty() {
         return false;
     }
     eprintln!("{test}: skipped under KEEPTY_RUNNER ({}): {why}", runner().join(" "));
     true
+}
+
+/// Whether the binary under test is a `KEEPTY_BIN` cross build, printing why the calling test
+/// skips when it is: they are static, so an LD_PRELOAD (libfaketime) never loads into them.
+pub fn skip_for_static_bin(test: &str, why: &str) -> bool {
+    if std::env::var_os("KEEPTY_BIN").is_none_or(|b| b.is_empty()) {
+        return false;
+    }
+    eprintln!("{test}: skipped for KEEPTY_BIN {}: {why}", bin());
+    true
+}
+
+/// How much longer a liveness bound may be: 1 for a native binary, `KEEPTY_TIME_SCALE`
+/// (default 5) behind a runner, where every instruction of the server is emulated.
+pub fn time_scale() -> u32 {
+    if runner().is_empty() {
+        return 1;
+    }
+    std::env::var("KEEPTY_TIME_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5)
 }
 
 /// Starts keepty with `--listen 127.0.0.1:0` plus `args` and waits for its startup line.
