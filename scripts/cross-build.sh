@@ -54,6 +54,13 @@ export CARGO_TARGET_DIR=${CROSS_TARGET_DIR:-target/cross}
 # zig supplies the C runtime objects: rustc's self-contained musl crt would clash with them.
 # With --target, RUSTFLAGS reach only the target crates, not build.rs.
 export RUSTFLAGS="-C link-self-contained=no"
+# 64-bit time_t on the 32-bit musl targets (arm, armv7, mips, mipsel). The libc crate still
+# declares musl's pre-1.2 ABI by default there: a 32-bit time_t, bound to musl's time32 compat
+# symbols, whose clock_gettime fails with EOVERFLOW from 2038-01-19 on, and std's
+# SystemTime::now() unwraps that (the server would abort on its first wall-clock read). zig's
+# musl is 1.2.5: with this flag both std's libc and ours bind __clock_gettime64 & co. It reaches
+# every build script, std's (-Zbuild-std) included.
+export RUST_LIBC_UNSTABLE_MUSL_V1_2_3=1
 unset RUSTC RUSTDOC CARGO 2>/dev/null || true
 
 mkdir -p dist
