@@ -4,6 +4,7 @@
 #   FEATURES=tls scripts/cross-build.sh ...   -> dist/keepty-TARGET-tls
 #   FEATURES="default tls" ...                -> both
 #   PROFILE=release ...                       -> another Cargo profile (default: dist)
+#   DIST=dir CROSS_TARGET_DIR=dir ...         -> other output and build directories
 # With no TARGET it builds every target below. It installs what it lacks itself:
 # - Debian's rustc-web, rust-web-src and cargo-web (bookworm-security), whose std source sits
 #   at the sysroot, for -Zbuild-std: rustc and the std it compiles must be the same release,
@@ -63,7 +64,8 @@ export RUSTFLAGS="-C link-self-contained=no"
 export RUST_LIBC_UNSTABLE_MUSL_V1_2_3=1
 unset RUSTC RUSTDOC CARGO 2>/dev/null || true
 
-mkdir -p dist
+DIST=${DIST:-dist}
+mkdir -p "$DIST"
 for target in $TARGETS; do
     for feat in $FEATURES; do
         suffix=""
@@ -78,9 +80,9 @@ for target in $TARGETS; do
         out_dir=$PROFILE
         [ "$PROFILE" = dev ] && out_dir=debug
         # A separate cargo features set rebuilds in the same target dir; copy each result out.
-        cp "$CARGO_TARGET_DIR/$target/$out_dir/keepty" "dist/keepty-$target$suffix"
+        cp "$CARGO_TARGET_DIR/$target/$out_dir/keepty" "$DIST/keepty-$target$suffix"
     done
 done
 
-(cd dist && sha256sum keepty-* > SHA256SUMS)
-ls -l dist/ >&2
+(cd "$DIST" && sha256sum keepty-* > SHA256SUMS)
+ls -l "$DIST" >&2
