@@ -36,3 +36,7 @@ node --test tests/page/
 cargo test "$@"
 # HTTPS and wss:// are behind the `tls` feature (off by default): their tests need it on.
 cargo test --features tls --test tls "$@"
+# The static musl builds for routers and Pis, under qemu-user (KEEPTY_CROSS=0 leaves them out).
+if [ "${KEEPTY_CROSS:-1}" != 0 ]; then
+    tests/cross.sh
+fi
