@@ -678,7 +678,12 @@ fn admin_page_and_security_headers() {
 
 #[test]
 fn rebinding_hosts_and_foreign_origins_are_refused() {
-    let srv = spawn_server(&["--allow-origin", "http://app.example:8080", "--", common::sh()]);
+    let srv = spawn_server(&[
+        "--allow-origin",
+        "http://app.example:8080",
+        "--",
+        common::sh(),
+    ]);
     let addr = srv.addr();
     let port = srv.port;
     detached_session(port, "victim");

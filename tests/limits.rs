@@ -514,7 +514,14 @@ fn pending_cap_is_per_peer_address() {
 
 #[test]
 fn half_sent_connections_do_not_count_against_max_clients() {
-    let srv = spawn_server(&["--max-clients", "2", "--max-pending", "8", "--", common::sh()]);
+    let srv = spawn_server(&[
+        "--max-clients",
+        "2",
+        "--max-pending",
+        "8",
+        "--",
+        common::sh(),
+    ]);
     let addr = srv.addr();
     let mut slow: Vec<TcpStream> = (0..3)
         .map(|_| http::half_sent(http::connect(&addr), &addr).expect("half-sent head"))

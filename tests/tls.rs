@@ -308,10 +308,7 @@ fn bad_certificate_path_is_exit_2() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--tls-cert /nonexistent/cert.pem"), "{err}");
     // A key without a certificate is a usage error too.
-    let out = common::keepty()
-        .args(["--tls-key", "/x"])
-        .output()
-        .unwrap();
+    let out = common::keepty().args(["--tls-key", "/x"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
 

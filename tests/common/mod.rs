@@ -253,7 +253,10 @@ pub fn skip_under_runner(test: &str, why: &str) -> bool {
     if runner().is_empty() {
         return false;
     }
-    eprintln!("{test}: skipped under KEEPTY_RUNNER ({}): {why}", runner().join(" "));
+    eprintln!(
+        "{test}: skipped under KEEPTY_RUNNER ({}): {why}",
+        runner().join(" ")
+    );
     true
 }
 
