@@ -60,9 +60,29 @@ export RUSTFLAGS="-C link-self-contained=no"
 # symbols, whose clock_gettime fails with EOVERFLOW from 2038-01-19 on, and std's
 # SystemTime::now() unwraps that (the server would abort on its first wall-clock read). zig's
 # musl is 1.2.5: with this flag both std's libc and ours bind __clock_gettime64 & co. It reaches
-# every build script, std's (-Zbuild-std) included.
+# every build script, std's (-Zbuild-std) included. libc 0.2.191 (ours) reads it but does not
+# ask cargo to rerun its build script when it changes, so a build directory from before this
+# line keeps a 32-bit time_t: time64_or_rebuild below checks every libc's cfg and rebuilds.
 export RUST_LIBC_UNSTABLE_MUSL_V1_2_3=1
 unset RUSTC RUSTDOC CARGO 2>/dev/null || true
+
+# A 32-bit target whose libc build scripts did not all turn on musl32_time64 (64-bit time_t)
+# gets them run again, once; then it must have it.
+time64_or_rebuild() {
+    local target=$1 out_dir=$2 stale=()
+    case "$target" in arm* | mips-* | mipsel-*) ;; *) return 1 ;; esac
+    local dir=$CARGO_TARGET_DIR/$target/$out_dir
+    for out in "$dir/build"/libc-*/output; do
+        [ -e "$out" ] || continue
+        grep -q 'rustc-cfg=musl32_time64' "$out" && continue
+        # The run's output and its fingerprint: without the latter cargo thinks it current.
+        stale+=("$(dirname "$out")" "$dir/.fingerprint/$(basename "$(dirname "$out")")")
+    done
+    [ ${#stale[@]} -eq 0 ] && return 1
+    log "$target: libc built with a 32-bit time_t (${stale[*]}); building it again"
+    rm -rf "${stale[@]}"
+    return 0
+}
 
 DIST=${DIST:-dist}
 mkdir -p "$DIST"
@@ -75,10 +95,17 @@ for target in $TARGETS; do
             args=(--features "$feat")
         fi
         log "$target${suffix:+ ($feat)}, profile $PROFILE"
-        cargo zigbuild --locked --profile "$PROFILE" --target "$target" \
-            -Zbuild-std=std,panic_abort "${args[@]}" --bin keepty
         out_dir=$PROFILE
         [ "$PROFILE" = dev ] && out_dir=debug
+        for try in 1 2; do
+            cargo zigbuild --locked --profile "$PROFILE" --target "$target" \
+                -Zbuild-std=std,panic_abort "${args[@]}" --bin keepty
+            time64_or_rebuild "$target" "$out_dir" || break
+            if [ "$try" = 2 ]; then
+                log "$target: still a 32-bit time_t after a rebuild"
+                exit 1
+            fi
+        done
         # A separate cargo features set rebuilds in the same target dir; copy each result out.
         cp "$CARGO_TARGET_DIR/$target/$out_dir/keepty" "$DIST/keepty-$target$suffix"
     done
