@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 musl=dist/keepty-x86_64-unknown-linux-musl
 if [ "${BOXES_SIZES:-1}" = 1 ]; then
     FEATURES="default tls" scripts/cross-build.sh
-    CARGO_PROFILE_DIST_OPT_LEVEL=s DIST=target/dist-s CROSS_TARGET_DIR=target/cross-s \
+    CARGO_PROFILE_DIST_OPT_LEVEL=s DIST=target/dist-s CROSS_TARGET_DIR="${KEEPTY_CROSS_CACHE:-$HOME/.cache/keepty-cross}/target-s" \
         FEATURES="default tls" scripts/cross-build.sh
     echo "| target | default, opt 3 | default, opt s | tls, opt 3 | tls, opt s |"
     echo "|---|---|---|---|---|"

@@ -5,6 +5,7 @@
 #   FEATURES="default tls" ...                -> both
 #   PROFILE=release ...                       -> another Cargo profile (default: dist)
 #   DIST=dir CROSS_TARGET_DIR=dir ...         -> other output and build directories
+#                                                (default dist/ and $KEEPTY_CROSS_CACHE/target)
 # With no TARGET it builds every target below. It installs what it lacks itself:
 # - Debian's rustc-web, rust-web-src and cargo-web (bookworm-security), whose std source sits
 #   at the sysroot, for -Zbuild-std: rustc and the std it compiles must be the same release,
@@ -51,7 +52,11 @@ fi
 export PATH="/usr/bin:$VENV/bin:$PATH"
 export RUSTC_BOOTSTRAP=1
 export CARGO_ZIGBUILD_PYTHON_PATH="$VENV/bin/python3"
-export CARGO_TARGET_DIR=${CROSS_TARGET_DIR:-target/cross}
+# The build directory lives beside the venv, not in this checkout's target/: std and every
+# dependency, built once per target, are then reused by every clone on the machine (CI runs in
+# a fresh one), and only keepty itself and its LTO link are built again (about a minute a
+# target instead of two to six).
+export CARGO_TARGET_DIR=${CROSS_TARGET_DIR:-$CACHE/target}
 # zig supplies the C runtime objects: rustc's self-contained musl crt would clash with them.
 # With --target, RUSTFLAGS reach only the target crates, not build.rs.
 export RUSTFLAGS="-C link-self-contained=no"
