@@ -17,6 +17,8 @@ root=$(pwd)
 ALL="aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf arm-unknown-linux-musleabihf mipsel-unknown-linux-musl mips-unknown-linux-musl x86_64-unknown-linux-musl"
 TARGETS=${CROSS_TARGETS:-$ALL}
 FULL=${CROSS_FULL-aarch64-unknown-linux-musl mips-unknown-linux-musl}
+# Targets whose `tls` build runs tests/tls.rs too: ring's C and the handshake on big-endian.
+TLS=${CROSS_TLS-mips-unknown-linux-musl}
 CACHE=${KEEPTY_CROSS_CACHE:-$HOME/.cache/keepty-cross}
 BB_VERSION=1.35.0
 
@@ -32,6 +34,14 @@ fi
 
 # shellcheck disable=SC2086
 scripts/cross-build.sh $TARGETS
+tls_targets=""
+for target in $TLS; do
+    [[ " $TARGETS " == *" $target "* ]] && tls_targets="$tls_targets $target"
+done
+if [ -n "$tls_targets" ]; then
+    # shellcheck disable=SC2086
+    FEATURES=tls scripts/cross-build.sh $tls_targets
+fi
 
 # apt with a private state under the cache: the foreign architectures and the deb-src line
 # it needs never touch the machine's own apt configuration.
@@ -172,6 +182,17 @@ for target in $TARGETS; do
     else
         log "$target: FAILED after $((SECONDS - start)) s"
         failed="$failed $target"
+    fi
+    if [[ " $tls_targets " == *" $target "* ]]; then
+        start=$SECONDS
+        log "$target: tests/tls.rs against dist/keepty-$target-tls"
+        if KEEPTY_BIN=$bin-tls KEEPTY_RUNNER=$runner KEEPTY_SHELL=$shell \
+            cargo test -q --features tls --test tls; then
+            log "$target (tls): passed in $((SECONDS - start)) s"
+        else
+            log "$target (tls): FAILED after $((SECONDS - start)) s"
+            failed="$failed $target-tls"
+        fi
     fi
 done
 if [ -n "$failed" ]; then
