@@ -8,13 +8,12 @@
 mod common;
 
 use std::net::Ipv4Addr;
-use std::process::Command;
 
 use common::auth::{TempDir, token_protocol};
 use common::http::{self, Response};
 use common::support::assert_json_error;
 use common::ws::{self, WAIT, Ws};
-use common::{Server, bin, spawn_cmd};
+use common::{Server, keepty, spawn_cmd};
 
 const ALICE: &str = "alice-Qe4Rt7Yu1Io9Pa3Sd6Fg";
 const BOB: &str = "bob-Zx2Cv5Bn8Mq1Wl4Ek7Rj";
@@ -22,14 +21,14 @@ const ADMIN: &str = "admin-Hy3Gt6Fr9De2Sw5Aq8Zx";
 
 fn server(dir: &TempDir, admin: bool, extra: &[&str]) -> Server {
     let users = dir.write("users", &format!("alice {ALICE}\nbob {BOB}\n"), 0o600);
-    let mut cmd = Command::new(bin());
+    let mut cmd = keepty();
     cmd.args(["--listen", "127.0.0.1:0", "--token-file", &users]);
     if admin {
         let admins = dir.write("admins", &format!("{ADMIN}\n"), 0o600);
         cmd.args(["--admin-token-file", &admins]);
     }
     cmd.args(extra);
-    cmd.args(["--", "/bin/sh"]);
+    cmd.args(["--", common::sh()]);
     spawn_cmd(cmd)
 }
 
@@ -221,7 +220,7 @@ fn titles_lose_format_characters_and_separators() {
         "stty -opost -echo; cat {}; exec sleep 60",
         dir.shell_file("t", &raw)
     );
-    let srv = common::spawn_server(&["--", "/bin/sh", "-c", &script]);
+    let srv = common::spawn_server(&["--", common::sh(), "-c", &script]);
     let mut c = ws::connect(srv.port, "session=t&new=1");
     c.expect_attached();
     c.read_output_until(b"ready\n", WAIT);

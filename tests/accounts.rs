@@ -15,7 +15,7 @@ use common::auth::TempDir;
 use common::http;
 use common::support::{StrayGuard, number_after};
 use common::ws::{self, WAIT};
-use common::{Server, bin, process_alive, spawn_cmd};
+use common::{Server, keepty, process_alive, spawn_cmd};
 
 const CAROL: &str = "carol-Vz3Lq8Rt1Mw6Np0Xs4Ke";
 const NOBODY: u32 = 65534;
@@ -44,10 +44,10 @@ fn skip(why: &str) {
 /// A keepty started with `args` and then `-- /bin/sh`, with one extra environment variable
 /// that no session may see.
 fn server(args: &[&str]) -> Server {
-    let mut cmd = Command::new(bin());
+    let mut cmd = keepty();
     cmd.args(["--listen", "127.0.0.1:0"])
         .args(args)
-        .args(["--", "/bin/sh"])
+        .args(["--", common::sh()])
         .env("KEEPTY_TEST_ONLY_IN_KEEPTY", "leaked-from-keepty")
         .env("LANG", "C.UTF-8");
     spawn_cmd(cmd)
@@ -55,10 +55,10 @@ fn server(args: &[&str]) -> Server {
 
 /// Runs keepty to its exit and returns (exit code, stderr).
 fn start_fails(args: &[&str]) -> (Option<i32>, String) {
-    let mut child = Command::new(bin())
+    let mut child = keepty()
         .args(["--listen", "127.0.0.1:0"])
         .args(args)
-        .args(["--", "/bin/sh"])
+        .args(["--", common::sh()])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -118,6 +118,12 @@ const UPGRADE: &str = "Connection: Upgrade\\r\\nUpgrade: websocket\\r\\nSec-WebS
 
 #[test]
 fn without_a_token_file_loopback_serves_only_keepty_s_own_uid() {
+    if common::skip_under_runner(
+        "without_a_token_file_loopback_serves_only_keepty_s_own_uid",
+        "switching accounts, cgroups and socket owners are host kernel paths the emulated server reaches through qemu's own forks",
+    ) {
+        return;
+    }
     if !is_root() || !std::path::Path::new("/usr/bin/python3").exists() {
         return skip("needs root and /usr/bin/python3 to connect as another uid");
     }
@@ -167,6 +173,12 @@ fn without_a_token_file_loopback_serves_only_keepty_s_own_uid() {
 
 #[test]
 fn a_token_user_runs_as_its_unix_user_and_cannot_read_keepty_s_files() {
+    if common::skip_under_runner(
+        "a_token_user_runs_as_its_unix_user_and_cannot_read_keepty_s_files",
+        "switching accounts, cgroups and socket owners are host kernel paths the emulated server reaches through qemu's own forks",
+    ) {
+        return;
+    }
     if !is_root() || !have_nobody() {
         return skip("needs root and a nobody user (uid 65534)");
     }
@@ -241,6 +253,12 @@ fn a_token_user_runs_as_its_unix_user_and_cannot_read_keepty_s_files() {
 
 #[test]
 fn a_session_s_environment_is_the_documented_one_not_keepty_s() {
+    if common::skip_under_runner(
+        "a_session_s_environment_is_the_documented_one_not_keepty_s",
+        "switching accounts, cgroups and socket owners are host kernel paths the emulated server reaches through qemu's own forks",
+    ) {
+        return;
+    }
     let srv = server(&[]);
     let mut c = ws::connect(srv.port, "new=1&session=envcheck");
     c.expect_attached();
@@ -266,6 +284,12 @@ fn a_session_s_environment_is_the_documented_one_not_keepty_s() {
 
 #[test]
 fn a_unix_user_that_cannot_be_used_refuses_the_start() {
+    if common::skip_under_runner(
+        "a_unix_user_that_cannot_be_used_refuses_the_start",
+        "switching accounts, cgroups and socket owners are host kernel paths the emulated server reaches through qemu's own forks",
+    ) {
+        return;
+    }
     let dir = TempDir::new("acct-bad");
     let users = dir.write(
         "users",
@@ -344,6 +368,12 @@ fn wait_dead(pid: i32, within: Duration) -> bool {
 
 #[test]
 fn a_drop_and_a_reap_reach_processes_that_left_the_session() {
+    if common::skip_under_runner(
+        "a_drop_and_a_reap_reach_processes_that_left_the_session",
+        "switching accounts, cgroups and socket owners are host kernel paths the emulated server reaches through qemu's own forks",
+    ) {
+        return;
+    }
     if let Err(why) = cgroups_available() {
         return skip(&format!(
             "no writable cgroup2 hierarchy here ({why}); a drop reaches the session only"
@@ -409,6 +439,12 @@ fn a_drop_and_a_reap_reach_processes_that_left_the_session() {
 /// drop after the upgrade still reaches a process that left the session.
 #[test]
 fn a_drop_after_an_upgrade_still_reaches_processes_that_left_the_session() {
+    if common::skip_under_runner(
+        "a_drop_after_an_upgrade_still_reaches_processes_that_left_the_session",
+        "switching accounts, cgroups and socket owners are host kernel paths the emulated server reaches through qemu's own forks",
+    ) {
+        return;
+    }
     if let Err(why) = cgroups_available() {
         return skip(&format!(
             "no writable cgroup2 hierarchy here ({why}); a drop reaches the session only"

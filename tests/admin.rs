@@ -236,7 +236,7 @@ fn assert_security_headers(r: &Response, what: &str, html: bool, no_store: bool)
 
 #[test]
 fn session_list_as_json_and_as_an_aligned_text_table() {
-    let srv = spawn_server(&["--max-memory", "48M", "--", "/bin/sh"]);
+    let srv = spawn_server(&["--max-memory", "48M", "--", common::sh()]);
     let addr = srv.addr();
     let mut a = ws::connect(srv.port, "session=a1&new=1&cols=100&rows=30");
     a.expect_attached();
@@ -320,7 +320,7 @@ fn session_list_as_json_and_as_an_aligned_text_table() {
 
 #[test]
 fn drop_kills_the_process_group_and_tells_the_client() {
-    let srv = spawn_server(&["--", "/bin/sh"]);
+    let srv = spawn_server(&["--", common::sh()]);
     let addr = srv.addr();
     assert_eq!(
         get_metrics(&addr).value("keepty_sessions_dropped_total", ""),
@@ -391,7 +391,7 @@ fn drop_kills_the_process_group_and_tells_the_client() {
 
 #[test]
 fn drop_errors_and_methods() {
-    let srv = spawn_server(&["--", "/bin/sh"]);
+    let srv = spawn_server(&["--", common::sh()]);
     let addr = srv.addr();
     detached_session(srv.port, "keep");
     assert_json_error(
@@ -441,7 +441,7 @@ fn drop_errors_and_methods() {
 
 #[test]
 fn drop_all_needs_the_exact_count() {
-    let srv = spawn_server(&["--", "/bin/sh"]);
+    let srv = spawn_server(&["--", common::sh()]);
     let addr = srv.addr();
     let mut a = ws::connect(srv.port, "session=s1&new=1");
     a.expect_attached();
@@ -509,7 +509,7 @@ fn drop_all_needs_the_exact_count() {
 
 #[test]
 fn metrics_are_prometheus_text() {
-    let srv = spawn_server(&["--max-memory", "40M", "--", "/bin/sh"]);
+    let srv = spawn_server(&["--max-memory", "40M", "--", common::sh()]);
     let addr = srv.addr();
     let mut c = ws::connect(srv.port, "session=m1&new=1");
     c.expect_attached();
@@ -579,7 +579,7 @@ fn metrics_are_prometheus_text() {
 
 #[test]
 fn metrics_count_reaped_and_refused_sessions() {
-    let srv = spawn_server(&["--ttl", "1s", "--max-sessions", "1", "--", "/bin/sh"]);
+    let srv = spawn_server(&["--ttl", "1s", "--max-sessions", "1", "--", common::sh()]);
     let addr = srv.addr();
     let mut c = ws::connect(srv.port, "session=r1&new=1");
     c.expect_attached();
@@ -596,7 +596,7 @@ fn metrics_count_reaped_and_refused_sessions() {
 
 #[test]
 fn admin_page_and_security_headers() {
-    let srv = spawn_server(&["--", "/bin/sh"]);
+    let srv = spawn_server(&["--", common::sh()]);
     let addr = srv.addr();
     detached_session(srv.port, "page");
     let r = http::get(&addr, "/admin");
@@ -678,7 +678,12 @@ fn admin_page_and_security_headers() {
 
 #[test]
 fn rebinding_hosts_and_foreign_origins_are_refused() {
-    let srv = spawn_server(&["--allow-origin", "http://app.example:8080", "--", "/bin/sh"]);
+    let srv = spawn_server(&[
+        "--allow-origin",
+        "http://app.example:8080",
+        "--",
+        common::sh(),
+    ]);
     let addr = srv.addr();
     let port = srv.port;
     detached_session(port, "victim");
@@ -795,7 +800,7 @@ fn rebinding_hosts_and_foreign_origins_are_refused() {
 
 #[test]
 fn cross_site_fetches_cannot_drop_sessions() {
-    let srv = spawn_server(&["--", "/bin/sh"]);
+    let srv = spawn_server(&["--", common::sh()]);
     let addr = srv.addr();
     detached_session(srv.port, "target");
     // An <img src> or a link from another site: a GET with Sec-Fetch-Site and no Origin.
@@ -838,7 +843,7 @@ fn cross_site_fetches_cannot_drop_sessions() {
 
 #[test]
 fn reflected_control_bytes_are_escaped() {
-    let srv = spawn_server(&["--", "/bin/sh"]);
+    let srv = spawn_server(&["--", common::sh()]);
     let addr = srv.addr();
     let raw_ctl = |b: &[u8]| {
         b.iter()
@@ -918,7 +923,7 @@ fn reflected_control_bytes_are_escaped() {
 /// gets 400: otherwise the Host check and whatever else reads the Host may disagree.
 #[test]
 fn two_host_headers_are_refused() {
-    let srv = spawn_server(&["--", "/bin/sh"]);
+    let srv = spawn_server(&["--", common::sh()]);
     let addr = srv.addr();
     let evil_host = format!("Host: evil.example:{}", srv.port);
     detached_session(srv.port, "victim");

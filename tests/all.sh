@@ -38,3 +38,7 @@ cargo test "$@"
 cargo test --features tls --test tls "$@"
 # The OpenWrt init script against UCI/procd stand-ins, and the systemd unit (systemd-analyze).
 tests/packaging.sh target/debug/keepty
+# The static musl builds for routers and Pis, under qemu-user (KEEPTY_CROSS=0 leaves them out).
+if [ "${KEEPTY_CROSS:-1}" != 0 ]; then
+    tests/cross.sh
+fi

@@ -10,7 +10,7 @@ mod common;
 
 use std::io::{self, Read};
 use std::net::{Ipv4Addr, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -19,7 +19,7 @@ use common::auth::{TempDir, b64url, token_protocol};
 use common::http::{self, Response};
 use common::support::{RECORD_FIELDS, assert_json_error, echo_roundtrip, ids, wait_unlisted};
 use common::ws::{self, WAIT, Ws};
-use common::{Server, bin, spawn_cmd, spawn_server};
+use common::{Server, spawn_cmd, spawn_server};
 
 const ALICE: &str = "alice-Tk7Qm2Zp9Wx4Lr8Vb3Nc";
 const BOB: &str = "bob-Hs5Jd1Ky6Ft0Gu2Xe7Ri";
@@ -33,14 +33,14 @@ const WRONG: &str = "wrong-Mb5Vn0Cx8Zl2Kj7Hg4Fd";
 /// written with mode 0600 into `dir`.
 fn token_server(dir: &TempDir, users: &str, admin: Option<&str>, extra: &[&str]) -> Server {
     let users_path = dir.write("users", users, 0o600);
-    let mut cmd = Command::new(bin());
+    let mut cmd = common::keepty();
     cmd.args(["--listen", "127.0.0.1:0", "--token-file", &users_path]);
     if let Some(a) = admin {
         let admin_path = dir.write("admins", a, 0o600);
         cmd.args(["--admin-token-file", &admin_path]);
     }
     cmd.args(extra);
-    cmd.args(["--", "/bin/sh"]);
+    cmd.args(["--", common::sh()]);
     spawn_cmd(cmd)
 }
 
@@ -145,7 +145,7 @@ fn b64url_helper_matches_rfc4648() {
 
 #[test]
 fn without_a_token_file_every_request_is_user_local() {
-    let srv = spawn_server(&["--", "/bin/sh"]);
+    let srv = spawn_server(&["--", common::sh()]);
     let addr = srv.addr();
     let mut c = ws::connect(srv.port, "session=mine&new=1");
     c.expect_attached();
@@ -183,7 +183,7 @@ fn without_a_token_file_every_request_is_user_local() {
 fn a_non_loopback_listen_needs_a_token_file_or_insecure_no_auth() {
     // These servers listen on every interface for a moment: their sessions run /bin/true, so
     // nothing reachable from outside is a shell.
-    let mut child = Command::new(bin())
+    let mut child = common::keepty()
         .args(["--listen", "0.0.0.0:0", "--", "/bin/true"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -227,7 +227,7 @@ fn a_non_loopback_listen_needs_a_token_file_or_insecure_no_auth() {
     );
 
     // With --insecure-no-auth it starts (and is reachable on loopback).
-    let mut cmd = Command::new(bin());
+    let mut cmd = common::keepty();
     cmd.args([
         "--listen",
         "0.0.0.0:0",
@@ -244,7 +244,7 @@ fn a_non_loopback_listen_needs_a_token_file_or_insecure_no_auth() {
     let dir = TempDir::new("nonloop");
     let token = random_token();
     let users = dir.write("users", &format!("alice {token}\n"), 0o600);
-    let mut cmd = Command::new(bin());
+    let mut cmd = common::keepty();
     cmd.args([
         "--listen",
         "0.0.0.0:0",
@@ -805,12 +805,12 @@ fn loose_token_file_permissions_get_a_warning() {
         lines
     };
     let start = |users: &str, admin: Option<&str>| {
-        let mut cmd = Command::new(bin());
+        let mut cmd = common::keepty();
         cmd.args(["--listen", "127.0.0.1:0", "--token-file", users]);
         if let Some(a) = admin {
             cmd.args(["--admin-token-file", a]);
         }
-        cmd.args(["--", "/bin/sh"]);
+        cmd.args(["--", common::sh()]);
         spawn_cmd(cmd)
     };
 
@@ -867,7 +867,7 @@ fn no_token_appears_in_a_log_line_or_an_answer() {
     // Loose permissions on purpose: the warning must not quote the file's content.
     let users_path = dir.write("users", &format!("alice {ALICE}\nbob {BOB} 3\n"), 0o644);
     let admin_path = dir.write("admins", &format!("{ADMIN1}\n"), 0o644);
-    let mut cmd = Command::new(bin());
+    let mut cmd = common::keepty();
     cmd.args([
         "--listen",
         "127.0.0.1:0",
@@ -876,7 +876,7 @@ fn no_token_appears_in_a_log_line_or_an_answer() {
         "--admin-token-file",
         &admin_path,
         "--",
-        "/bin/sh",
+        common::sh(),
     ]);
     let mut srv = spawn_cmd(cmd);
     let addr = srv.addr();
@@ -1005,7 +1005,7 @@ fn admin_from_a_non_loopback_peer_needs_an_admin_token() {
     let admins = dir.write("admins", &format!("{admin}\n"), 0o600);
     let listen = format!("{ip}:0");
 
-    let mut cmd = Command::new(bin());
+    let mut cmd = common::keepty();
     cmd.args([
         "--listen",
         &listen,
@@ -1038,7 +1038,7 @@ fn admin_from_a_non_loopback_peer_needs_an_admin_token() {
     assert_eq!(api_sessions(&addr, &user).status, 200);
     drop(srv);
 
-    let mut cmd = Command::new(bin());
+    let mut cmd = common::keepty();
     cmd.args([
         "--listen",
         &listen,
@@ -1079,7 +1079,7 @@ fn control_bytes_in_a_user_name_are_never_reflected_raw() {
     let users = dir.write("users", &bad, 0o600);
 
     // At startup.
-    let mut child = Command::new(bin())
+    let mut child = common::keepty()
         .args([
             "--listen",
             "127.0.0.1:0",

@@ -68,7 +68,7 @@ fn phone_features_in_headless_chromium() {
 #[test]
 fn page_across_an_upgrade_in_headless_chromium() {
     let root = require_prerequisites();
-    let server = common::spawn_server(&["--", "/bin/sh"]);
+    let server = common::spawn_server(&["--", common::sh()]);
     run_node(
         root,
         "tests/browser/upgrade.mjs",
@@ -93,7 +93,7 @@ fn token_flow_in_headless_chromium() {
             .unwrap_or(0)
     );
     let token_file = dir.write("tokens", &format!("browser {token}\n"), 0o600);
-    let server = common::spawn_server(&["--token-file", &token_file, "--", "/bin/sh"]);
+    let server = common::spawn_server(&["--token-file", &token_file, "--", common::sh()]);
     run_node(
         root,
         "tests/browser/token.mjs",
@@ -128,7 +128,7 @@ fn token_links_and_foreign_pages_in_headless_chromium() {
         "--admin-token-file",
         &admins,
         "--",
-        "/bin/sh",
+        common::sh(),
     ]);
     run_node(
         root,
@@ -143,7 +143,7 @@ fn token_links_and_foreign_pages_in_headless_chromium() {
 #[test]
 fn notifications_in_headless_chromium() {
     let root = require_prerequisites();
-    let server = common::spawn_server(&["--", "/bin/sh"]);
+    let server = common::spawn_server(&["--", common::sh()]);
     run_node(
         root,
         "tests/browser/notify.mjs",

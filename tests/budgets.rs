@@ -34,7 +34,7 @@ fn attach_from(src: Ipv4Addr, port: u16, query: &str) -> Result<Ws, String> {
 /// now have a budget of their own, evicted oldest first, so they never keep a request out.
 #[test]
 fn keep_alive_healthz_connections_do_not_keep_the_operator_out() {
-    let srv = spawn_server(&["--", "/bin/sh"]);
+    let srv = spawn_server(&["--", common::sh()]);
     let addr = srv.addr();
     let mut held: Vec<TcpStream> = Vec::new();
     for i in 0..128 {
@@ -123,7 +123,7 @@ fn unfinished_requests_from_four_addresses_do_not_keep_a_fifth_out() {
 /// the per-address pending cap (8) counted connections whose head had not been read yet.
 #[test]
 fn twenty_tabs_reconnecting_at_once_from_one_address_all_get_in() {
-    let srv = spawn_server(&["--", "/bin/sh"]);
+    let srv = spawn_server(&["--", common::sh()]);
     for i in 0..20 {
         let mut c = ws::connect(srv.port, &format!("session=tab{i}&new=1"));
         c.expect_attached();
@@ -163,7 +163,7 @@ fn one_address_holds_only_its_share_of_max_clients() {
         "--max-sessions",
         "64",
         "--",
-        "/bin/sh",
+        common::sh(),
     ]);
     let share = 160 / 4;
     let one = Ipv4Addr::new(127, 0, 0, 2);

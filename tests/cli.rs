@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,11 +20,11 @@ use tungstenite::client::IntoClientRequest;
 
 use common::auth::TempDir;
 use common::ws::{self, WAIT};
-use common::{Server, bin, spawn_server};
+use common::{Server, keepty, spawn_server};
 
 /// Runs `keepty ARGS` without a terminal; (exit status, stdout, stderr).
 fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let mut cmd = Command::new(bin());
+    let mut cmd = keepty();
     cmd.args(args)
         .env_remove("KEEPTY_URL")
         .env_remove("KEEPTY_TOKEN")
@@ -47,7 +47,7 @@ fn command_line_mistakes_are_named_and_exit_2() {
         (&["-x"], "unknown option -x"),
         (&["bogus"], "unknown subcommand \"bogus\""),
         (
-            &["--ttl", "1h", "/bin/sh"],
+            &["--ttl", "1h", common::sh()],
             "unexpected argument \"/bin/sh\"",
         ),
         (
@@ -134,7 +134,7 @@ fn ls_and_drop_with_tokens() {
         "--admin-token-file",
         &admins,
         "--",
-        "/bin/sh",
+        common::sh(),
     ]);
     let url = srv.url();
     open_session(srv.port, "a1", "tok-alice");
@@ -230,7 +230,7 @@ fn winsize(cols: u16, rows: u16) -> nix::pty::Winsize {
 impl Attached {
     fn start(args: &[&str], size: (u16, u16)) -> Attached {
         let pair = nix::pty::openpty(Some(&winsize(size.0, size.1)), None).expect("openpty");
-        let mut cmd = Command::new(bin());
+        let mut cmd = keepty();
         cmd.args(args)
             .env_remove("KEEPTY_URL")
             .env_remove("KEEPTY_TOKEN")
@@ -345,7 +345,7 @@ fn session_with_output(srv: &Server, id: &str, line: &str) {
 
 #[test]
 fn attach_replays_types_resizes_detaches_and_exits_with_the_program() {
-    let srv = spawn_server(&["--", "/bin/sh"]);
+    let srv = spawn_server(&["--", common::sh()]);
     let url = srv.url();
     session_with_output(&srv, "work", "echo marker-$((6*7))");
 
@@ -390,7 +390,7 @@ fn attach_replays_types_resizes_detaches_and_exits_with_the_program() {
 
 #[test]
 fn new_creates_and_a_refusal_is_one_line() {
-    let srv = spawn_server(&["--", "/bin/sh"]);
+    let srv = spawn_server(&["--", common::sh()]);
     let url = srv.url();
     let mut a = Attached::start(&["new", "fresh", "--url", &url], (80, 24));
     a.wait_for("keepty: created fresh", "the banner");
@@ -455,7 +455,7 @@ impl Proxy {
 
 #[test]
 fn a_dropped_network_resumes_exactly() {
-    let srv = spawn_server(&["--", "/bin/sh"]);
+    let srv = spawn_server(&["--", common::sh()]);
     let proxy = Proxy::start(srv.port);
     let url = format!("http://127.0.0.2:{}/", srv.port);
     session_with_output(&srv, "net", "echo marker-$((6*7))");

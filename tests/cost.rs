@@ -21,7 +21,7 @@ fn u(v: &Value) -> u64 {
 
 #[test]
 fn memory_and_command_follow_the_foreground_program() {
-    let srv = spawn_server(&["--", "/bin/sh"]);
+    let srv = spawn_server(&["--", common::sh()]);
     let mut c = ws::connect(srv.port, "session=mem&new=1");
     c.expect_attached();
     let idle = srv.wait_session("mem", SAMPLED, "the shell sampled", |r| {
@@ -77,7 +77,7 @@ fn memory_and_command_follow_the_foreground_program() {
 
 #[test]
 fn cpu_time_follows_a_spinning_program() {
-    let srv = spawn_server(&["--", "/bin/sh"]);
+    let srv = spawn_server(&["--", common::sh()]);
     let mut c = ws::connect(srv.port, "session=spin&new=1");
     c.expect_attached();
     let idle = srv.wait_session("spin", SAMPLED, "the shell sampled", |r| {

@@ -20,7 +20,7 @@ const RING: usize = 4096;
 fn server(script: &str, extra: &[&str]) -> Server {
     let mut args = vec!["--scrollback", "4K"];
     args.extend_from_slice(extra);
-    args.extend_from_slice(&["--", "/bin/sh", "-c", script]);
+    args.extend_from_slice(&["--", common::sh(), "-c", script]);
     spawn_server(&args)
 }
 
@@ -247,7 +247,7 @@ fn lagging_viewer_gap_lands_on_a_clean_boundary() {
         "--scrollback",
         "64K",
         "--",
-        "/bin/sh",
+        common::sh(),
         "-c",
         &script,
     ]);
@@ -301,7 +301,7 @@ fn session_records_show_title_and_alt_screen() {
         dir.shell_file("a", b"\x1b[?1049h\x1b]0;rec\xc2\x9b \xff title\x07ready\n"),
         dir.shell_file("b", b"\x1b[?1049l\x1b]2;after\x07done\n")
     );
-    let srv = spawn_server(&["--", "/bin/sh", "-c", &script]);
+    let srv = spawn_server(&["--", common::sh(), "-c", &script]);
     let addr = srv.addr();
     let mut c = ws::connect(srv.port, "session=rec&new=1&cols=80&rows=24");
     c.expect_attached();

@@ -438,7 +438,7 @@ fn parse_server_frame(buf: &[u8]) -> Option<(ServerFrame, usize)> {
 #[test]
 fn malformed_heads_get_400_and_close() {
     let _serial = serial();
-    let srv = spawn_server(&["--", "/bin/sh"]);
+    let srv = spawn_server(&["--", common::sh()]);
     let addr = srv.addr();
     let mut canary = Canary::open(&srv);
     let host = format!("Host: {addr}\r\n");
@@ -500,7 +500,7 @@ fn malformed_heads_get_400_and_close() {
 #[test]
 fn oversized_heads_are_refused_not_truncated() {
     let _serial = serial();
-    let srv = spawn_server(&["--", "/bin/sh"]);
+    let srv = spawn_server(&["--", common::sh()]);
     let addr = srv.addr();
     let mut canary = Canary::open(&srv);
 
@@ -585,7 +585,7 @@ fn oversized_heads_are_refused_not_truncated() {
 #[test]
 fn host_header_defects() {
     let _serial = serial();
-    let srv = spawn_server(&["--", "/bin/sh"]);
+    let srv = spawn_server(&["--", common::sh()]);
     let addr = srv.addr();
     let port = srv.port;
     let mut canary = Canary::open(&srv);
@@ -653,7 +653,7 @@ fn host_header_defects() {
 #[test]
 fn bodies_and_transfer_encoding_are_refused() {
     let _serial = serial();
-    let srv = spawn_server(&["--", "/bin/sh"]);
+    let srv = spawn_server(&["--", common::sh()]);
     let addr = srv.addr();
     let mut canary = Canary::open(&srv);
     let smuggled = format!("GET /admin/drop-all?confirm=1 HTTP/1.1\r\nHost: {addr}\r\n\r\n");
@@ -735,7 +735,7 @@ fn bodies_and_transfer_encoding_are_refused() {
 #[test]
 fn pipelined_requests_in_order() {
     let _serial = serial();
-    let srv = spawn_server(&["--", "/bin/sh"]);
+    let srv = spawn_server(&["--", common::sh()]);
     let addr = srv.addr();
     let mut canary = Canary::open(&srv);
 
@@ -876,7 +876,7 @@ fn flood(
 #[test]
 fn path_traversal_is_404() {
     let _serial = serial();
-    let srv = spawn_server(&["--", "/bin/sh"]);
+    let srv = spawn_server(&["--", common::sh()]);
     let addr = srv.addr();
     let mut canary = Canary::open(&srv);
     let cargo = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
@@ -925,7 +925,7 @@ fn path_traversal_is_404() {
 #[test]
 fn upgrade_defects() {
     let _serial = serial();
-    let srv = spawn_server(&["--", "/bin/sh"]);
+    let srv = spawn_server(&["--", common::sh()]);
     let addr = srv.addr();
     let mut canary = Canary::open(&srv);
     let base = |extra: &[&str], drop: &str| -> String {
@@ -1014,7 +1014,7 @@ fn upgrade_defects() {
 #[test]
 fn hostile_origins_are_403() {
     let _serial = serial();
-    let srv = spawn_server(&["--", "/bin/sh"]);
+    let srv = spawn_server(&["--", common::sh()]);
     let addr = srv.addr();
     let port = srv.port;
     let mut canary = Canary::open(&srv);
@@ -1086,7 +1086,7 @@ fn hostile_origins_are_403() {
 #[test]
 fn bad_ids_and_parameters() {
     let _serial = serial();
-    let srv = spawn_server(&["--", "/bin/sh"]);
+    let srv = spawn_server(&["--", common::sh()]);
     let port = srv.port;
     let mut canary = Canary::open(&srv);
     // The canary's output end, for `since` past it.
@@ -1167,7 +1167,7 @@ fn bad_ids_and_parameters() {
 #[test]
 fn frame_protocol_violations() {
     let _serial = serial();
-    let srv = spawn_server(&["--", "/bin/sh"]);
+    let srv = spawn_server(&["--", common::sh()]);
     let port = srv.port;
     let mut canary = Canary::open(&srv);
     let q = "session=victim&new=1";
@@ -1315,7 +1315,7 @@ fn frame_protocol_violations() {
 #[test]
 fn odd_but_wellformed_messages() {
     let _serial = serial();
-    let srv = spawn_server(&["--", "/bin/sh"]);
+    let srv = spawn_server(&["--", common::sh()]);
     let port = srv.port;
     let mut canary = Canary::open(&srv);
     let q = "session=victim&new=1";
@@ -1430,7 +1430,7 @@ fn odd_but_wellformed_messages() {
 #[test]
 fn huge_declared_lengths_are_refused_before_allocation() {
     let _serial = serial();
-    let srv = spawn_server(&["--", "/bin/sh"]);
+    let srv = spawn_server(&["--", common::sh()]);
     let port = srv.port;
     let mut canary = Canary::open(&srv);
     let q = "session=victim&new=1";
@@ -1508,7 +1508,7 @@ fn huge_declared_lengths_are_refused_before_allocation() {
 #[test]
 fn ping_flood() {
     let _serial = serial();
-    let srv = spawn_server(&["--", "/bin/sh"]);
+    let srv = spawn_server(&["--", common::sh()]);
     let port = srv.port;
     let mut canary = Canary::open(&srv);
     let mut c = RawWs::attach(port, "session=victim&new=1");
@@ -1590,7 +1590,7 @@ fn ping_flood() {
 #[test]
 fn paste_into_program_that_does_not_read() {
     let _serial = serial();
-    let srv = spawn_server(&["--", "/bin/sh"]);
+    let srv = spawn_server(&["--", common::sh()]);
     let port = srv.port;
     let mut canary = Canary::open(&srv);
 
@@ -1651,7 +1651,7 @@ fn paste_into_program_that_does_not_read() {
 #[test]
 fn replayed_queries_never_become_input() {
     let _serial = serial();
-    let srv = spawn_server(&["--", "/bin/sh"]);
+    let srv = spawn_server(&["--", common::sh()]);
     let port = srv.port;
     let mut canary = Canary::open(&srv);
     let query = r"printf '\033[6n\033[c\033[>c\033]11;?\007\033[18t'";

@@ -60,7 +60,7 @@ fn assert_healthy(addr: &str) {
 
 #[test]
 fn page_and_assets_plain_and_gzip() {
-    let srv = spawn_server(&["--", "/bin/sh"]);
+    let srv = spawn_server(&["--", common::sh()]);
     let addr = srv.addr();
     for &path in PAGES {
         let plain = http::get(&addr, path);
@@ -110,7 +110,7 @@ fn page_and_assets_plain_and_gzip() {
 
 #[test]
 fn healthz_and_unknown_path() {
-    let srv = spawn_server(&["--", "/bin/sh"]);
+    let srv = spawn_server(&["--", common::sh()]);
     let addr = srv.addr();
     let r = http::get(&addr, "/healthz");
     assert_eq!(r.status, 200);
@@ -126,7 +126,7 @@ fn healthz_and_unknown_path() {
 
 #[test]
 fn keep_alive_and_connection_close() {
-    let srv = spawn_server(&["--", "/bin/sh"]);
+    let srv = spawn_server(&["--", common::sh()]);
     let addr = srv.addr();
 
     // Two requests, then a third with Connection: close, all on one connection.
@@ -177,7 +177,7 @@ fn keep_alive_and_connection_close() {
 
 #[test]
 fn garbage_request_gets_400_and_close() {
-    let srv = spawn_server(&["--", "/bin/sh"]);
+    let srv = spawn_server(&["--", common::sh()]);
     let addr = srv.addr();
     let mut s = http::connect(&addr);
     s.write_all(b"\x00\x01\x02 this is not http\r\n\r\n")
@@ -194,7 +194,7 @@ fn garbage_request_gets_400_and_close() {
 
 #[test]
 fn oversized_heads_are_refused() {
-    let srv = spawn_server(&["--", "/bin/sh"]);
+    let srv = spawn_server(&["--", common::sh()]);
     let addr = srv.addr();
 
     // One header line that pushes the head past 8 KiB.

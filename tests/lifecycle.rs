@@ -75,7 +75,7 @@ fn wait_gone(srv: &Server, id: &str, timeout: Duration) -> Duration {
 
 #[test]
 fn reject_policy_refuses_newcomer_and_keeps_first_client() {
-    let srv = spawn_server(&["--attach-policy", "reject", "--", "/bin/sh"]);
+    let srv = spawn_server(&["--attach-policy", "reject", "--", common::sh()]);
     let mut a = ws::connect(srv.port, "session=rj&new=1");
     let att = a.expect_attached();
     assert_eq!(att["policy"], "reject", "{att}");
@@ -116,7 +116,7 @@ fn reject_policy_refuses_newcomer_and_keeps_first_client() {
 
 #[test]
 fn handoff_policy_moves_the_session_to_the_newcomer() {
-    let srv = spawn_server(&["--attach-policy", "handoff", "--", "/bin/sh"]);
+    let srv = spawn_server(&["--attach-policy", "handoff", "--", common::sh()]);
     let mut a = ws::connect(srv.port, "session=ho&new=1");
     let att = a.expect_attached();
     assert_eq!(att["policy"], "handoff", "{att}");
@@ -148,7 +148,7 @@ fn handoff_policy_moves_the_session_to_the_newcomer() {
 
 #[test]
 fn multi_policy_viewer_is_read_only_until_it_takes_control() {
-    let srv = spawn_server(&["--attach-policy", "multi", "--", "/bin/sh"]);
+    let srv = spawn_server(&["--attach-policy", "multi", "--", common::sh()]);
     let mut a = ws::connect(srv.port, "session=mv&new=1&cols=80&rows=24");
     let att = a.expect_attached();
     assert_eq!(
@@ -223,7 +223,7 @@ fn multi_policy_viewer_is_read_only_until_it_takes_control() {
 
 #[test]
 fn multi_policy_promotes_the_oldest_viewer_when_the_writer_leaves() {
-    let srv = spawn_server(&["--attach-policy", "multi", "--", "/bin/sh"]);
+    let srv = spawn_server(&["--attach-policy", "multi", "--", common::sh()]);
     let mut a = ws::connect(srv.port, "session=mp&new=1");
     a.expect_attached();
     echo_roundtrip(&mut a, "a0");
@@ -270,7 +270,7 @@ fn multi_policy_promotes_the_oldest_viewer_when_the_writer_leaves() {
 
 #[test]
 fn ttl_reaps_a_detached_session_and_its_process_group() {
-    let srv = spawn_server(&["--ttl", "3s", "--", "/bin/sh"]);
+    let srv = spawn_server(&["--ttl", "3s", "--", common::sh()]);
     let mut c = ws::connect(srv.port, "session=reap-me&new=1");
     c.expect_attached();
     // Without job control the background job stays in the shell's process group, which is
@@ -331,7 +331,7 @@ fn ttl_reaps_a_detached_session_and_its_process_group() {
 
 #[test]
 fn an_attached_session_is_never_reaped() {
-    let srv = spawn_server(&["--ttl", "1s", "--", "/bin/sh"]);
+    let srv = spawn_server(&["--ttl", "1s", "--", common::sh()]);
     let mut a = ws::connect(srv.port, "session=kept&new=1");
     a.expect_attached();
     echo_roundtrip(&mut a, "k0");
@@ -371,7 +371,7 @@ fn an_attached_session_is_never_reaped() {
 #[test]
 fn last_seen_follows_activity_and_idle_time_grows_when_detached() {
     let ttl = 3600;
-    let srv = spawn_server(&["--ttl", "1h", "--", "/bin/sh"]);
+    let srv = spawn_server(&["--ttl", "1h", "--", common::sh()]);
     let mut a = ws::connect(srv.port, "session=seen&new=1");
     a.expect_attached();
     echo_roundtrip(&mut a, "s0");
@@ -423,7 +423,7 @@ fn last_seen_follows_activity_and_idle_time_grows_when_detached() {
 fn exited_session_is_kept_until_a_client_sees_the_end() {
     let srv = spawn_server(&[
         "--",
-        "/bin/sh",
+        common::sh(),
         "-c",
         "echo hi-$((2*3)); sleep 1; echo bye-$((6*7)); exit 5",
     ]);
@@ -468,7 +468,7 @@ fn exited_session_nobody_sees_is_freed_by_the_ttl() {
         "--ttl",
         "3s",
         "--",
-        "/bin/sh",
+        common::sh(),
         "-c",
         "echo hi-$((2*3)); sleep 1; exit 3",
     ]);
@@ -495,7 +495,7 @@ fn exited_session_nobody_sees_is_freed_by_the_ttl() {
 
 #[test]
 fn a_client_that_reads_answers_pings_and_stays() {
-    let srv = spawn_server(&["--ping-interval", "1s", "--", "/bin/sh"]);
+    let srv = spawn_server(&["--ping-interval", "1s", "--", common::sh()]);
     let mut c = ws::connect(srv.port, "session=pinged&new=1");
     c.expect_attached();
     let mut pings = 0;
@@ -525,7 +525,7 @@ fn a_client_that_reads_answers_pings_and_stays() {
 
 #[test]
 fn a_silent_client_is_closed() {
-    let srv = spawn_server(&["--ping-interval", "1s", "--", "/bin/sh"]);
+    let srv = spawn_server(&["--ping-interval", "1s", "--", common::sh()]);
     let mut c = ws::connect(srv.port, "session=quiet&new=1");
     c.expect_attached();
     let start = Instant::now();
@@ -550,7 +550,7 @@ fn a_silent_client_is_closed() {
 
 #[test]
 fn a_client_that_takes_no_output_is_closed() {
-    let srv = spawn_server(&["--ping-interval", "1s", "--", "/bin/sh"]);
+    let srv = spawn_server(&["--ping-interval", "1s", "--", common::sh()]);
     let mut c = ws::connect(srv.port, "session=stall&new=1&flow=1");
     c.auto_ack = false;
     c.expect_attached();

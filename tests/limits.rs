@@ -179,7 +179,7 @@ fn session_ids(list: &Value) -> Vec<String> {
 
 #[test]
 fn max_sessions_refuses_new_sessions_and_spares_the_rest() {
-    let srv = spawn_server(&["--max-sessions", "2", "--", "/bin/sh"]);
+    let srv = spawn_server(&["--max-sessions", "2", "--", common::sh()]);
     let mut a = ws::connect(srv.port, "session=ms-1&new=1");
     a.expect_attached();
     let mut b = ws::connect(srv.port, "session=ms-2&new=1");
@@ -221,7 +221,7 @@ fn max_sessions_refuses_new_sessions_and_spares_the_rest() {
 
 #[test]
 fn max_clients_refuses_connections_and_spares_the_rest() {
-    let srv = spawn_server(&["--max-clients", "2", "--", "/bin/sh"]);
+    let srv = spawn_server(&["--max-clients", "2", "--", common::sh()]);
     let addr = srv.addr();
     let mut a = ws::connect(srv.port, "session=cl-1&new=1");
     a.expect_attached();
@@ -260,7 +260,7 @@ fn max_memory_refuses_sessions_then_connections_and_spares_the_rest() {
         "--scrollback",
         "256K",
         "--",
-        "/bin/sh",
+        common::sh(),
     ]);
     let addr = srv.addr();
     let mut ids = Vec::new();
@@ -372,7 +372,7 @@ fn a_flood_never_pushes_reserved_memory_past_the_cap() {
         "--scrollback",
         "256K",
         "--",
-        "/bin/sh",
+        common::sh(),
     ]);
     let addr = srv.addr();
     let pid = srv.child.id();
@@ -501,7 +501,14 @@ fn one_address_cannot_keep_another_out_of_pending() {
 
 #[test]
 fn half_sent_connections_do_not_count_against_max_clients() {
-    let srv = spawn_server(&["--max-clients", "2", "--max-pending", "8", "--", "/bin/sh"]);
+    let srv = spawn_server(&[
+        "--max-clients",
+        "2",
+        "--max-pending",
+        "8",
+        "--",
+        common::sh(),
+    ]);
     let addr = srv.addr();
     let mut slow: Vec<TcpStream> = (0..3)
         .map(|_| http::half_sent(http::connect(&addr), &addr).expect("half-sent head"))
@@ -531,7 +538,7 @@ fn half_sent_connections_do_not_count_against_max_clients() {
 
 #[test]
 fn half_sent_head_is_cut_off_while_other_clients_are_served() {
-    let srv = spawn_server(&["--header-timeout", "2s", "--", "/bin/sh"]);
+    let srv = spawn_server(&["--header-timeout", "2s", "--", common::sh()]);
     let addr = srv.addr();
     let mut c = ws::connect(srv.port, "session=served&new=1");
     c.expect_attached();
@@ -562,8 +569,9 @@ fn half_sent_head_is_cut_off_while_other_clients_are_served() {
 fn emfile_on_accept_does_not_spin_and_recovers() {
     // exec: the shell becomes the server, so the child's pid is the server's.
     let script = format!(
-        "ulimit -n 40 && exec '{}' --listen 127.0.0.1:0 --max-pending 100 -- /bin/sh",
-        common::bin()
+        "ulimit -n 40 && exec {} --listen 127.0.0.1:0 --max-pending 100 -- {}",
+        common::keepty_words(),
+        common::sh()
     );
     let mut cmd = Command::new("/bin/sh");
     cmd.arg("-c").arg(script);
@@ -618,7 +626,7 @@ fn emfile_on_accept_does_not_spin_and_recovers() {
 /// (~250 KB each, 6 MB in all).
 #[test]
 fn pending_requests_do_not_fill_a_small_memory_cap() {
-    let srv = spawn_server(&["--max-memory", "4M", "--", "/bin/sh"]);
+    let srv = spawn_server(&["--max-memory", "4M", "--", common::sh()]);
     let mut held = Vec::new();
     for i in 0..24u8 {
         let src = Ipv4Addr::new(127, 0, 0, 10 + i / 8);

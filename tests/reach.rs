@@ -38,7 +38,7 @@ fn a_pipe_gets_addresses_on_stderr_and_no_token_anywhere() {
     let dir = TempDir::new("reach-pipe");
     let token = token();
     let users = dir.write("users", &format!("phone {token}\nother x-{token}\n"), 0o600);
-    let mut child = Command::new(common::bin())
+    let mut child = common::keepty()
         .args([
             "--listen",
             "0.0.0.0:0",
@@ -149,7 +149,7 @@ fn a_terminal_gets_the_phone_link_and_a_qr_code() {
     let inner = format!(
         "echo $$ > {}; exec {} --listen 0.0.0.0:0 --token-file {users} -- /bin/true >{}",
         pid_path.display(),
-        common::bin(),
+        common::keepty_words(),
         out_path.display()
     );
     let mut child = Command::new("script")

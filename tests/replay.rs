@@ -74,7 +74,7 @@ fn assert_same(got: &[u8], want: &[u8], what: &str) {
 
 #[test]
 fn reload_replays_missed_output_exactly_once() {
-    let srv = spawn_server(&["--", "/bin/sh"]);
+    let srv = spawn_server(&["--", common::sh()]);
     let mut a = ws::connect(srv.port, "new=1&cols=80&rows=24");
     let att = a.expect_attached();
     let id = ws::session_id(&att);
@@ -144,7 +144,7 @@ fn long_output_survives_many_abrupt_disconnects_in_block_mode() {
         "--scrollback",
         "64K",
         "--",
-        "/bin/sh",
+        common::sh(),
         "-c",
         &cmd,
     ]);
@@ -242,7 +242,7 @@ fn drop_oldest_reports_lost_bytes() {
         "stty -opost; printf start; sleep 2; cat '{}'; exec sleep 60",
         path.display()
     );
-    let srv = spawn_server(&["--scrollback", "64K", "--", "/bin/sh", "-c", &cmd]);
+    let srv = spawn_server(&["--scrollback", "64K", "--", common::sh(), "-c", &cmd]);
     let mut a = ws::connect(srv.port, "session=lost&new=1");
     a.expect_attached();
     let mut stream = a.read_output_until(b"start", WAIT);
@@ -299,7 +299,7 @@ fn slow_writer_throttles_the_pty() {
     let size = 32 << 20;
     let (path, data) = make_file(&dir.0, "data.txt", size, 0x534c_4f57);
     let cmd = format!("stty -opost; exec cat '{}'", path.display());
-    let srv = spawn_server(&["--scrollback", "64K", "--", "/bin/sh", "-c", &cmd]);
+    let srv = spawn_server(&["--scrollback", "64K", "--", common::sh(), "-c", &cmd]);
     let mut c = ws::connect(srv.port, "session=slow&new=1");
     let att = c.expect_attached();
     assert_eq!((u(&att["offset"]), u(&att["lost"])), (0, 0), "{att}");

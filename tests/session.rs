@@ -9,7 +9,7 @@ use common::ws::{self, WAIT};
 
 #[test]
 fn echo_through_a_session() {
-    let srv = spawn_server(&["--", "/bin/sh"]);
+    let srv = spawn_server(&["--", common::sh()]);
     let mut c = ws::connect(srv.port, "new=1&cols=80&rows=24");
     let att = c.expect_attached();
     assert_eq!(att["created"], true, "{att}");
@@ -49,7 +49,7 @@ fn echo_through_a_session() {
 
 #[test]
 fn resize_reaches_the_pty() {
-    let srv = spawn_server(&["--", "/bin/sh"]);
+    let srv = spawn_server(&["--", common::sh()]);
     let mut c = ws::connect(srv.port, "new=1&cols=100&rows=30");
     let att = c.expect_attached();
     assert_eq!(
@@ -75,7 +75,7 @@ fn resize_reaches_the_pty() {
 
 #[test]
 fn unknown_id_without_new_is_not_found() {
-    let srv = spawn_server(&["--", "/bin/sh"]);
+    let srv = spawn_server(&["--", common::sh()]);
     let mut c = ws::connect(srv.port, "session=nosuchsession");
     c.expect_error("not_found", 4404);
     let list = srv.admin_sessions();
@@ -88,7 +88,7 @@ fn unknown_id_without_new_is_not_found() {
 
 #[test]
 fn second_attach_takes_over() {
-    let srv = spawn_server(&["--", "/bin/sh"]);
+    let srv = spawn_server(&["--", common::sh()]);
     let mut a = ws::connect(srv.port, "session=handoff-1&new=1");
     let att = a.expect_attached();
     assert_eq!(att["session"], "handoff-1");
@@ -115,7 +115,7 @@ fn second_attach_takes_over() {
 
 #[test]
 fn exit_code_is_reported() {
-    let srv = spawn_server(&["--", "/bin/sh", "-c", "echo bye; exit 7"]);
+    let srv = spawn_server(&["--", common::sh(), "-c", "echo bye; exit 7"]);
     let mut c = ws::connect(srv.port, "session=exit-7&new=1");
     c.expect_attached();
     let (out, texts, code) = c.read_to_close(WAIT);
@@ -137,7 +137,7 @@ fn exit_code_is_reported() {
 
 #[test]
 fn killed_by_signal_is_reported() {
-    let srv = spawn_server(&["--", "/bin/sh", "-c", "echo up; kill -TERM $$"]);
+    let srv = spawn_server(&["--", common::sh(), "-c", "echo up; kill -TERM $$"]);
     let mut c = ws::connect(srv.port, "session=sig-1&new=1");
     c.expect_attached();
     let (_, texts, code) = c.read_to_close(WAIT);
@@ -156,7 +156,7 @@ fn killed_by_signal_is_reported() {
 
 #[test]
 fn bad_queries_are_bad_request() {
-    let srv = spawn_server(&["--", "/bin/sh"]);
+    let srv = spawn_server(&["--", common::sh()]);
     let mut c = ws::connect(srv.port, "session=bq&new=1");
     c.expect_attached();
     c.send_input(b"echo x-$((3+4))\n");
@@ -221,7 +221,7 @@ fn lagging_viewer_gets_gap_and_true_tail() {
         "--scrollback",
         "64K",
         "--",
-        "/bin/sh",
+        common::sh(),
         "-c",
         &cmd,
     ]);
@@ -278,7 +278,7 @@ fn lagging_viewer_gets_gap_and_true_tail() {
 /// (Raw mode: in canonical mode the kernel discards input past a full line instead.)
 #[test]
 fn input_to_a_program_that_does_not_read_is_bounded() {
-    let srv = spawn_server(&["--", "/bin/sh", "-c", "stty raw -echo; exec sleep 1000"]);
+    let srv = spawn_server(&["--", common::sh(), "-c", "stty raw -echo; exec sleep 1000"]);
     let rss_before = rss_kib(srv.child.id());
     let mut c = ws::connect(srv.port, "session=deaf&new=1");
     c.expect_attached();
@@ -321,7 +321,7 @@ fn the_tail_of_a_flood_goes_out_while_the_program_runs_on() {
     // agenda.rs and gather.rs hold the deadline itself.)
     let srv = spawn_server(&[
         "--",
-        "/bin/sh",
+        common::sh(),
         "-c",
         "stty -opost; head -c 60000 /dev/zero | base64 -w 0; printf END; exec sleep 60",
     ]);

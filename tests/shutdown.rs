@@ -11,7 +11,7 @@ use common::{process_alive, spawn_server};
 
 #[test]
 fn sigterm_tells_clients_and_ends_sessions() {
-    let mut srv = spawn_server(&["--", "/bin/sh"]);
+    let mut srv = spawn_server(&["--", common::sh()]);
     let mut clients = Vec::new();
     let mut pids = Vec::new();
     for name in ["term-a", "term-b"] {
@@ -67,7 +67,7 @@ fn sigterm_tells_clients_and_ends_sessions() {
 /// shares the server's group, such as the shell or service manager that started it.
 #[test]
 fn signals_never_reach_the_servers_own_process_group() {
-    let mut srv = spawn_server(&["--", "/bin/sh"]);
+    let mut srv = spawn_server(&["--", common::sh()]);
     // A bystander in the server's process group that reports which signal reached it.
     let mut bystander = Bystander(
         Command::new("/bin/sh")

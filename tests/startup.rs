@@ -9,7 +9,7 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bin, http, spawn_server};
+use common::{http, keepty, spawn_server};
 
 /// Runs keepty with `args` on a free port; expects exit 2 within 5 s and nothing on stdout.
 /// Returns stderr.
@@ -18,7 +18,7 @@ fn refused(args: &[&str]) -> String {
 }
 
 fn refused_with(args: &[&str], env: impl FnOnce(&mut Command)) -> String {
-    let mut cmd = Command::new(bin());
+    let mut cmd = keepty();
     cmd.args(["--listen", "127.0.0.1:0"]).args(args);
     env(&mut cmd);
     let mut child = cmd
@@ -53,7 +53,7 @@ fn refused_with(args: &[&str], env: impl FnOnce(&mut Command)) -> String {
 
 #[test]
 fn a_memory_cap_too_small_for_any_request_is_refused() {
-    let err = refused(&["--max-memory", "1K", "--", "/bin/sh"]);
+    let err = refused(&["--max-memory", "1K", "--", common::sh()]);
     assert!(
         err.contains("--max-memory 1K cannot hold one request") && err.contains("/healthz"),
         "{err}"
@@ -68,14 +68,14 @@ fn a_scrollback_past_the_memory_cap_is_refused() {
         "--max-memory",
         "64M",
         "--",
-        "/bin/sh",
+        common::sh(),
     ]);
     assert!(
         err.contains("cannot hold one session") && err.contains("--scrollback 64M"),
         "{err}"
     );
     // The same with the machine's default cap, whatever it is here (at most 64M).
-    let err = refused(&["--scrollback", "64M", "--", "/bin/sh"]);
+    let err = refused(&["--scrollback", "64M", "--", common::sh()]);
     assert!(err.contains("cannot hold one session"), "{err}");
 }
 
@@ -108,19 +108,19 @@ fn a_command_that_is_not_found_is_refused() {
 
 #[test]
 fn zero_times_are_refused() {
-    let err = refused(&["--ttl", "0", "--", "/bin/sh"]);
+    let err = refused(&["--ttl", "0", "--", common::sh()]);
     assert!(
         err.contains("--ttl 0ns") && err.contains("1s or more"),
         "{err}"
     );
-    let err = refused(&["--header-timeout", "0", "--", "/bin/sh"]);
+    let err = refused(&["--header-timeout", "0", "--", common::sh()]);
     assert!(err.contains("--header-timeout 0"), "{err}");
 }
 
 #[test]
 fn the_memory_cap_is_said_after_the_listening_line() {
     // spawn_server reads the port from the first stdout line: that it starts proves the line.
-    let srv = spawn_server(&["--max-memory", "8M", "--", "/bin/sh"]);
+    let srv = spawn_server(&["--max-memory", "8M", "--", common::sh()]);
     let lines = wait_for_line(&srv, "memory cap");
     assert!(
         lines
@@ -158,7 +158,7 @@ fn the_box_answers_to_its_own_names_and_says_how_to_allow_others() {
         .expect("hostname")
         .trim()
         .to_ascii_lowercase();
-    let srv = spawn_server(&["--", "/bin/sh"]);
+    let srv = spawn_server(&["--", common::sh()]);
     let addr = srv.addr();
     let first = name.split('.').next().unwrap().to_string();
     for host in [

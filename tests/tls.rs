@@ -241,7 +241,7 @@ fn https_page_and_hsts() {
 fn startup_line_says_https() {
     let pki = Pki::new();
     pki.issue();
-    let mut cmd = Command::new(common::bin());
+    let mut cmd = common::keepty();
     cmd.args(["--listen", "127.0.0.1:0"]).args(pki.args());
     cmd.stdout(std::process::Stdio::piped());
     cmd.stderr(std::process::Stdio::null());
@@ -265,7 +265,7 @@ fn startup_line_says_https() {
 fn wss_session_reconnect_and_replay() {
     let pki = Pki::new();
     pki.issue();
-    let server = pki.spawn(&["--", "/bin/sh"]);
+    let server = pki.spawn(&["--", common::sh()]);
     let mut a = Wss::connect(server.port, &pki.ca, "new=1&cols=80&rows=24");
     let id = a.attached["session"].as_str().unwrap().to_string();
     a.type_line("echo mark-$((40+2))");
@@ -293,7 +293,7 @@ fn wss_session_reconnect_and_replay() {
 
 #[test]
 fn bad_certificate_path_is_exit_2() {
-    let out = Command::new(common::bin())
+    let out = common::keepty()
         .args([
             "--listen",
             "127.0.0.1:0",
@@ -308,10 +308,7 @@ fn bad_certificate_path_is_exit_2() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--tls-cert /nonexistent/cert.pem"), "{err}");
     // A key without a certificate is a usage error too.
-    let out = Command::new(common::bin())
-        .args(["--tls-key", "/x"])
-        .output()
-        .unwrap();
+    let out = common::keepty().args(["--tls-key", "/x"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -319,7 +316,7 @@ fn bad_certificate_path_is_exit_2() {
 fn garbage_hello_closes_only_that_connection() {
     let pki = Pki::new();
     pki.issue();
-    let server = pki.spawn(&["--", "/bin/sh"]);
+    let server = pki.spawn(&["--", common::sh()]);
     let mut canary = Wss::connect(server.port, &pki.ca, "new=1");
     for junk in [
         &b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"[..],
@@ -504,7 +501,7 @@ fn flood(bin: &str, mib: u64, pki: Option<&Pki>) -> (f64, f64) {
     if let Some(p) = pki {
         cmd.args(p.args());
     }
-    cmd.args(["--", "/bin/sh", "-c", &script]);
+    cmd.args(["--", common::sh(), "-c", &script]);
     let server = common::spawn_cmd(cmd);
     let cpu = |pid: u32| -> f64 {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

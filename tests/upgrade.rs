@@ -173,6 +173,12 @@ fn healthz(addr: &str) -> Result<(), String> {
 
 #[test]
 fn an_upgrade_under_load_keeps_every_byte_shell_and_record() {
+    if common::skip_under_runner(
+        "an_upgrade_under_load_keeps_every_byte_shell_and_record",
+        "the server executes itself again, and qemu-user without binfmt cannot exec a foreign binary",
+    ) {
+        return;
+    }
     let _guard = common::serial();
     let srv = spawn_server(&["--max-sessions", "60", "--max-memory", "256M"]);
     let port = srv.port;
@@ -306,6 +312,12 @@ fn an_upgrade_under_load_keeps_every_byte_shell_and_record() {
 
 #[test]
 fn a_ttl_runs_on_across_an_upgrade() {
+    if common::skip_under_runner(
+        "a_ttl_runs_on_across_an_upgrade",
+        "the server executes itself again, and qemu-user without binfmt cannot exec a foreign binary",
+    ) {
+        return;
+    }
     let _guard = common::serial();
     let srv = spawn_server(&["--ttl", "5s"]);
     let t0 = Instant::now();
@@ -366,6 +378,12 @@ fn script(body: &'static str) -> impl FnOnce(&Path) {
 
 #[test]
 fn a_binary_that_cannot_take_the_state_leaves_the_old_one_serving() {
+    if common::skip_under_runner(
+        "a_binary_that_cannot_take_the_state_leaves_the_old_one_serving",
+        "the server executes itself again, and qemu-user without binfmt cannot exec a foreign binary",
+    ) {
+        return;
+    }
     let _guard = common::serial();
     let dir = TempDir::new("upgrade-refuse");
     let exe = private_binary(&dir);
@@ -422,6 +440,12 @@ fn a_binary_that_cannot_take_the_state_leaves_the_old_one_serving() {
 
 #[test]
 fn ten_upgrades_in_a_row_leak_no_fd_and_no_memory() {
+    if common::skip_under_runner(
+        "ten_upgrades_in_a_row_leak_no_fd_and_no_memory",
+        "the server executes itself again, and qemu-user without binfmt cannot exec a foreign binary",
+    ) {
+        return;
+    }
     let _guard = common::serial();
     let srv = spawn_server(&[]);
     let pid = srv.child.id();
@@ -472,6 +496,12 @@ fn ten_upgrades_in_a_row_leak_no_fd_and_no_memory() {
 
 #[test]
 fn a_configuration_the_new_binary_cannot_load_is_refused_before_the_exec() {
+    if common::skip_under_runner(
+        "a_configuration_the_new_binary_cannot_load_is_refused_before_the_exec",
+        "the server executes itself again, and qemu-user without binfmt cannot exec a foreign binary",
+    ) {
+        return;
+    }
     let _guard = common::serial();
     let dir = TempDir::new("upgrade-config");
     let admin = dir.write("admin", "upgrade-admin-token\n", 0o600);

@@ -11,7 +11,7 @@ pub mod ws;
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard, mpsc};
+use std::sync::{Mutex, MutexGuard, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 /// Holds the calling test apart from every other test of the same file that holds it, until
@@ -185,15 +185,107 @@ impl Drop for Server {
     }
 }
 
-/// Path of the keepty binary cargo built for these tests.
+/// Path of the keepty binary under test: `KEEPTY_BIN` when set (a cross build from
+/// scripts/cross-build.sh, run by tests/cross.sh), else the one cargo built for these tests.
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_keepty")
+    static BIN: OnceLock<String> = OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("KEEPTY_BIN")
+            .ok()
+            .filter(|b| !b.is_empty())
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_keepty").to_string())
+    })
+}
+
+/// `KEEPTY_RUNNER`: the words the binary runs behind, e.g. `qemu-mips-static` for a foreign
+/// build (binfmt is not mounted here, so the emulator is called directly). Empty by default.
+pub fn runner() -> &'static [String] {
+    static RUNNER: OnceLock<Vec<String>> = OnceLock::new();
+    RUNNER.get_or_init(|| {
+        std::env::var("KEEPTY_RUNNER")
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    })
+}
+
+/// A command for the binary under test, behind its runner if there is one. Under qemu-user
+/// the child's pid is the emulator's, which is the server's: signals reach it as they would.
+pub fn keepty() -> Command {
+    match runner().split_first() {
+        Some((prog, rest)) => {
+            let mut cmd = Command::new(prog);
+            cmd.args(rest).arg(bin());
+            cmd
+        }
+        None => Command::new(bin()),
+    }
+}
+
+/// The runner and binary as words for a `sh -c` script (`exec RUNNER BIN ...`), quoted.
+pub fn keepty_words() -> String {
+    runner()
+        .iter()
+        .map(String::as_str)
+        .chain([bin()])
+        .map(|w| format!("'{w}'"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The shell sessions run: `KEEPTY_SHELL` (tests/cross.sh points it at a wrapper that runs a
+/// busybox of the target's architecture under qemu), else /bin/sh.
+pub fn sh() -> &'static str {
+    static SH: OnceLock<String> = OnceLock::new();
+    SH.get_or_init(|| {
+        std::env::var("KEEPTY_SHELL")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "/bin/sh".to_string())
+    })
+}
+
+/// Whether the binary runs behind a runner, printing why the calling test skips when it
+/// does: for tests that need the host's view of the server process (its own RSS rather than
+/// the emulator's, which grows with the code it has translated).
+pub fn skip_under_runner(test: &str, why: &str) -> bool {
+    if runner().is_empty() {
+        return false;
+    }
+    eprintln!(
+        "{test}: skipped under KEEPTY_RUNNER ({}): {why}",
+        runner().join(" ")
+    );
+    true
+}
+
+/// Whether the binary under test is a `KEEPTY_BIN` cross build, printing why the calling test
+/// skips when it is: they are static, so an LD_PRELOAD (libfaketime) never loads into them.
+pub fn skip_for_static_bin(test: &str, why: &str) -> bool {
+    if std::env::var_os("KEEPTY_BIN").is_none_or(|b| b.is_empty()) {
+        return false;
+    }
+    eprintln!("{test}: skipped for KEEPTY_BIN {}: {why}", bin());
+    true
+}
+
+/// How much longer a liveness bound may be: 1 for a native binary, `KEEPTY_TIME_SCALE`
+/// (default 5) behind a runner, where every instruction of the server is emulated.
+pub fn time_scale() -> u32 {
+    if runner().is_empty() {
+        return 1;
+    }
+    std::env::var("KEEPTY_TIME_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5)
 }
 
 /// Starts keepty with `--listen 127.0.0.1:0` (unless `args` has a `--listen`: it may be given
 /// once) plus `args` and waits for its startup line.
 pub fn spawn_server(args: &[&str]) -> Server {
-    let mut cmd = Command::new(bin());
+    let mut cmd = keepty();
     if !args
         .iter()
         .take_while(|a| **a != "--")
@@ -216,7 +308,7 @@ pub fn spawn_cmd(mut cmd: Command) -> Server {
     // files: an interactive bash runs ~/.bashrc, whose tools (pyenv's rehash, say) can stall
     // for a minute on a lock that a killed session left behind, and then no prompt comes.
     if !cmd.get_envs().any(|(k, _)| k == "SHELL") {
-        cmd.env("SHELL", "/bin/sh").env_remove("ENV");
+        cmd.env("SHELL", sh()).env_remove("ENV");
     }
     // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
     unsafe {

@@ -147,6 +147,8 @@ impl Canary {
         let mut c = ws::connect(srv.port, "session=canary&new=1");
         c.expect_attached();
         echo_roundtrip(&mut c, "canary-ready");
+        // An emulated server (tests/cross.sh) is slower by a factor, not by a fixed delay.
+        let liveness = liveness * super::time_scale();
         Canary { c, n: 0, liveness }
     }
 
