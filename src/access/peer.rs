@@ -26,9 +26,11 @@ pub(crate) fn socket_uid(peer: SocketAddr, server: SocketAddr) -> Option<u32> {
     let dst = server.ip().to_canonical();
     if !dst.is_unspecified() {
         let server = SocketAddr::new(dst, server.port());
-        // Err: no inet_diag here, so the tables are read instead.
-        if let Ok(uid) = diag_uid(peer, server) {
-            return uid;
+        // Err: no inet_diag here; Ok(None): no such socket, or (under qemu-user, which
+        // passes sock_diag messages through untranslated) an answer to a garbled request.
+        // Either way the tables are read instead.
+        if let Ok(Some(uid)) = diag_uid(peer, server) {
+            return Some(uid);
         }
     }
     proc_uid(peer, server.port())
@@ -162,6 +164,15 @@ pub(crate) fn trusted_uid(uid: u32) -> bool {
 /// and whose remote port is `port` (the client's end of a connection to us), skipping
 /// listening sockets. Malformed rows are skipped, never trusted.
 pub(crate) fn find_uid(text: &str, peer: SocketAddr, port: u16) -> Option<u32> {
+    // The words are in this kernel's byte order. Under qemu-user for a target of the other
+    // endianness (the big-endian mips CI run on an x86 host) the table is the host's, so
+    // only when no row matches in native order is the swapped order tried: on a real box
+    // the client's own socket is always there in native order and this second pass never
+    // runs.
+    find_uid_in(text, peer, port, false).or_else(|| find_uid_in(text, peer, port, true))
+}
+
+fn find_uid_in(text: &str, peer: SocketAddr, port: u16, swapped: bool) -> Option<u32> {
     text.lines().skip(1).find_map(|line| {
         let f: Vec<&str> = line.split_whitespace().take(8).collect();
         let [_, local, remote, state, _, _, _, uid] = f.as_slice() else {
@@ -171,7 +182,7 @@ pub(crate) fn find_uid(text: &str, peer: SocketAddr, port: u16) -> Option<u32> {
         if *state == "0A" {
             return None;
         }
-        let (local, remote) = (parse_addr(local)?, parse_addr(remote)?);
+        let (local, remote) = (parse_addr(local, swapped)?, parse_addr(remote, swapped)?);
         let same_ip = local.ip().to_canonical() == peer.ip();
         (same_ip && local.port() == peer.port() && remote.port() == port)
             .then(|| uid.parse().ok())
@@ -180,13 +191,15 @@ pub(crate) fn find_uid(text: &str, peer: SocketAddr, port: u16) -> Option<u32> {
 }
 
 /// `0100007F:1F90` (IPv4) or 32 hex digits and a port (IPv6). The address is printed as
-/// 32-bit words in the kernel's byte order, so each word is read back in native order.
-fn parse_addr(s: &str) -> Option<SocketAddr> {
+/// 32-bit words in the kernel's byte order, so each word is read back in native order
+/// (`swapped`: in the other one, see [`find_uid`]).
+fn parse_addr(s: &str, swapped: bool) -> Option<SocketAddr> {
     let (ip, port) = s.split_once(':')?;
     let port = u16::from_str_radix(port, 16).ok()?;
     let word = |i: usize| -> Option<[u8; 4]> {
         let hex = ip.get(i * 8..i * 8 + 8)?;
-        Some(u32::from_str_radix(hex, 16).ok()?.to_ne_bytes())
+        let w = u32::from_str_radix(hex, 16).ok()?;
+        Some(if swapped { w.swap_bytes() } else { w }.to_ne_bytes())
     };
     let ip = match ip.len() {
         8 => IpAddr::V4(Ipv4Addr::from(word(0)?)),
@@ -229,6 +242,28 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// What a big-endian binary reads under qemu-user on a little-endian host: the host's
+    /// table, its words in the other byte order. Native rows win when both would match.
+    #[test]
+    fn rows_of_the_other_byte_order_are_the_fallback() {
+        let host = |ne: bool| {
+            let ip = if ne == cfg!(target_endian = "little") {
+                "0100007F"
+            } else {
+                "7F000001"
+            };
+            format!("{ip}:D433 {ip}:1E14 01 00000000:00000000 00:00000000 00000000")
+        };
+        let other = format!("  sl header\n   0: {} 42 0 9 1 0 0\n", host(false));
+        assert_eq!(find_uid(&other, at("127.0.0.1:54323"), 7700), Some(42));
+        let both = format!(
+            "  sl header\n   0: {} 42 0 9 1 0 0\n   1: {} 7 0 9 1 0 0\n",
+            host(false),
+            host(true)
+        );
+        assert_eq!(find_uid(&both, at("127.0.0.1:54323"), 7700), Some(7));
+    }
+
     #[test]
     fn v4_rows() {
         assert_eq!(find_uid(TCP, at("127.0.0.1:54321"), 7700), Some(65534));
@@ -256,9 +291,12 @@ mod tests {
 
     #[test]
     fn addresses() {
-        assert_eq!(parse_addr("0100007F:1E14"), Some(at("127.0.0.1:7700")));
         assert_eq!(
-            parse_addr("00000000000000000000000001000000:0016"),
+            parse_addr("0100007F:1E14", false),
+            Some(at("127.0.0.1:7700"))
+        );
+        assert_eq!(
+            parse_addr("00000000000000000000000001000000:0016", false),
             Some(at("[::1]:22"))
         );
         for bad in [
@@ -269,7 +307,7 @@ mod tests {
             "0100007F:10000",
             "XY00007F:1",
         ] {
-            assert_eq!(parse_addr(bad), None, "{bad}");
+            assert_eq!(parse_addr(bad, false), None, "{bad}");
         }
     }
 
