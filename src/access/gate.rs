@@ -387,17 +387,7 @@ impl Gate {
                 account: None,
             });
         }
-        // Another site's page must not make this browser's requests guess tokens (each
-        // would count against the operator's own address). A client could send these
-        // headers itself, so the token is not read at all rather than read and not counted.
-        if browser_cross_site(req) {
-            return Err(Refusal::CrossSiteToken);
-        }
-        let client = self.client(req, peer);
-        // The block is on guessing tokens, so it applies where a token is checked.
-        if self.failures.blocked(client, now) {
-            return Err(Refusal::TooManyFailures);
-        }
+        let client = self.may_guess(req, peer, now)?;
         let token = bearer(req)
             .map(<[u8]>::to_vec)
             .or_else(|| subprotocol_token(req));
@@ -416,6 +406,22 @@ impl Gate {
             }
             None => Err(self.wrong_token(client, now, "user")),
         }
+    }
+
+    /// Where a token is about to be read: the client it counts against, unless the request
+    /// may not guess at all. Another site's page must not make this browser's requests guess
+    /// tokens (each would count against the operator's own address); a client could send
+    /// those headers itself, so the token is not read rather than read and not counted. The
+    /// failure block is on guessing tokens, so it applies here too.
+    fn may_guess(&self, req: &Request, peer: SocketAddr, now: Instant) -> Result<IpAddr, Refusal> {
+        if browser_cross_site(req) {
+            return Err(Refusal::CrossSiteToken);
+        }
+        let client = self.client(req, peer);
+        if self.failures.blocked(client, now) {
+            return Err(Refusal::TooManyFailures);
+        }
+        Ok(client)
     }
 
     /// Admin access: the Origin and the fetch metadata (for a route with a side effect, it
@@ -447,13 +453,7 @@ impl Gate {
                 Err(Refusal::AdminNotLoopback)
             };
         }
-        if browser_cross_site(req) {
-            return Err(Refusal::CrossSiteToken);
-        }
-        let client = self.client(req, peer);
-        if self.failures.blocked(client, now) {
-            return Err(Refusal::TooManyFailures);
-        }
+        let client = self.may_guess(req, peer, now)?;
         // The query parameter is for a phone's address bar, which cannot set a header.
         let token = bearer(req)
             .map(<[u8]>::to_vec)
