@@ -7,8 +7,7 @@
 
 mod common;
 
-use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::auth::TempDir;
@@ -55,29 +54,12 @@ fn server(args: &[&str]) -> Server {
 
 /// Runs keepty to its exit and returns (exit code, stderr).
 fn start_fails(args: &[&str]) -> (Option<i32>, String) {
-    let mut child = keepty()
-        .args(["--listen", "127.0.0.1:0"])
+    let mut cmd = keepty();
+    cmd.args(["--listen", "127.0.0.1:0"])
         .args(args)
-        .args(["--", common::sh()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn keepty");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break Some(st);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut err = String::new();
-    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
-    (status.and_then(|s| s.code()), err)
+        .args(["--", common::sh()]);
+    let run = common::run_to_exit(cmd, Duration::from_secs(10));
+    (run.code, run.stderr_text())
 }
 
 /// An HTTP request sent by a process running as `uid` (python3 drops root before it

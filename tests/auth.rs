@@ -10,7 +10,6 @@ mod common;
 
 use std::io::{self, Read};
 use std::net::{Ipv4Addr, TcpStream};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -194,43 +193,15 @@ fn a_non_loopback_listen_needs_a_token_file_or_insecure_no_auth() {
     }
     // These servers listen on every interface for a moment: their sessions run /bin/true, so
     // nothing reachable from outside is a shell.
-    let mut child = common::keepty()
-        .args(["--listen", "0.0.0.0:0", "--", "/bin/true"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn keepty");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break Some(st);
-        }
-        if Instant::now() >= deadline {
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    if status.is_none() {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("keepty --listen 0.0.0.0:0 without auth still running after 5 s");
-    }
-    let mut out = String::new();
-    let mut err = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    assert_eq!(status.unwrap().code(), Some(2), "exit code; stderr {err:?}");
+    let mut cmd = common::keepty();
+    cmd.args(["--listen", "0.0.0.0:0", "--", "/bin/true"]);
+    let run = common::run_to_exit(cmd, Duration::from_secs(5));
+    assert!(
+        run.finished,
+        "keepty --listen 0.0.0.0:0 without auth still running after 5 s"
+    );
+    let (out, err) = (&run.stdout, run.stderr_text());
+    assert_eq!(run.code, Some(2), "exit code; stderr {err:?}");
     assert!(!err.trim().is_empty(), "no message on stderr");
     assert!(
         !out.contains("listening"),
@@ -1090,34 +1061,17 @@ fn control_bytes_in_a_user_name_are_never_reflected_raw() {
     let users = dir.write("users", &bad, 0o600);
 
     // At startup.
-    let mut child = common::keepty()
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--token-file",
-            &users,
-            "--",
-            "/bin/true",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn keepty");
-    let deadline = Instant::now() + Duration::from_secs(2);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break Some(st);
-        }
-        if Instant::now() >= deadline {
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let _ = child.kill();
-    let _ = child.wait();
-    let mut err = Vec::new();
-    child.stderr.take().unwrap().read_to_end(&mut err).unwrap();
+    let mut cmd = common::keepty();
+    cmd.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--token-file",
+        &users,
+        "--",
+        "/bin/true",
+    ]);
+    let run = common::run_to_exit(cmd, Duration::from_secs(2));
+    let err = run.stderr.clone();
     assert!(
         !raw_ctl(&err),
         "raw control bytes on stderr: {:?}",
@@ -1128,8 +1082,8 @@ fn control_bytes_in_a_user_name_are_never_reflected_raw() {
         !err.contains(CAROL) && !err.contains(ALICE),
         "a token on stderr: {err}"
     );
-    if let Some(st) = status {
-        assert_ne!(st.code(), Some(0), "refused the file but exited 0: {err}");
+    if run.finished {
+        assert_ne!(run.code, Some(0), "refused the file but exited 0: {err}");
         assert!(!err.trim().is_empty(), "refused the file without a message");
     } else {
         // Accepted: the name is escaped wherever it shows.

@@ -5,8 +5,7 @@
 
 mod common;
 
-use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{http, keepty, spawn_server};
@@ -21,29 +20,14 @@ fn refused_with(args: &[&str], env: impl FnOnce(&mut Command)) -> String {
     let mut cmd = keepty();
     cmd.args(["--listen", "127.0.0.1:0"]).args(args);
     env(&mut cmd);
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn keepty");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait") {
-            break st;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("keepty {args:?} still running after 5 s: it was not refused");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let (mut out, mut err) = (String::new(), String::new());
-    let _ = child.stdout.take().unwrap().read_to_string(&mut out);
-    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
-    assert_eq!(status.code(), Some(2), "keepty {args:?}: stderr {err:?}");
-    assert_eq!(out, "", "keepty {args:?} printed on stdout");
+    let run = common::run_to_exit(cmd, Duration::from_secs(5));
+    let err = run.stderr_text();
+    assert!(
+        run.finished,
+        "keepty {args:?} still running after 5 s: it was not refused"
+    );
+    assert_eq!(run.code, Some(2), "keepty {args:?}: stderr {err:?}");
+    assert_eq!(run.stdout, "", "keepty {args:?} printed on stdout");
     assert!(
         err.starts_with("keepty: ") && err.lines().count() == 1,
         "keepty {args:?}: one line on stderr, got {err:?}"

@@ -284,6 +284,60 @@ pub fn time_scale() -> u32 {
 
 /// Starts keepty with `--listen 127.0.0.1:0` (unless `args` has a `--listen`: it may be given
 /// once) plus `args` and waits for its startup line.
+/// How a keepty that was expected to end by itself ended.
+pub struct Exited {
+    /// False when it was still running at the deadline (it was killed then).
+    pub finished: bool,
+    /// The exit code; None when it was killed or died by a signal.
+    pub code: Option<i32>,
+    pub stdout: String,
+    /// As bytes: some tests look for raw control characters in it.
+    pub stderr: Vec<u8>,
+}
+
+impl Exited {
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+/// Runs a prepared command (a startup that should be refused, say) until it exits, at most
+/// `within`, then kills it, and returns what it printed.
+pub fn run_to_exit(mut cmd: Command, within: Duration) -> Exited {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn keepty");
+    let deadline = Instant::now() + within;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait for keepty") {
+            break Some(st);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stdout = String::new();
+    let mut stderr = Vec::new();
+    if let Some(mut o) = child.stdout.take() {
+        let _ = o.read_to_string(&mut stdout);
+    }
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_end(&mut stderr);
+    }
+    Exited {
+        finished: status.is_some(),
+        code: status.and_then(|s| s.code()),
+        stdout,
+        stderr,
+    }
+}
+
 pub fn spawn_server(args: &[&str]) -> Server {
     let mut cmd = keepty();
     if !args
