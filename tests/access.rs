@@ -250,7 +250,13 @@ fn a_reverse_proxy_does_not_turn_loopback_trust_into_lan_trust() {
     ] {
         let r = http::get_with(&addr, "/admin/sessions", &[h]);
         assert_json_error(&r, 403, Some("forbidden"), h);
+        // Nor the user routes: without a token file they are this box's own account only,
+        // and a proxy (even one running as that account) serves anyone.
+        let r = http::get_with(&addr, "/api/sessions", &[h]);
+        assert_json_error(&r, 403, Some("forbidden"), h);
+        assert!(r.text().contains("through a proxy"), "{h}: {}", r.text());
     }
+    assert_eq!(http::get(&addr, "/api/sessions").status, 200, "unproxied");
 
     let dir = TempDir::new("proxy");
     let srv = server(&dir, false, &["--trusted-proxy", "127.0.0.1"]);

@@ -65,6 +65,9 @@ pub(crate) enum Refusal {
     /// A token-less request from a loopback socket of another unix account than keepty's
     /// (or root's): loopback is every account on the box, not just the operator. 401.
     OtherAccount,
+    /// A token-less user request that a proxy forwarded: without a token file keepty serves
+    /// only this box's own account, and a proxy's clients are anyone the proxy serves. 403.
+    ProxiedWithoutToken,
 }
 
 impl Refusal {
@@ -105,6 +108,12 @@ impl Refusal {
                 "on loopback without a token keepty serves only its own unix account; another \
                  account needs a token",
             ),
+            Refusal::ProxiedWithoutToken => (
+                403,
+                "forbidden",
+                "this request came through a proxy; without --token-file keepty serves only \
+                 this box's own account, so give it a --token-file",
+            ),
             Refusal::TooManyFailures => (
                 429,
                 "limit",
@@ -141,6 +150,8 @@ pub(crate) struct Gate {
     owner_of: fn(SocketAddr, SocketAddr) -> Option<u32>,
     /// The listen address (its port the bound one): where a loopback client connected to.
     listen: SocketAddr,
+    /// `--insecure-no-auth`: the operator let everyone in without a token, proxied or not.
+    no_auth: bool,
 }
 
 /// Reads the token files and logs what was loaded (counts and warnings, never a token).
@@ -240,6 +251,7 @@ impl Gate {
             auth_failures: 0,
             owner_of: peer::socket_uid,
             listen: SocketAddr::new(cfg.listen.ip(), port),
+            no_auth: cfg.insecure_no_auth,
         })
     }
 
@@ -380,6 +392,11 @@ impl Gate {
         self.origin(req)?;
         fetch_site(req, false)?;
         if !self.tokens.users_required() {
+            // A proxy on the box connects from loopback, often as keepty's own account, for
+            // every client it serves: the uid check alone would hand them all this account.
+            if peer.ip().to_canonical().is_loopback() && addr::forwarded(req) && !self.no_auth {
+                return Err(Refusal::ProxiedWithoutToken);
+            }
             self.own_account(peer)?;
             return Ok(Caller {
                 name: auth::LOCAL_USER.to_string(),
@@ -784,6 +801,28 @@ mod tests {
             Err(Refusal::OtherAccount),
             "an owner not found is a stranger"
         );
+        // A proxy running as keepty's own account forwards anyone: not local without a token.
+        g.owner_of = |_, _| Some(0);
+        for h in [
+            "X-Forwarded-For: 192.168.1.9",
+            "Forwarded: for=192.168.1.9",
+            "X-Real-IP: 10.1.1.1",
+        ] {
+            let fwd = req(&format!(
+                "GET /ws HTTP/1.1\r\nHost: localhost\r\n{h}\r\n\r\n"
+            ));
+            assert_eq!(
+                g.user(&fwd, peer("127.0.0.1"), now),
+                Err(Refusal::ProxiedWithoutToken),
+                "{h}"
+            );
+            g.no_auth = true;
+            assert!(
+                g.user(&fwd, peer("127.0.0.1"), now).is_ok(),
+                "--insecure-no-auth: {h}"
+            );
+            g.no_auth = false;
+        }
         // Off loopback (--insecure-no-auth) nobody is looked up.
         g.owner_of = |_, _| panic!("looked up a LAN peer");
         assert!(g.user(&ws, peer("192.168.1.5"), now).is_ok());
