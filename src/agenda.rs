@@ -40,9 +40,8 @@ pub(crate) struct Touched {
     /// The lists being serviced, kept between turns so a busy turn allocates nothing.
     spare_sessions: Vec<usize>,
     spare_conns: Vec<usize>,
-    /// Sessions whose PTY rests while their output streams, and the earliest time one must be
-    /// read again: the loop wakes then and services them all (those not yet due file
-    /// themselves again).
+    /// Sessions holding output to gather a frame, and the earliest time one must let it go:
+    /// the loop wakes then and services them all (those not yet due file themselves again).
     held: Vec<usize>,
     held_until: Option<std::time::Instant>,
 }
@@ -79,7 +78,7 @@ impl Touched {
         self.spare_conns = list;
     }
 
-    /// Session `s` must be serviced at `deadline` at the latest (its PTY rests until then).
+    /// Session `s` holds output until `deadline` at the latest.
     pub(crate) fn hold(&mut self, s: usize, deadline: std::time::Instant) {
         // A flood files the same session turn after turn: the last entry is the common repeat.
         if self.held.last() != Some(&s) {
@@ -88,13 +87,13 @@ impl Touched {
         self.held_until = Some(self.held_until.map_or(deadline, |d| d.min(deadline)));
     }
 
-    /// When the loop must wake for a resting PTY.
+    /// When the loop must wake for held output.
     pub(crate) fn held_until(&self) -> Option<std::time::Instant> {
         self.held_until
     }
 
-    /// At or after [`Touched::held_until`]: the sessions filed with [`Touched::hold`] are
-    /// touched, so the settle step reads the PTYs whose rest is over.
+    /// At or after [`Touched::held_until`]: the sessions holding output are touched, so the
+    /// settle step lets go of what is due.
     pub(crate) fn release_held(&mut self, now: std::time::Instant) {
         if self.held_until.is_some_and(|d| d <= now) {
             self.sessions.append(&mut self.held);

@@ -236,7 +236,7 @@ impl Server {
             let timeout = if self.busy || self.accept_more {
                 Some(Duration::ZERO)
             } else {
-                // The end of a streaming PTY's rest (issue 20) is due as surely as a timer.
+                // Output held to gather a frame (issue 20) is due as surely as a timer.
                 let due = match (self.wheel.next_deadline(), self.touched.held_until()) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),

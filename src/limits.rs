@@ -100,13 +100,16 @@ pub const DISCARD_READS: usize = 16;
 /// the others; the session stays marked readable and the loop comes back at once.
 pub const READ_PASS: usize = 1 << 20;
 /// Output below this much in one read pass and the one before it is a trickle (keys, a
-/// prompt, a line of a slow log) and is read at once; more, in passes no more than [`QUIET`]
-/// apart, is streaming, and the PTY rests between passes (see `sessions::gather`).
+/// prompt, a line of a slow log) and goes out at once; more, in passes no more than
+/// [`QUIET`] apart, is streaming and gathers (see `sessions::gather`).
 pub const STREAMING: usize = 1 << 10;
-/// How long a streaming session's PTY rests after a read pass, letting the kernel gather the
-/// output so the next pass takes it in one wake-up (issue 20). mio's poll rounds a timeout up
-/// to whole milliseconds, so this is the shortest rest the loop can keep.
-pub const REST: Duration = Duration::from_millis(1);
+/// While output streams, new output waits until this much gathered for one frame (or
+/// [`GATHER_WINDOW`] passed): half a [`CHUNK`], so a flood goes out in a few dozen `writev`s
+/// per MiB instead of one per PTY read (issue 20).
+pub const GATHER: usize = 32 << 10;
+/// The longest streaming output waits to gather a frame. mio's poll rounds a timeout up to
+/// whole milliseconds, so this is the shortest wait the loop can keep.
+pub const GATHER_WINDOW: Duration = Duration::from_millis(1);
 /// Output more than this after the last is the first after a quiet moment, which never waits
 /// (an echo, a prompt, a slow log's next line).
 pub const QUIET: Duration = Duration::from_millis(2);

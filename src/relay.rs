@@ -5,8 +5,8 @@
 
 use std::time::Instant;
 
+use mio::Registry;
 use mio::unix::SourceFd;
-use mio::{Interest, Registry};
 use tungstenite::Message;
 
 use crate::agenda::{Timer, Touched};
@@ -20,7 +20,6 @@ use crate::net::ws::{Incoming, Phase, WsConn};
 use crate::sessions::session::{Session, State};
 use crate::sessions::table::Table;
 use crate::timer::Wheel;
-use crate::token;
 
 /// The server's tables, lent for one call.
 pub(crate) struct Relay<'a> {
@@ -256,9 +255,6 @@ impl Relay<'_> {
     /// Moves input to the PTY and output PTY -> ring -> clients for one session until
     /// neither side can move.
     pub(crate) fn service_session(&mut self, skey: usize) {
-        if let Some(s) = self.sessions.get_mut(skey) {
-            s.on_rest_over(self.now);
-        }
         for _ in 0..SESSION_PASSES {
             let Some(s) = self.sessions.get(skey) else {
                 return;
@@ -279,35 +275,31 @@ impl Relay<'_> {
                 }
             }
             let mut progress = false;
-            if s.wants_read() && budget > 0 && s.may_read_at(self.now) {
-                let read = match s.read_output(budget) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        eprintln!("keepty: session {} read failed: {e}", s.id());
-                        0
-                    }
-                };
-                s.after_pass(self.now, read);
+            let mut read = 0;
+            if s.wants_read() && budget > 0 {
+                match s.read_output(budget) {
+                    Ok(n) => read = n,
+                    Err(e) => eprintln!("keepty: session {} read failed: {e}", s.id()),
+                }
                 progress |= read > 0;
                 if self
                     .sessions
                     .get(skey)
-                    .is_some_and(|s| {
-                        s.wants_read() && self.read_budget(s) > 0 && s.may_read_at(self.now)
-                    })
+                    .is_some_and(|s| s.wants_read() && self.read_budget(s) > 0)
                 {
-                    // Stopped for fairness, not for lack of data (a resting PTY comes back at
-                    // the end of its rest instead).
-                    *self.busy = true;
+                    *self.busy = true; // stopped for fairness, not for lack of data
                 }
             }
             self.close_finished_pty(skey);
-            progress |= self.pump_clients(skey);
+            let hold = self.gathers(skey, read);
+            progress |= self.pump_clients(skey, hold);
             if !progress {
                 break;
             }
         }
-        self.pace(skey);
+        if let Some(d) = self.sessions.get(skey).and_then(Session::gather_deadline) {
+            self.touched.hold(skey, d);
+        }
         if self.sessions.get(skey).is_some_and(Session::may_free)
             && let Some(s) = self.sessions.free(skey)
         {
@@ -315,31 +307,18 @@ impl Relay<'_> {
         }
     }
 
-    /// A resting PTY is read again at the end of its rest, and is not listened to meanwhile
-    /// (see [`crate::sessions::gather`]); once it rests no longer it is heard again, and
-    /// `reregister` reports at once what it already has.
-    fn pace(&mut self, skey: usize) {
+    /// True if the output session `skey` just read (`read` bytes) should wait to gather into a
+    /// bigger frame (see [`crate::sessions::gather`]). Never past a quarter of the ring or the
+    /// room the writer leaves, so a viewer is not overtaken and the reads never stall on it.
+    fn gathers(&mut self, skey: usize, read: usize) -> bool {
+        let Some(s) = self.sessions.get(skey) else {
+            return false;
+        };
+        let room = self.read_budget(s).min(s.ring().capacity() as u64 / 4);
         let now = self.now;
-        let Some(s) = self.sessions.get_mut(skey) else {
-            return;
-        };
-        if let Some(d) = s.rest_deadline(now) {
-            self.touched.hold(skey, d);
-        }
-        let (Some(mute), Some(fd)) = (s.interest_change(now), s.pty_fd()) else {
-            return;
-        };
-        let interest = if mute {
-            Interest::WRITABLE
-        } else {
-            Interest::READABLE | Interest::WRITABLE
-        };
-        if let Err(e) = self
-            .registry
-            .reregister(&mut SourceFd(&fd), token::pty(skey), interest)
-        {
-            eprintln!("keepty: session {} cannot watch the terminal: {e}", s.id());
-        }
+        self.sessions
+            .get_mut(skey)
+            .is_some_and(|s| s.gather(now, read, room))
     }
 
     /// Once output has ended, the terminal is closed (deregistered first: `SourceFd` does not
@@ -355,9 +334,9 @@ impl Relay<'_> {
         }
     }
 
-    /// Sends each client of `skey` what it may have; tells those that saw the end of an
-    /// exited session. True if any output moved.
-    fn pump_clients(&mut self, skey: usize) -> bool {
+    /// Sends each client of `skey` what it may have (no new output while it is `held` to
+    /// gather); tells those that saw the end of an exited session. True if any output moved.
+    fn pump_clients(&mut self, skey: usize, held: bool) -> bool {
         let mut progress = false;
         // Newest first, by index: a client that finishes here is removed from the list,
         // which leaves the indices still to visit unchanged.
@@ -376,7 +355,7 @@ impl Relay<'_> {
                 continue;
             };
             let before = w.cursor();
-            if !w.pump_write(Some(s.ring())) {
+            if !w.pump_write((!held).then(|| s.ring())) {
                 self.kill_conn(c);
                 continue;
             }

@@ -144,7 +144,7 @@ pub struct Session {
     rows: u16,
     /// The master had data when we last stopped reading (edge-triggered: remember it).
     pty_readable: bool,
-    /// Whether the PTY is read now or rests while output streams.
+    /// Whether new output goes out now or gathers into a bigger frame.
     gather: Gather,
     /// The master took input when we last stopped writing.
     pty_writable: bool,
@@ -272,37 +272,16 @@ impl Session {
         &self.ring
     }
 
-    /// True if the PTY may be read at `now` (it is not resting; see
-    /// [`crate::sessions::gather`]).
-    pub fn may_read_at(&self, now: Instant) -> bool {
-        self.gather.may_read(now)
-    }
-
-    /// After a read pass at `now` that took `bytes`: while output streams, the PTY rests.
-    pub fn after_pass(&mut self, now: Instant, bytes: usize) {
+    /// After a read pass at `now` that took `bytes`, with `room` bytes still readable before a
+    /// client must be sent something: true if the new output should wait to gather.
+    pub fn gather(&mut self, now: Instant, bytes: usize, room: u64) -> bool {
         let open = self.state.output_open();
-        self.gather.after_pass(now, bytes, open);
+        self.gather.hold(now, bytes, self.ring.end(), room, open)
     }
 
-    /// When the resting PTY must be read again, if it rests past `now`.
-    pub fn rest_deadline(&self, now: Instant) -> Option<Instant> {
-        self.gather.deadline(now)
-    }
-
-    /// At the end of a rest with the PTY's readable interest off: no event said so, but a
-    /// streaming program has surely written meanwhile, so the PTY counts as readable.
-    pub fn on_rest_over(&mut self, now: Instant) {
-        if self.gather.muted() && self.gather.may_read(now) {
-            self.pty_readable = true;
-        }
-    }
-
-    /// How the PTY's readable interest must change after a pass at `now` (see
-    /// [`crate::sessions::gather::Gather::interest_change`]); None while the terminal is
-    /// closed.
-    pub fn interest_change(&mut self, now: Instant) -> Option<bool> {
-        self.pty.as_ref()?;
-        self.gather.interest_change(now)
+    /// When output held to gather must go out.
+    pub fn gather_deadline(&self) -> Option<Instant> {
+        self.gather.deadline()
     }
 
     /// The terminal modes in force now (title, alternate screen).
