@@ -20,8 +20,8 @@
 //!
 //! The floor: an ideal relay (this bench binary started again as a server, `ideal_relay`)
 //! that copies a PTY master to a TCP socket with nothing else, interleaved in the throughput
-//! runs (`E2E_IDEAL_NAPS=0,1000`: microseconds it naps after a drain, to let the PTY fill) and
-//! counted in the cost runs (`E2E_COST_IDEAL_NAP_US`).
+//! runs (`E2E_IDEAL_NAPS`, default `0,1000`: microseconds it naps after a drain, to let the
+//! kernel gather output) and counted in the cost runs (`E2E_COST_IDEAL_NAP_US`, default 0).
 //!
 //! These are measurements to print and compare, not assertions: timing on a shared 2-core
 //! machine is too noisy to gate on. Cases that compete for the CPU are interleaved, so a
@@ -298,9 +298,10 @@ fn throughput(bins: &[(&'static str, PathBuf)], r: &mut Report) {
     let n = bins.len();
     let ttyd = ttyd_bin().map(|b| spawn_ttyd(&b, &script));
     let (mut ttyd_rate, mut ttyd_cpu) = (Vec::new(), Vec::new());
-    // The floor: the ideal relay, with each nap of E2E_IDEAL_NAPS (microseconds, "0").
+    // The floor: the ideal relay, with each nap of E2E_IDEAL_NAPS (microseconds; by default
+    // none and 1 ms, the cheapest found).
     let naps: Vec<u64> = std::env::var("E2E_IDEAL_NAPS")
-        .unwrap_or_else(|_| "0".into())
+        .unwrap_or_else(|_| "0,1000".into())
         .split(',')
         .filter_map(|v| v.trim().parse().ok())
         .collect();
