@@ -15,7 +15,13 @@
 //! PATH) when ttyd is there: a missing tool is said so and skipped. `E2E_BASE_BIN` measures
 //! an older binary alternately with this one; `E2E_ONLY=cost,echo,...` runs only those
 //! sections; `E2E_COST=0` skips the cost runs; `E2E_COST_MIB` (16), `E2E_COST_LINES` (300),
-//! `E2E_COST_KEYS` (300) size them; `E2E_COST_KEEP=DIR` keeps the tools' output files.
+//! `E2E_COST_KEYS` (300) size them; `E2E_COST_KEEP=DIR` keeps the tools' output files;
+//! `E2E_COST_TOOLS=perf,strace,valgrind` picks the tools.
+//!
+//! The floor: an ideal relay (this bench binary started again as a server, `ideal_relay`)
+//! that copies a PTY master to a TCP socket with nothing else, interleaved in the throughput
+//! runs (`E2E_IDEAL_NAPS`, default `0,1000`: microseconds it naps after a drain, to let the
+//! kernel gather output) and counted in the cost runs (`E2E_COST_IDEAL_NAP_US`, default 0).
 //!
 //! These are measurements to print and compare, not assertions: timing on a shared 2-core
 //! machine is too noisy to gate on. Cases that compete for the CPU are interleaved, so a
@@ -292,6 +298,16 @@ fn throughput(bins: &[(&'static str, PathBuf)], r: &mut Report) {
     let n = bins.len();
     let ttyd = ttyd_bin().map(|b| spawn_ttyd(&b, &script));
     let (mut ttyd_rate, mut ttyd_cpu) = (Vec::new(), Vec::new());
+    // The floor: the ideal relay, with each nap of E2E_IDEAL_NAPS (microseconds; by default
+    // none and 1 ms, the cheapest found).
+    let naps: Vec<u64> = std::env::var("E2E_IDEAL_NAPS")
+        .unwrap_or_else(|_| "0,1000".into())
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect();
+    let ideals: Vec<Server> = naps.iter().map(|&nap| spawn_ideal(&script, nap)).collect();
+    let (mut ideal_rate, mut ideal_cpu) =
+        (vec![Vec::new(); naps.len()], vec![Vec::new(); naps.len()]);
     let mut bare = Vec::new();
     let (mut flow, mut plain, mut cpu) = (
         vec![Vec::new(); n],
@@ -339,6 +355,22 @@ fn throughput(bins: &[(&'static str, PathBuf)], r: &mut Report) {
             ttyd_rate.push(f.rate / 1048576.0);
             ttyd_cpu.push(f.cpu / (f.bytes as f64 / 1048576.0).max(1.0) * 64.0);
         }
+        for (i, (srv, nap)) in ideals.iter().zip(&naps).enumerate() {
+            let f = ideal_throughput(srv);
+            eprintln!(
+                "e2e: run {run} ideal relay (nap {nap} us) {:.1} MiB/s, {} reads of {} B on average by the client, server CPU {:.2} s",
+                f.rate / 1048576.0,
+                f.frames,
+                f.bytes / f.frames.max(1),
+                f.cpu
+            );
+            detail.push(
+                json!({"run": run, "bin": format!("ideal relay, nap {nap} us"), "mib_s": f.rate / 1048576.0,
+                "bytes": f.bytes, "server_cpu_s": f.cpu}),
+            );
+            ideal_rate[i].push(f.rate / 1048576.0);
+            ideal_cpu[i].push(f.cpu / (f.bytes as f64 / 1048576.0).max(1.0) * 64.0);
+        }
     }
     let b = median(&mut bare);
     let mut medians = serde_json::Map::new();
@@ -359,6 +391,37 @@ fn throughput(bins: &[(&'static str, PathBuf)], r: &mut Report) {
         );
         medians.insert(
             "ttyd".into(),
+            json!({"mib_s": rate, "server_cpu_s_per_64_mib": c}),
+        );
+    }
+    // The least CPU any relay on a PTY master spent here: what no design can go below.
+    let mut floor: Option<f64> = None;
+    for (i, nap) in naps.iter().enumerate() {
+        let (rate, c) = (median(&mut ideal_rate[i]), median(&mut ideal_cpu[i]));
+        floor = Some(floor.map_or(c, |f: f64| f.min(c)));
+        r.row(
+            "ideal relay throughput",
+            format!("{rate:.1} MiB/s"),
+            format!("nap {nap} us; bare PTY {b:.1} MiB/s"),
+            "",
+        );
+        match ttyd_c {
+            Some(t) => r.judged(
+                "ideal relay CPU per 64 MiB",
+                format!("{c:.3} s"),
+                format!("nap {nap} us; ttyd {t:.3} s, ratio {:.2}", c / t),
+                "<= 0.25x ttyd, or the goal is out of reach",
+                c <= 0.25 * t,
+            ),
+            None => r.row(
+                "ideal relay CPU per 64 MiB",
+                format!("{c:.3} s"),
+                format!("nap {nap} us"),
+                "",
+            ),
+        }
+        medians.insert(
+            format!("ideal_nap_{nap}_us"),
             json!({"mib_s": rate, "server_cpu_s_per_64_mib": c}),
         );
     }
@@ -392,6 +455,14 @@ fn throughput(bins: &[(&'static str, PathBuf)], r: &mut Report) {
                 "",
             ),
         }
+        if let Some(fl) = floor {
+            r.row(
+                "server CPU over the floor",
+                format!("{:.2}x", c / fl),
+                format!("{label}; ideal relay {fl:.3} s"),
+                "",
+            );
+        }
         medians.insert(
             (*label).into(),
             json!({"flow": f, "no_flow": p, "server_cpu_s_per_64_mib": c}),
@@ -402,6 +473,153 @@ fn throughput(bins: &[(&'static str, PathBuf)], r: &mut Report) {
         json!({"command": script, "runs": runs, "median_mib_s": {"bare_pty": b}, "bins": medians,
             "bare_mib_s": bare, "detail": detail}),
     );
+}
+
+// ---- the floor: an ideal relay ---------------------------------------------------------
+
+/// Set in the environment of this bench binary when it is started as the ideal relay: the
+/// script each connection's producer runs.
+const IDEAL_ENV: &str = "E2E_IDEAL_RELAY";
+/// Microseconds the ideal relay naps after each drain that moved output (0: none), to let the
+/// line discipline fill between reads.
+const IDEAL_NAP_ENV: &str = "E2E_IDEAL_NAP_US";
+
+/// The least a server on a PTY master can do, as a program of its own (this bench binary,
+/// started again with [`IDEAL_ENV`] set): per connection it spawns the producer on a fresh
+/// PTY and copies the master's output to the socket as raw bytes. No framing, no ring, no
+/// WebSocket, no timers: one epoll (mio's) over the master and the socket, edge-triggered,
+/// the master read to `WouldBlock` into one 1 MiB buffer, the buffer written in as few calls as
+/// the socket takes. It prints keepty's startup line so the harness's `spawn_cmd` reads its
+/// port. Its CPU per byte is the floor that keepty and ttyd are measured against.
+fn ideal_relay(script: &str) {
+    use mio::unix::SourceFd;
+    use mio::{Events, Interest, Poll, Token};
+    use std::os::fd::AsRawFd;
+
+    const PTY: Token = Token(0);
+    const SOCK: Token = Token(1);
+    let nap = Duration::from_micros(env_num(IDEAL_NAP_ENV, 0));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("local addr").port();
+    println!("keepty listening on http://127.0.0.1:{port}/");
+    let mut buf = vec![0u8; 1 << 20];
+    let mut poll = Poll::new().expect("epoll");
+    let mut events = Events::with_capacity(8);
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        let _ = stream.set_nodelay(true);
+        stream.set_nonblocking(true).expect("nonblocking socket");
+        let mut sock = mio::net::TcpStream::from_std(stream);
+        let (mut master, mut child) = bare_pty(script);
+        let fd = master.as_raw_fd();
+        nix::fcntl::fcntl(
+            &master,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )
+        .expect("nonblocking master");
+        let reg = poll.registry();
+        reg.register(&mut SourceFd(&fd), PTY, Interest::READABLE)
+            .expect("register master");
+        reg.register(&mut sock, SOCK, Interest::WRITABLE)
+            .expect("register socket");
+        let (mut readable, mut writable, mut eof) = (true, true, false);
+        let (mut filled, mut sent) = (0, 0);
+        loop {
+            let mut moved = false;
+            while readable && !eof && filled < buf.len() {
+                match master.read(&mut buf[filled..]) {
+                    Ok(0) => eof = true,
+                    Ok(n) => {
+                        filled += n;
+                        moved = true;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => readable = false,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => eof = true, // EIO: the producer and its slave are gone
+                }
+            }
+            while writable && sent < filled {
+                match sock.write(&buf[sent..filled]) {
+                    Ok(n) => sent += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => writable = false,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        eof = true;
+                        sent = filled;
+                    }
+                }
+            }
+            if sent == filled {
+                (sent, filled) = (0, 0);
+            }
+            if eof && filled == 0 {
+                break;
+            }
+            if moved && !nap.is_zero() {
+                std::thread::sleep(nap);
+            }
+            let more = (readable && !eof && filled < buf.len()) || (writable && sent < filled);
+            if more {
+                continue;
+            }
+            if poll.poll(&mut events, None).is_err() {
+                continue;
+            }
+            for ev in events.iter() {
+                if ev.token() == PTY {
+                    readable = true;
+                } else if ev.token() == SOCK {
+                    writable = true;
+                }
+            }
+        }
+        let _ = poll.registry().deregister(&mut SourceFd(&fd));
+        let _ = poll.registry().deregister(&mut sock);
+        drop(sock);
+        drop(master);
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// The ideal relay started as a server: this bench binary again, with [`IDEAL_ENV`] set.
+fn spawn_ideal(script: &str, nap_us: u64) -> Server {
+    let exe = std::env::current_exe().expect("current exe");
+    let mut cmd = Command::new(exe);
+    cmd.env(IDEAL_ENV, script)
+        .env(IDEAL_NAP_ENV, nap_us.to_string());
+    spawn_cmd(cmd)
+}
+
+/// One raw TCP client of the ideal relay taking the flood until it closes: the same reader
+/// loop as keepty's client without the WebSocket layer, so the socket is drained as fast.
+fn ideal_throughput(srv: &Server) -> Flood {
+    let start = Instant::now();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", srv.port)).expect("connect");
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let cpu0 = cpu_secs(srv.child.id());
+    let deadline = start + Duration::from_secs(300);
+    let mut buf = vec![0u8; 64 << 10];
+    let (mut frames, mut bytes) = (0u64, 0u64);
+    loop {
+        assert!(Instant::now() < deadline, "ideal relay run took over 300 s");
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                frames += 1;
+                bytes += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => panic!("ideal relay run ended early: {e}"),
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Flood {
+        rate: bytes as f64 / secs,
+        frames,
+        bytes,
+        cpu: cpu_secs(srv.child.id()) - cpu0,
+    }
 }
 
 // ---- ttyd, side by side ---------------------------------------------------------------
@@ -1047,7 +1265,11 @@ fn cost_run(bin: &PathBuf, tool: Tool, load: Load) -> Option<Counted> {
         }
         Tool::Perf => {
             let mut c = Command::new("perf");
-            let mut events = vec!["raw_syscalls:sys_enter".to_string(), "task-clock".into()];
+            let mut events = vec![
+                "raw_syscalls:sys_enter".to_string(),
+                "task-clock".into(),
+                "context-switches".into(),
+            ];
             events.extend(PERF_CALLS.iter().map(|n| format!("syscalls:sys_enter_{n}")));
             c.args(["stat", "--no-inherit", "-x,", "-o"])
                 .arg(&out)
@@ -1058,6 +1280,38 @@ fn cost_run(bin: &PathBuf, tool: Tool, load: Load) -> Option<Counted> {
         }
     };
     let script = load.script();
+    // An empty path is the ideal relay (this bench binary again), read by a raw TCP client.
+    if bin.as_os_str().is_empty() {
+        cmd.arg(std::env::current_exe().ok()?)
+            .env(IDEAL_ENV, &script)
+            .env(
+                IDEAL_NAP_ENV,
+                env_num("E2E_COST_IDEAL_NAP_US", 0).to_string(),
+            );
+        let mut srv = spawn_cmd(cmd);
+        let mut counted = Counted::default();
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", srv.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(120))).ok()?;
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    counted.frames += 1;
+                    counted.bytes += n as u64;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    eprintln!("e2e: ideal relay cost run ended early: {e}");
+                    return None;
+                }
+            }
+        }
+        // SAFETY: kill(2) with plain integers on a pid we started.
+        unsafe { c_kill(traced_pid(&srv, tool) as i32, 15) };
+        srv.wait_exit(Duration::from_secs(60))?;
+        return tool_totals(tool, &out, keep.is_none(), counted);
+    }
     cmd.arg(bin)
         .args(["--listen", "127.0.0.1:0", "--", "/bin/sh", "-c", &script]);
     let mut srv = spawn_cmd(cmd);
@@ -1113,9 +1367,14 @@ fn cost_run(bin: &PathBuf, tool: Tool, load: Load) -> Option<Counted> {
         eprintln!("e2e: {} run did not stop", tool.name());
         return None;
     }
-    let text = std::fs::read_to_string(&out).ok()?;
-    if keep.is_none() {
-        let _ = std::fs::remove_file(&out);
+    tool_totals(tool, &out, keep.is_none(), counted)
+}
+
+/// Reads the totals `tool` wrote to `out` into `counted` (and removes the file unless kept).
+fn tool_totals(tool: Tool, out: &PathBuf, remove: bool, mut counted: Counted) -> Option<Counted> {
+    let text = std::fs::read_to_string(out).ok()?;
+    if remove {
+        let _ = std::fs::remove_file(out);
     }
     match tool {
         Tool::Callgrind => {
@@ -1165,6 +1424,8 @@ fn parse_perf(text: &str) -> Vec<(String, u64)> {
                 "all".to_string()
             } else if event == "task-clock" {
                 return Some(("cpu_us".to_string(), (count * 1000.0) as u64));
+            } else if event == "context-switches" {
+                return Some(("switches".to_string(), count as u64));
             } else {
                 event.strip_prefix("syscalls:sys_enter_")?.to_string()
             };
@@ -1195,7 +1456,12 @@ fn cost(bins: &[(&'static str, PathBuf)], r: &mut Report) {
         Load::Echo(env_num("E2E_COST_KEYS", 300) as usize),
     ];
     let mut json = serde_json::Map::new();
+    // E2E_COST_TOOLS=perf,strace,valgrind picks the tools (all three by default).
+    let tools = std::env::var("E2E_COST_TOOLS").unwrap_or_default();
     for tool in [Tool::Callgrind, Tool::Perf, Tool::Strace] {
+        if !tools.is_empty() && !tools.split(',').any(|t| t == tool.name()) {
+            continue;
+        }
         if !tool.available() {
             eprintln!("e2e: {} not found: no {} counts", tool.name(), tool.name());
             r.row(
@@ -1206,9 +1472,18 @@ fn cost(bins: &[(&'static str, PathBuf)], r: &mut Report) {
             );
             continue;
         }
-        for (label, bin) in bins {
+        // The ideal relay beside them (an empty path), for the system calls and switches
+        // the floor itself makes; it takes no input, so no echo run.
+        let mut runs: Vec<(&str, PathBuf)> = bins.iter().map(|(l, b)| (*l, b.clone())).collect();
+        if tool != Tool::Callgrind {
+            runs.push(("ideal relay", PathBuf::new()));
+        }
+        for (label, bin) in &runs {
             let mut fixed = Counted::default();
             for load in loads {
+                if bin.as_os_str().is_empty() && matches!(load, Load::Echo(_)) {
+                    continue;
+                }
                 let Some(c) = cost_run(bin, tool, load) else {
                     continue;
                 };
@@ -1261,7 +1536,9 @@ fn cost(bins: &[(&'static str, PathBuf)], r: &mut Report) {
                             .syscalls
                             .iter()
                             .map(|(n, _)| (n.clone(), calls(n)))
-                            .filter(|(n, v)| *v >= 0.05 && n != "all" && n != "cpu_us")
+                            .filter(|(n, v)| {
+                                *v >= 0.05 && n != "all" && n != "cpu_us" && n != "switches"
+                            })
                             .collect();
                         kinds.sort_by(|a, b| b.1.total_cmp(&a.1));
                         let top: Vec<String> = kinds
@@ -1271,8 +1548,11 @@ fn cost(bins: &[(&'static str, PathBuf)], r: &mut Report) {
                             .collect();
                         eprintln!("e2e: {key}: {total:.1} syscalls/{unit}: {}", top.join(", "));
                         let cpu = calls("cpu_us");
+                        let switches = calls("switches");
                         if tool == Tool::Perf {
-                            eprintln!("e2e: {key}: server CPU {cpu:.0} us/{unit}");
+                            eprintln!(
+                                "e2e: {key}: server CPU {cpu:.0} us/{unit}, {switches:.1} context switches/{unit}"
+                            );
                         }
                         r.rows.push(Row {
                             name: if tool == Tool::Perf {
@@ -1281,7 +1561,15 @@ fn cost(bins: &[(&'static str, PathBuf)], r: &mut Report) {
                                 "system calls (strace)"
                             },
                             value: format!("{total:.1}/{unit}"),
-                            beside: format!("{label}, {}: {}", load.name(), top.join(", ")),
+                            beside: if tool == Tool::Perf {
+                                format!(
+                                    "{label}, {}: {}; {switches:.0} context switches, {cpu:.0} us CPU",
+                                    load.name(),
+                                    top.join(", ")
+                                )
+                            } else {
+                                format!("{label}, {}: {}", load.name(), top.join(", "))
+                            },
                             target: "",
                             met: None,
                         });
@@ -1289,7 +1577,7 @@ fn cost(bins: &[(&'static str, PathBuf)], r: &mut Report) {
                             key,
                             json!({"per_unit": total, "unit": unit,
                             "wakeups_per_unit": calls("epoll_wait") + calls("epoll_pwait"),
-                            "cpu_us_per_unit": cpu,
+                            "cpu_us_per_unit": cpu, "switches_per_unit": switches,
                             "by_kind": kinds.iter().map(|(n, v)| (n.clone(), json!(v)))
                                 .collect::<serde_json::Map<_, _>>(),
                             "bytes": c.bytes, "frames": c.frames, "keys": c.keys}),
@@ -1322,6 +1610,9 @@ fn print_table(r: &Report) {
 }
 
 fn main() {
+    if let Ok(script) = std::env::var(IDEAL_ENV) {
+        return ideal_relay(&script);
+    }
     // `cargo bench` passes `--bench` and maybe a filter; there is one fixed run.
     let bin = keepty_bin();
     let mut r = Report {
