@@ -133,14 +133,14 @@ pub enum Cli {
     Help,
     /// Print the version and exit 0.
     Version,
-    /// A client subcommand (`ls`, `attach`, `new`, `drop`, `drop-all`) and its arguments,
+    /// A client subcommand (`ls`, `attach`, `new`, `drop`, `drop-all`, `send`) and its arguments,
     /// run by [`crate::cli`] against a running keepty.
     Client(String, Vec<String>),
 }
 
 /// The subcommands: a first argument equal to one of these is never a server option or a
 /// COMMAND (a program to run goes after `--`).
-pub const SUBCOMMANDS: [&str; 5] = ["ls", "attach", "new", "drop", "drop-all"];
+pub const SUBCOMMANDS: [&str; 6] = ["ls", "attach", "new", "drop", "drop-all", "send"];
 
 /// Options that take a value and may be given more than once; every other valued option may
 /// appear once, so a repeated `--listen` is a mistake rather than last-wins.
@@ -196,6 +196,7 @@ Subcommands (keepty SUBCOMMAND --help for theirs):
   new [NAME]                    create a session and attach
   drop ID                       end one session (admin)
   drop-all                      end every session (admin)
+  send FILE                     inside a session: the page offers FILE for download
 
 Options:
   --listen ADDR:PORT            where to listen (default 127.0.0.1:7700; port 0 picks one)

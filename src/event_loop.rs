@@ -640,6 +640,13 @@ impl Server {
             end: s.ring().end(),
             restore: start.restore.as_deref(),
         });
+        // An offer made while nobody was attached goes to the first to come back, once.
+        if let Some(offer) = s.take_offer() {
+            w.send(&ServerMsg::Offer {
+                path: &offer.path,
+                size: offer.size,
+            });
+        }
         eprintln!(
             "keepty: session {} attached by {} as {role:?} (offset {}, lost {})",
             s.id(),

@@ -161,6 +161,8 @@ pub const CHECKPOINTS: usize = 32;
 pub const MAX_CSI_PARAMS: usize = 32;
 /// Stored window title, bytes. Longer titles are cut (at a UTF-8 boundary where possible).
 pub const MAX_TITLE: usize = 256;
+/// Longest path a `keepty send` offer may name, bytes (PATH_MAX); a longer one is ignored.
+pub const MAX_OFFER_PATH: usize = 4096;
 
 // ---- time --------------------------------------------------------------------------------
 
