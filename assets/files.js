@@ -1,0 +1,132 @@
+// Files to and from the box (issue 19): upload (file picker, or a drop on the terminal) by
+// XHR, which has the upload progress fetch lacks; download by a single-use ticket and a plain
+// navigation, so the browser streams to disk; the bar offering what `keepty send` named.
+// Routes: docs/protocol.md. Pure parts tested in tests/page/files.test.mjs.
+(function (ns) {
+  'use strict';
+
+  // DIR/NAME; NAME alone (the server takes it as relative to the cwd) with no DIR.
+  const joinPath = (dir, name) => (dir ? dir.replace(/\/+$/, '') + '/' + name : name);
+  const baseName = (p) => String(p).replace(/\/+$/, '').split('/').pop() || String(p);
+  const route = (s, what, path, over) => 'api/sessions/' + encodeURIComponent(s) + '/' + what
+    + (path === undefined ? '' : '?path=' + encodeURIComponent(path) + (over ? '&overwrite=1' : ''));
+
+  // The server's own words when it sent some, else what the status says.
+  function errorText(status, body) {
+    if (body && typeof body.message === 'string' && body.message) return body.message;
+    if (!status) return 'the connection to the server was lost';
+    if (status === 401) return 'a token is needed (Set token in the menu)';
+    return 'the server answered ' + status;
+  }
+
+  // A drag of files, not of text or a link.
+  const hasFiles = (dt) => !!dt && Array.from(dt.types || []).includes('Files');
+
+  // ctx: { session() -> id or null, headers(), bytes(n), done() (focus back) }.
+  function install(ctx) {
+    const $ = (id) => document.getElementById(id);
+    const [bar, text, meter, go, shut, picker] = ['files', 'files-text', 'files-progress', 'files-go', 'files-x', 'file-input'].map($);
+    const st = { xhr: null, go: null };
+    const size = (n) => ctx.bytes(n) + 'B';
+
+    // One line, an optional action button, an optional progress (0..1) with Cancel.
+    function show(msg, label, fn, progress) {
+      text.textContent = text.title = msg;
+      bar.hidden = false;
+      meter.hidden = progress === undefined;
+      meter.value = progress || 0;
+      go.hidden = !label;
+      go.textContent = label || '';
+      shut.textContent = progress !== undefined ? 'Cancel' : label ? 'Dismiss' : '\u2715';
+      st.go = fn;
+    }
+    go.onclick = () => st.go && st.go();
+    shut.onclick = () => (st.xhr ? st.xhr.abort() : ((bar.hidden = true), ctx.done()));
+    // A click must not take the focus (and a phone's keyboard) from the terminal.
+    for (const b of [go, shut]) b.onmousedown = (e) => e.preventDefault();
+
+    function call(method, url, done, body) {
+      const x = new XMLHttpRequest();
+      x.open(method, new URL(url, location.href));
+      const h = ctx.headers();
+      for (const k in h) x.setRequestHeader(k, h[k]);
+      x.onload = () => {
+        let j = null;
+        try { j = JSON.parse(x.responseText); } catch (_) { /* not JSON */ }
+        done(x.status, j);
+      };
+      x.onerror = () => done(0, null);
+      x.send(body);
+      return x;
+    }
+    function session() {
+      const s = ctx.session();
+      if (!s) show('not attached to a session', '', null);
+      return s;
+    }
+    // Asks for a path prefilled in the foreground program's directory (or the bare name).
+    function ask(s, question, name, then) {
+      call('GET', route(s, 'cwd'), (status, j) => {
+        const path = window.prompt(question, joinPath(status === 200 && j && j.cwd, name));
+        ctx.done();
+        if (path) then(path);
+      });
+    }
+
+    function upload(file) {
+      const s = session();
+      if (s && !st.xhr) ask(s, 'Upload ' + file.name + ' (' + size(file.size) + ') to:', file.name, (p) => put(s, file, p, false));
+    }
+    function put(s, file, path, over) {
+      const name = baseName(path);
+      show('uploading ' + name, '', null, 0);
+      st.xhr = call('PUT', route(s, 'files', path, over), (status, j) => {
+        st.xhr = null;
+        if (status === 201) show('uploaded ' + ((j && j.path) || path) + ' (' + size(file.size) + ')', '', null);
+        else if (status === 409 && j && j.error === 'exists' && !over && window.confirm(path + ' exists. Replace it?')) put(s, file, path, true);
+        else show('upload of ' + name + ' failed: ' + (status === 409 && j && j.error === 'exists' ? path + ' exists' : errorText(status, j)), '', null);
+      }, file);
+      st.xhr.upload.onprogress = (e) => e.lengthComputable && show('uploading ' + name + ': '
+        + Math.floor((100 * e.loaded) / e.total) + '% of ' + size(e.total), '', null, e.loaded / e.total);
+      st.xhr.onabort = () => { st.xhr = null; show('upload of ' + name + ' cancelled', '', null); };
+    }
+
+    function download(path) {
+      const s = session();
+      if (!s) return;
+      call('POST', route(s, 'files/ticket', path), (status, t) => {
+        if (status !== 200 || !t || typeof t.url !== 'string') return show('download of ' + baseName(path) + ' failed: ' + errorText(status, t), '', null);
+        const a = document.createElement('a');
+        a.href = new URL(t.url, location.href).href;
+        a.download = t.name || baseName(path);
+        document.body.appendChild(a).click();
+        a.remove();
+        show('downloading ' + a.download + ' (' + size(t.size) + ')', '', null);
+      });
+    }
+
+    picker.onchange = () => {
+      const f = picker.files[0];
+      picker.value = '';
+      if (f) upload(f);
+    };
+    const term = $('term');
+    term.addEventListener('dragover', (e) => { if (hasFiles(e.dataTransfer)) e.preventDefault(); });
+    term.addEventListener('drop', (e) => {
+      if (!hasFiles(e.dataTransfer)) return;
+      e.preventDefault();
+      if (e.dataTransfer.files[0]) upload(e.dataTransfer.files[0]);
+    });
+
+    return {
+      pick: () => picker.click(),
+      askDownload: () => { const s = session(); if (s) ask(s, 'Download the file at:', '', download); },
+      // The WebSocket's `offer` (from `keepty send`).
+      offer: (o) => o && typeof o.path === 'string' && o.path[0] === '/'
+        && show('Download ' + baseName(o.path) + ' (' + size(o.size) + ')?', 'Download', () => download(o.path)),
+      get text() { return bar.hidden ? '' : text.textContent; },
+    };
+  }
+
+  ns.files = { joinPath, baseName, route, errorText, hasFiles, install };
+})(window.keepty = window.keepty || {});
