@@ -1,0 +1,209 @@
+// Files to and from the box through the page (issue 19), in headless Chromium against a real
+// keepty, on a desktop and on a phone (touch, 390x844):
+//   node tests/browser/files.mjs URL KEEPTY_BIN
+// Run by tests/browser.rs. For each size: the shell changes to a fresh directory (the cwd the
+// page's prompts start from); "Upload file..." opens the file picker, whose file is set through
+// CDP (Playwright's file chooser: DOM.setFileInputFiles), the prompt's prefill is the cwd route's
+// directory, and the file lands there byte for byte; the same upload again answers 409 and is
+// replaced after the question; on the desktop a file dropped on the terminal uploads too;
+// "Download file..." and an offer made by `keepty send` in the shell download through the
+// ticket (the browser's download, which Playwright takes with Browser.setDownloadBehavior into
+// its own temporary directory), byte for byte; failures are shown in words; and the terminal
+// still takes keys afterwards.
+import { mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createHarness } from './lib.mjs';
+
+const base = (process.argv[2] || '').replace(/\/+$/, '');
+const bin = process.argv[3] || '';
+if (!/^https?:\/\//.test(base) || !bin) {
+  console.error('usage: node tests/browser/files.mjs URL KEEPTY_BIN');
+  process.exit(2);
+}
+
+const h = createHarness({ name: 'files', overallTimeoutMs: 170_000 });
+const { log, fail, waitFor, waitForLine, waitShell, typeLine, checkEcho } = h;
+const SIZES = {
+  desktop: { viewport: { width: 1000, height: 640 }, acceptDownloads: true },
+  phone: { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2, acceptDownloads: true },
+};
+
+// Bytes that show a slice moved, repeated or cut: a counter hashed per position.
+function pattern(n, seed) {
+  const b = Buffer.alloc(n);
+  let x = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+    b[i] = x >>> 24;
+  }
+  return b;
+}
+
+function sameBytes(what, got, want) {
+  if (Buffer.compare(got, want) === 0) return;
+  let i = 0;
+  while (i < Math.min(got.length, want.length) && got[i] === want[i]) i++;
+  return fail(`${what}: ${got.length} bytes, want ${want.length}; first difference at ${i}`);
+}
+
+// The next dialog's message and prefilled value; answered with `answer(dialog)`: a string to
+// type, true to accept as it is, false to dismiss.
+function nextDialog(answer) {
+  return new Promise((resolve) => {
+    h.page.once('dialog', async (d) => {
+      const seen = { type: d.type(), message: d.message(), value: d.defaultValue() };
+      const a = answer(seen);
+      if (a === false) await d.dismiss();
+      else if (a === true) await d.accept();
+      else await d.accept(a);
+      resolve(seen);
+    });
+  });
+}
+
+async function press(sel, phone) {
+  if (phone) await h.page.tap(sel);
+  else await h.page.click(sel);
+}
+
+async function menu(item, phone) {
+  await press('#menu-button', phone);
+  await press(`[data-menu="${item}"]`, phone);
+}
+
+const barText = () => h.page.evaluate(() => window.keepty.filesText);
+
+async function waitBar(what, re, timeout) {
+  await waitFor(what, ([src]) => new RegExp(src).test(window.keepty.filesText), [re.source], timeout);
+  return barText();
+}
+
+async function run(kind) {
+  const phone = kind === 'phone';
+  h.scenario = `${kind}: attach`;
+  const dir = realpathSync(mkdtempSync(join(tmpdir(), `keepty-files-${kind}-`)));
+  const context = await h.newContext(SIZES[kind]);
+  h.page = h.track(await context.newPage(), kind);
+  await h.page.goto(`${base}/`);
+  await waitShell(`${kind} attached`);
+  await typeLine(`cd '${dir}' && echo in-$((6*7))`);
+  await waitForLine(/^in-42$/);
+
+  // 1. Upload through the menu and the file picker, to the prefilled CWD/NAME.
+  h.scenario = `${kind}: upload by the picker`;
+  const local = join(mkdtempSync(join(tmpdir(), 'keepty-files-src-')), 'photo 1.bin');
+  const first = pattern(700 * 1024 + 13, kind.length);
+  writeFileSync(local, first);
+  const chooser = h.page.waitForEvent('filechooser', { timeout: 15_000 });
+  const prompt = nextDialog(() => true);
+  await menu('upload', phone);
+  await (await chooser).setFiles(local);
+  const asked = await prompt;
+  if (asked.type !== 'prompt' || asked.value !== `${dir}/photo 1.bin`) {
+    await fail(`the upload prompt: ${JSON.stringify(asked)}, want the value ${dir}/photo 1.bin`);
+  }
+  const done = await waitBar('the upload to finish', /^uploaded /, 30_000);
+  sameBytes('the uploaded file', readFileSync(join(dir, 'photo 1.bin')), first);
+  log(`${kind} 1 ok: ${done}`);
+
+  // 2. The same name again: 409, the question, then replaced.
+  h.scenario = `${kind}: upload over an existing file`;
+  const second = pattern(5000, 99);
+  writeFileSync(local, second);
+  const chooser2 = h.page.waitForEvent('filechooser', { timeout: 15_000 });
+  const prompt2 = nextDialog(() => true);
+  await menu('upload', phone);
+  await (await chooser2).setFiles(local);
+  await prompt2;
+  const replace = await nextDialog(() => true);
+  if (replace.type !== 'confirm' || !/exists/.test(replace.message)) await fail(`the overwrite question: ${JSON.stringify(replace)}`);
+  await waitBar('the replacing upload to finish', /^uploaded /, 30_000);
+  sameBytes('the replaced file', readFileSync(join(dir, 'photo 1.bin')), second);
+  log(`${kind} 2 ok: asked "${replace.message}", replaced`);
+
+  // 3. Desktop: a file dropped on the terminal.
+  if (!phone) {
+    h.scenario = `${kind}: drop on the terminal`;
+    const dropped = nextDialog(() => `${dir}/dropped.txt`);
+    await h.page.evaluate(() => {
+      const dt = new DataTransfer();
+      dt.items.add(new File(['dropped\n'.repeat(1000)], 'd.txt', { type: 'text/plain' }));
+      const t = document.getElementById('term');
+      for (const type of ['dragenter', 'dragover', 'drop']) {
+        t.dispatchEvent(new DragEvent(type, { dataTransfer: dt, bubbles: true, cancelable: true }));
+      }
+    });
+    const d = await dropped;
+    if (d.value !== `${dir}/d.txt`) await fail(`the drop's prompt: ${JSON.stringify(d)}`);
+    await waitBar('the dropped upload to finish', /^uploaded /, 30_000);
+    sameBytes('the dropped file', readFileSync(join(dir, 'dropped.txt')), Buffer.from('dropped\n'.repeat(1000)));
+    log(`${kind} 3 ok: a drop uploaded`);
+  }
+
+  // 4. An upload the server refuses is said in words (the directory does not exist).
+  h.scenario = `${kind}: a refused upload`;
+  const chooser3 = h.page.waitForEvent('filechooser', { timeout: 15_000 });
+  const prompt3 = nextDialog(() => `${dir}/no/such/dir/x.bin`);
+  await menu('upload', phone);
+  await (await chooser3).setFiles(local);
+  await prompt3;
+  const refused = await waitBar('the refusal', /failed: /, 15_000);
+  log(`${kind} 4 ok: ${refused}`);
+
+  // 5. Download through the menu: the prompt starts at CWD/.
+  h.scenario = `${kind}: download from the menu`;
+  const served = pattern(900 * 1024 + 7, 7 + kind.length);
+  writeFileSync(join(dir, 'from box.bin'), served);
+  const got = h.page.waitForEvent('download', { timeout: 30_000 });
+  const prompt4 = nextDialog((d) => (d.value === `${dir}/` ? `${d.value}from box.bin` : false));
+  await menu('download', phone);
+  const asked4 = await prompt4;
+  if (asked4.value !== `${dir}/`) await fail(`the download prompt: ${JSON.stringify(asked4)}, want ${dir}/`);
+  const dl = await got;
+  if (dl.suggestedFilename() !== 'from box.bin') await fail(`downloaded as ${dl.suggestedFilename()}`);
+  sameBytes('the downloaded file', readFileSync(await dl.path()), served);
+  log(`${kind} 5 ok: downloaded ${dl.suggestedFilename()} (${served.length} bytes)`);
+
+  // 6. `keepty send` in the shell: the bar offers it; Download gets it.
+  h.scenario = `${kind}: an offer from keepty send`;
+  const sent = pattern(64 * 1024 + 1, 3);
+  writeFileSync(join(dir, 'sent.log'), sent);
+  await typeLine(`'${bin}' send sent.log`);
+  const offer = await waitBar('the offer bar', /^Download sent\.log \(64K?B\)\?$/, 15_000);
+  const got2 = h.page.waitForEvent('download', { timeout: 30_000 });
+  await press('#files-go', phone);
+  const dl2 = await got2;
+  sameBytes('the offered file', readFileSync(await dl2.path()), sent);
+  log(`${kind} 6 ok: "${offer}" downloaded`);
+
+  // 7. A download the server refuses, in words; Dismiss closes the bar; keys still reach
+  // the shell.
+  h.scenario = `${kind}: a refused download, then the terminal`;
+  const prompt5 = nextDialog(() => `${dir}/missing.bin`);
+  await menu('download', phone);
+  await prompt5;
+  const missing = await waitBar('the refused download', /failed: /, 15_000);
+  await press('#files-x', phone);
+  await waitFor('the bar to close', () => window.keepty.filesText === '');
+  if (phone) {
+    await h.page.tap('#term');
+    await checkEcho(`${kind}-after`);
+  } else {
+    // The bar gave the keyboard back: keys typed now, without focusing anything, reach the shell.
+    const focus = await h.page.evaluate(() => !!document.activeElement && !!document.activeElement.closest('#term'));
+    if (!focus) await fail('the terminal lost the keyboard to the files bar');
+    await h.page.keyboard.type('echo after-$((6*7))');
+    await h.page.keyboard.press('Enter');
+    await waitForLine(/^after-42$/);
+  }
+  log(`${kind} 7 ok: ${missing}; the terminal takes keys`);
+
+  await h.page.screenshot({ path: h.artifact(`files-${kind}.png`) });
+  await context.close();
+  rmSync(dir, { recursive: true, force: true });
+}
+
+await h.launch();
+for (const kind of ['desktop', 'phone']) await run(kind);
+await h.finish();
