@@ -55,7 +55,8 @@ function nextDialog(answer) {
       const seen = { type: d.type(), message: d.message(), value: d.defaultValue() };
       const a = answer(seen);
       if (a === false) await d.dismiss();
-      else if (a === true) await d.accept();
+      // A prompt accepted with no text would answer "": accept its prefilled value.
+      else if (a === true) await d.accept(d.type() === 'prompt' ? d.defaultValue() : undefined);
       else await d.accept(a);
       resolve(seen);
     });
