@@ -1,11 +1,9 @@
-// Files to and from the box (issue 19): upload (file picker, or a drop on the terminal) by
-// XHR, which has the upload progress fetch lacks; download by a single-use ticket and a plain
-// navigation, so the browser streams to disk; the bar offering what `keepty send` named.
-// Routes: docs/protocol.md. Pure parts tested in tests/page/files.test.mjs.
+// Files (issue 19): upload by XHR (fetch has no upload progress); download by a ticket and a
+// navigation, so the browser streams to disk; offers from `keepty send`. Tests: tests/page/.
 (function (ns) {
   'use strict';
 
-  // DIR/NAME; NAME alone (the server takes it as relative to the cwd) with no DIR.
+  // With no DIR, NAME alone: the server takes it relative to the cwd.
   const joinPath = (dir, name) => (dir ? dir.replace(/\/+$/, '') + '/' + name : name);
   const baseName = (p) => String(p).replace(/\/+$/, '').split('/').pop() || String(p);
   const route = (s, what, path, over) => 'api/sessions/' + encodeURIComponent(s) + '/' + what
@@ -19,17 +17,15 @@
     return 'the server answered ' + status;
   }
 
-  // A drag of files, not of text or a link.
   const hasFiles = (dt) => !!dt && Array.from(dt.types || []).includes('Files');
 
-  // ctx: { session() -> id or null, headers(), bytes(n), done() (focus back) }.
+  // ctx: { session() -> id or null, headers(), bytes(n), done() (focus back) }
   function install(ctx) {
     const $ = (id) => document.getElementById(id);
     const [bar, text, meter, go, shut, picker] = ['files', 'files-text', 'files-progress', 'files-go', 'files-x', 'file-input'].map($);
     const st = { xhr: null, go: null };
     const size = (n) => ctx.bytes(n) + 'B';
 
-    // One line, an optional action button, an optional progress (0..1) with Cancel.
     function show(msg, label, fn, progress) {
       text.textContent = text.title = msg;
       bar.hidden = false;
@@ -64,7 +60,6 @@
       if (!s) show('not attached to a session', '', null);
       return s;
     }
-    // Asks for a path prefilled in the foreground program's directory (or the bare name).
     function ask(s, question, name, then) {
       call('GET', route(s, 'cwd'), (status, j) => {
         const path = window.prompt(question, joinPath(status === 200 && j && j.cwd, name));
@@ -121,7 +116,6 @@
     return {
       pick: () => picker.click(),
       askDownload: () => { const s = session(); if (s) ask(s, 'Download the file at:', '', download); },
-      // The WebSocket's `offer` (from `keepty send`).
       offer: (o) => o && typeof o.path === 'string' && o.path[0] === '/'
         && show('Download ' + baseName(o.path) + ' (' + size(o.size) + ')?', 'Download', () => download(o.path)),
       get text() { return bar.hidden ? '' : text.textContent; },
