@@ -15,6 +15,7 @@ use std::time::Instant;
 use mio::{Interest, Registry};
 use slab::Slab;
 
+use crate::files::transfer::{Outcome, Transfer};
 use crate::limits::{HTTP_STEP_BUDGET, LINGER, MAX_HEAD, WRITE_STALL};
 use crate::net::budget::{Budget, Budgets, TooManyClients};
 use crate::net::http::{self, HeadError, Request, Response};
@@ -44,6 +45,17 @@ pub enum Step<U> {
     Blocked,
     /// The turn's budget is spent with work perhaps left: come back after the others.
     Yield,
+    /// A file transfer ended: send this answer (keep the connection if `true`).
+    Answer(Response, bool),
+    /// A download ticket's file checks out: the loop issues the ticket and answers.
+    Ticket {
+        /// The session the ticket is for.
+        session: (usize, u64),
+        /// The absolute path.
+        path: String,
+        /// Its size.
+        size: u64,
+    },
     /// The connection is finished.
     Closed,
 }
@@ -59,6 +71,8 @@ enum Phase<U> {
     /// Response sent and write side shut: discard what the peer still sends until it closes,
     /// so unread bytes do not make the kernel reset the connection under our response.
     Lingering,
+    /// A file transfer (a body into a file, a file out, or the helper's answer).
+    Transfer(Box<Transfer>),
     /// Upgraded; the stream is about to be handed over.
     Done,
 }
@@ -129,6 +143,7 @@ impl<U, S: Transport> HttpConn<U, S> {
                 Phase::Reading => self.read_head(),
                 Phase::Writing { .. } => self.write_response(now, header_timeout),
                 Phase::Lingering => self.discard(),
+                Phase::Transfer(_) => self.step_transfer(now, header_timeout),
                 Phase::Done => Some(Step::Closed),
             };
             if let Some(step) = step {
@@ -228,6 +243,53 @@ impl<U, S: Transport> HttpConn<U, S> {
         }
     }
 
+    /// A transfer's turn: `None` to go on.
+    fn step_transfer(
+        &mut self,
+        now: Instant,
+        header_timeout: std::time::Duration,
+    ) -> Option<Step<U>> {
+        let Phase::Transfer(t) = &mut self.phase else {
+            return None;
+        };
+        let session = t.session();
+        let step = match t.advance(&mut self.stream, &mut self.buf, &mut self.deadline, now) {
+            Outcome::Blocked => return Some(Step::Blocked),
+            Outcome::Yield => return Some(Step::Yield),
+            Outcome::Closed => return Some(Step::Closed),
+            Outcome::Respond(resp, keep) => Step::Answer(resp, keep),
+            Outcome::Ticket { path, size } => Step::Ticket {
+                session,
+                path,
+                size,
+            },
+            Outcome::Sent => {
+                // Like any response sent: the next request gets a fresh head deadline.
+                self.phase = Phase::Reading;
+                self.deadline = now + header_timeout;
+                return None;
+            }
+        };
+        // The transfer (and with it the helper's socket) ends here; the loop answers.
+        self.phase = Phase::Reading;
+        Some(step)
+    }
+
+    /// Starts a file transfer whose helper has its first request.
+    pub fn begin_transfer(&mut self, t: Transfer, now: Instant) {
+        self.served = true;
+        self.deadline = now + t.timeout();
+        self.phase = Phase::Transfer(Box::new(t));
+    }
+
+    /// The transfer in flight, if any.
+    pub fn transfer(&self) -> Option<&Transfer> {
+        match &self.phase {
+            Phase::Transfer(t) => Some(t),
+            _ => None,
+        }
+    }
+
     /// One step of lingering: `None` to go on.
     fn discard(&mut self) -> Option<Step<U>> {
         let mut sink = [0u8; 2048];
@@ -252,13 +314,22 @@ impl<U, S: Transport> HttpConn<U, S> {
         now: Instant,
     ) {
         let after = match after {
-            After::KeepAlive if !req.keep_alive() || req.has_body() || closing => After::Close,
+            After::KeepAlive if !req.keep_alive() || req.has_body() => After::Close,
             a => a,
         };
-        self.served = true;
         if req.method == "HEAD" {
             resp.omit_body = true;
         }
+        self.answer(resp, after, closing, now);
+    }
+
+    /// Starts writing `resp` (the request was judged already: a transfer's end).
+    pub fn answer(&mut self, mut resp: Response, after: After<U>, closing: bool, now: Instant) {
+        let after = match after {
+            After::KeepAlive if closing => After::Close,
+            a => a,
+        };
+        self.served = true;
         let (head, body) = match &after {
             // An upgrade's 101 is all head.
             After::Upgrade(_) => (
@@ -305,6 +376,12 @@ impl<U, S: Transport> HttpConn<U, S> {
         }
         if matches!(self.phase, Phase::Reading) && !self.buf.is_empty() {
             eprintln!("keepty: request head from {} timed out", self.peer);
+        }
+        if matches!(self.phase, Phase::Transfer(_)) {
+            eprintln!(
+                "keepty: file transfer with {} made no progress in time",
+                self.peer
+            );
         }
         true
     }
@@ -425,6 +502,17 @@ impl<U> Conns<U> {
             return None;
         }
         self.budgets.idle_victim(max_idle, self.live_budgets())
+    }
+
+    /// The sessions of the file transfers in flight, one entry per transfer.
+    pub fn transfers(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        self.slab
+            .iter()
+            .filter(|(_, c)| !c.dead)
+            .filter_map(|(_, c)| match &c.kind {
+                Kind::Http(h) => h.transfer().map(Transfer::session),
+                _ => None,
+            })
     }
 
     /// True when none is left.
