@@ -48,6 +48,12 @@ pub struct Config {
     /// Hard cap on ring buffers + connection buffers. Default a quarter of the machine's RAM,
     /// within 4..64 MiB ([`limits::default_max_memory`]).
     pub max_memory: usize,
+    /// Largest file upload, bytes (`--max-upload`). Default a quarter of the machine's RAM,
+    /// within 1M..1G ([`limits::default_max_upload`]): routers keep /tmp in RAM.
+    pub max_upload: u64,
+    /// How long a file transfer may go without progress in either direction
+    /// (`--transfer-timeout`). Default 30 s.
+    pub transfer_timeout: Duration,
     /// User token file.
     pub token_file: Option<PathBuf>,
     /// Admin token file.
@@ -102,6 +108,8 @@ impl Default for Config {
             max_sessions: limits::DEFAULT_MAX_SESSIONS,
             max_clients: limits::DEFAULT_MAX_CLIENTS,
             max_memory: crate::startup::machine_max_memory(),
+            max_upload: crate::startup::machine_max_upload(),
+            transfer_timeout: limits::DEFAULT_TRANSFER_TIMEOUT,
             token_file: None,
             admin_token_file: None,
             allow_origins: Vec::new(),
@@ -147,7 +155,7 @@ pub const SUBCOMMANDS: [&str; 6] = ["ls", "attach", "new", "drop", "drop-all", "
 const REPEATABLE: [&str; 3] = ["--allow-origin", "--allow-host", "--trusted-proxy"];
 
 /// Every option that takes a value: a name not here (nor a flag) is unknown, whatever follows.
-const VALUED: [&str; 22] = [
+const VALUED: [&str; 24] = [
     "--listen",
     "--ttl",
     "--header-timeout",
@@ -156,6 +164,8 @@ const VALUED: [&str; 22] = [
     "--detached-output",
     "--scrollback",
     "--max-memory",
+    "--max-upload",
+    "--transfer-timeout",
     "--max-sessions",
     "--max-clients",
     "--max-pending",
@@ -207,6 +217,8 @@ Options:
   --max-clients N               open connections at once (default 128)
   --max-memory SIZE             cap on rings + connection buffers
                                 (default a quarter of RAM, within 4M..64M)
+  --max-upload SIZE             largest file upload (default a quarter of RAM, within 1M..1G)
+  --transfer-timeout DURATION   end a file transfer without progress this long (default 30s)
   --token-file PATH             user tokens: NAME TOKEN [MAX_SESSIONS] per line
   --admin-token-file PATH       admin tokens, one per line
   --allow-origin ORIGIN         extra allowed Origin (repeatable)
@@ -391,6 +403,8 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, CliErr
                 }
             }
             "--max-memory" => cfg.max_memory = parse_size(&value).map_err(bad)?,
+            "--max-upload" => cfg.max_upload = parse_size(&value).map_err(bad)? as u64,
+            "--transfer-timeout" => cfg.transfer_timeout = parse_duration(&value).map_err(bad)?,
             "--max-sessions" => cfg.max_sessions = parse_count(&name, &value)?,
             "--max-clients" => cfg.max_clients = parse_count(&name, &value)?,
             "--max-pending" => cfg.max_pending = parse_count(&name, &value)?,
@@ -459,6 +473,8 @@ impl Config {
             max_per_address: self.max_per_address,
             ping_interval: self.ping_interval,
             detached_output: self.detached_output,
+            max_upload: self.max_upload,
+            transfer_timeout: self.transfer_timeout,
             conn_overhead,
         }
     }

@@ -10,6 +10,7 @@
 //! What else lives here is what needs both tables at once: attaching a client to a session,
 //! and tearing a session down with its clients.
 
+mod files;
 mod upgrade;
 
 use std::io;
@@ -32,6 +33,7 @@ use crate::api::protocol::{self, ErrorCode, ProtoError, Role, ServerMsg, WsParam
 use crate::api::routes::{self, Action, Context, Reject, Upgrade, View};
 use crate::config::{AttachPolicy, Config};
 use crate::error::StartError;
+use crate::files::tickets::Tickets;
 use crate::limits::{
     ACCEPT_BATCH, ACCEPT_RETRY, Charge, EXIT_GRACE, KILL_AFTER, LINGER, Limits, SETTLE_ROUNDS,
     TOMBSTONE_KEEP, Usage,
@@ -97,6 +99,8 @@ pub struct Server {
     restored: bool,
     /// The listener may hold more connections than the last turn accepted.
     accept_more: bool,
+    /// Download tickets issued and not yet used (`src/files/tickets.rs`).
+    tickets: Tickets,
 }
 
 fn unix_now() -> Duration {
@@ -187,6 +191,7 @@ impl Server {
             held_listener: None,
             restored: false,
             accept_more: false,
+            tickets: Tickets::default(),
         };
         if let Some((buf, _)) = restore {
             server.restore(&buf, now);
@@ -328,6 +333,7 @@ impl Server {
             http,
             ws,
             tombstones: self.sessions.tombstone_count(),
+            transfers: self.conns.transfers().count(),
         }
     }
 
@@ -426,6 +432,12 @@ impl Server {
                     self.respond(k, &Request::default(), e.response(), After::Close, now);
                 }
                 Step::Upgraded(u) => return self.upgrade(k, u, now),
+                Step::Answer(resp, keep) => self.answer_transfer(k, resp, keep, now),
+                Step::Ticket {
+                    session,
+                    path,
+                    size,
+                } => self.issue_ticket(k, session, path, size, now),
                 Step::Blocked => return self.settle_idle(k),
                 Step::Yield => break,
                 Step::Closed => return self.relay().kill_conn(k),
@@ -462,6 +474,7 @@ impl Server {
         }
         let cx = Context {
             upgrade_fits: self.limits.admit(self.usage(), Charge::Upgrade).is_ok(),
+            max_upload: self.limits.max_upload,
         };
         let (resp, after) = match routes::route(&req, peer, now, &mut self.gate, &cx) {
             Action::Respond(resp, after) => (resp, after),
@@ -471,6 +484,7 @@ impl Server {
             Action::Drop(id) => (self.drop_one(&id, now), After::KeepAlive),
             Action::DropAll(confirm) => (self.drop_all(confirm, now), After::KeepAlive),
             Action::Upgrade => (self.upgrade_answer(k, now), After::Close),
+            Action::Files(ask) => return self.start_files(k, &req, ask, now),
         };
         self.respond(k, &req, resp, after, now);
     }
