@@ -41,7 +41,8 @@
     // A click must not take the focus (and a phone's keyboard) from the terminal.
     for (const b of [go, shut]) b.onmousedown = (e) => e.preventDefault();
 
-    function call(method, url, done, body) {
+    // `before(x)` runs before send: upload events fire only if listened to by then.
+    function call(method, url, done, body, before) {
       const x = new XMLHttpRequest();
       x.open(method, new URL(url, location.href));
       const h = ctx.headers();
@@ -52,6 +53,7 @@
         done(x.status, j);
       };
       x.onerror = () => done(0, null);
+      if (before) before(x);
       x.send(body);
       return x;
     }
@@ -75,15 +77,17 @@
     function put(s, file, path, over) {
       const name = baseName(path);
       show('uploading ' + name, '', null, 0);
-      st.xhr = call('PUT', route(s, 'files', path, over), (status, j) => {
+      call('PUT', route(s, 'files', path, over), (status, j) => {
         st.xhr = null;
         if (status === 201) show('uploaded ' + ((j && j.path) || path) + ' (' + size(file.size) + ')', '', null);
         else if (status === 409 && j && j.error === 'exists' && !over && window.confirm(path + ' exists. Replace it?')) put(s, file, path, true);
         else show('upload of ' + name + ' failed: ' + (status === 409 && j && j.error === 'exists' ? path + ' exists' : errorText(status, j)), '', null);
-      }, file);
-      st.xhr.upload.onprogress = (e) => e.lengthComputable && show('uploading ' + name + ': '
-        + Math.floor((100 * e.loaded) / e.total) + '% of ' + size(e.total), '', null, e.loaded / e.total);
-      st.xhr.onabort = () => { st.xhr = null; show('upload of ' + name + ' cancelled', '', null); };
+      }, file, (x) => {
+        st.xhr = x;
+        x.upload.onprogress = (e) => e.lengthComputable && show('uploading ' + name + ': '
+          + Math.floor((100 * e.loaded) / e.total) + '% of ' + size(e.total), '', null, e.loaded / e.total);
+        x.onabort = () => { st.xhr = null; show('upload of ' + name + ' cancelled', '', null); };
+      });
     }
 
     function download(path) {

@@ -163,7 +163,7 @@ fn files_in_headless_chromium() {
     run_node(
         root,
         "tests/browser/files.mjs",
-        &[&server.url(), common::bin()],
+        &[&server.url(), common::bin(), &server.child.id().to_string()],
         &[&server],
     );
 }

@@ -1,24 +1,26 @@
 // Files to and from the box through the page (issue 19), in headless Chromium against a real
 // keepty, on a desktop and on a phone (touch, 390x844):
-//   node tests/browser/files.mjs URL KEEPTY_BIN
+//   node tests/browser/files.mjs URL KEEPTY_BIN SERVER_PID
 // Run by tests/browser.rs. For each size: the shell changes to a fresh directory (the cwd the
 // page's prompts start from); "Upload file..." opens the file picker, whose file is set through
 // CDP (Playwright's file chooser: DOM.setFileInputFiles), the prompt's prefill is the cwd route's
 // directory, and the file lands there byte for byte; the same upload again answers 409 and is
-// replaced after the question; on the desktop a file dropped on the terminal uploads too;
+// replaced after the question; on the desktop a file dropped on the terminal uploads too; an
+// upload stalled in progress shows it and is cancelled, leaving nothing;
 // "Download file..." and an offer made by `keepty send` in the shell download through the
 // ticket (the browser's download, which Playwright takes with Browser.setDownloadBehavior into
 // its own temporary directory), byte for byte; failures are shown in words; and the terminal
 // still takes keys afterwards.
-import { mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHarness } from './lib.mjs';
 
 const base = (process.argv[2] || '').replace(/\/+$/, '');
 const bin = process.argv[3] || '';
-if (!/^https?:\/\//.test(base) || !bin) {
-  console.error('usage: node tests/browser/files.mjs URL KEEPTY_BIN');
+const serverPid = Number(process.argv[4]);
+if (!/^https?:\/\//.test(base) || !bin || !(serverPid > 1)) {
+  console.error('usage: node tests/browser/files.mjs URL KEEPTY_BIN SERVER_PID');
   process.exit(2);
 }
 
@@ -75,9 +77,15 @@ async function menu(item, phone) {
 
 const barText = () => h.page.evaluate(() => window.keepty.filesText);
 
-async function waitBar(what, re, timeout) {
-  await waitFor(what, ([src]) => new RegExp(src).test(window.keepty.filesText), [re.source], timeout);
-  return barText();
+async function waitBar(what, re, timeout = 15_000) {
+  const deadline = Date.now() + timeout;
+  let text = '';
+  while (Date.now() < deadline) {
+    text = await barText();
+    if (re.test(text)) return text;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return fail(`timed out waiting for ${what}: the bar says ${JSON.stringify(text)}`);
 }
 
 async function run(kind) {
@@ -93,7 +101,8 @@ async function run(kind) {
 
   // 1. Upload through the menu and the file picker, to the prefilled CWD/NAME.
   h.scenario = `${kind}: upload by the picker`;
-  const local = join(mkdtempSync(join(tmpdir(), 'keepty-files-src-')), 'photo 1.bin');
+  const srcDir = mkdtempSync(join(tmpdir(), 'keepty-files-src-'));
+  const local = join(srcDir, 'photo 1.bin');
   const first = pattern(700 * 1024 + 13, kind.length);
   writeFileSync(local, first);
   const chooser = h.page.waitForEvent('filechooser', { timeout: 15_000 });
@@ -141,6 +150,40 @@ async function run(kind) {
     sameBytes('the dropped file', readFileSync(join(dir, 'dropped.txt')), Buffer.from('dropped\n'.repeat(1000)));
     log(`${kind} 3 ok: a drop uploaded`);
   }
+
+  // 3b. An upload in progress shows it and is cancelled: nothing is left in the directory,
+  // not even the temporary file. The server is stopped (SIGSTOP) once the prompt is answered,
+  // so the upload stalls with what the kernel's socket buffers took, as on a slow link.
+  h.scenario = `${kind}: progress and cancel`;
+  writeFileSync(local, pattern(48 << 20, 5));
+  const chooser4 = h.page.waitForEvent('filechooser', { timeout: 15_000 });
+  const prompt6 = nextDialog(() => {
+    process.kill(serverPid, 'SIGSTOP');
+    return `${dir}/big.bin`;
+  });
+  await menu('upload', phone);
+  await (await chooser4).setFiles(local);
+  await prompt6;
+  let moving;
+  let bar;
+  try {
+    moving = await waitBar('the progress', /^uploading big\.bin: \d{1,2}% of 48MB$/, 20_000);
+    bar = await h.page.evaluate(() => ({
+      value: document.getElementById('files-progress').value,
+      shown: !document.getElementById('files-progress').hidden,
+      cancel: document.getElementById('files-x').textContent,
+    }));
+    if (!bar.shown || !(bar.value >= 0 && bar.value < 1) || bar.cancel !== 'Cancel') await fail(`the progress bar: ${JSON.stringify(bar)}`);
+    await press('#files-x', phone);
+    await waitBar('the cancel', /^upload of big\.bin cancelled$/, 10_000);
+  } finally {
+    process.kill(serverPid, 'SIGCONT');
+  }
+  const deadline = Date.now() + 10_000;
+  const leftover = () => readdirSync(dir).filter((n) => n === 'big.bin' || n.includes('keepty-upload'));
+  while (leftover().length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  if (leftover().length) await fail(`a cancelled upload left ${JSON.stringify(leftover())}`);
+  log(`${kind} 3b ok: "${moving}" (bar at ${bar.value.toFixed(2)}), cancelled, nothing left`);
 
   // 4. An upload the server refuses is said in words (the directory does not exist).
   h.scenario = `${kind}: a refused upload`;
@@ -203,6 +246,7 @@ async function run(kind) {
   await h.page.screenshot({ path: h.artifact(`files-${kind}.png`) });
   await context.close();
   rmSync(dir, { recursive: true, force: true });
+  rmSync(srcDir, { recursive: true, force: true });
 }
 
 await h.launch();
