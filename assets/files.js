@@ -39,7 +39,7 @@
     go.onclick = () => st.go && st.go();
     shut.onclick = () => (st.xhr ? st.xhr.abort() : ((bar.hidden = true), ctx.done()));
     // A click must not take the focus (and a phone's keyboard) from the terminal.
-    for (const b of [go, shut]) b.onmousedown = (e) => e.preventDefault();
+    for (const b of [go, shut]) b.onpointerdown = b.onmousedown = (e) => e.preventDefault();
 
     // `before(x)` runs before send: upload events fire only if listened to by then.
     function call(method, url, done, body, before) {
