@@ -53,7 +53,9 @@ fn an_offer_reaches_the_attached_client_once() {
     let text = String::from_utf8_lossy(&out);
     let path = canon(&file);
     assert!(
-        text.contains(&format!("the page will offer {path} (2.9 KiB) for download")),
+        text.contains(&format!(
+            "the page will offer {path} (2.9 KiB) for download"
+        )),
         "the line it prints: {text:?}"
     );
     assert!(
