@@ -346,8 +346,8 @@ fn an_existing_file_needs_overwrite_and_keeps_its_mode() {
     let r = put(&srv, "ex", "conf", b"new", &[]);
     assert_json_error(&r, 409, Some("exists"), "no overwrite=1");
     assert_eq!(fs::read(&f).unwrap(), b"old");
-    let raw_path = format!("/api/sessions/ex/files?path=conf&overwrite=1");
-    let mut raw = head(&srv, "PUT", &raw_path, Some(3), &[]).into_bytes();
+    let raw_path = "/api/sessions/ex/files?path=conf&overwrite=1";
+    let mut raw = head(&srv, "PUT", raw_path, Some(3), &[]).into_bytes();
     raw.extend_from_slice(b"new");
     let r = http::raw_request(&srv.addr(), &raw).unwrap();
     assert_eq!(r.status, 201, "{}", r.text());
