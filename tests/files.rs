@@ -186,6 +186,9 @@ fn fifty_megabytes_up_and_down_are_byte_exact_while_another_session_echoes() {
     let src = dir.path("source.bin");
     fs::write(&src, noise(50 << 20)).unwrap();
     let want = sha256(&src);
+    // The same echo with nothing else going on, for comparison.
+    let mut idle: Vec<Duration> = (0..200).map(|_| canary.alive("idle")).collect();
+    idle.sort();
 
     let (addr, port) = (srv.addr(), srv.port);
     let body_path = src.clone();
@@ -237,9 +240,13 @@ fn fifty_megabytes_up_and_down_are_byte_exact_while_another_session_echoes() {
     let back = dir.path("downloaded.bin");
     fs::write(&back, &resp.body).unwrap();
     assert_eq!(sha256(&back), want, "downloaded byte-exact");
-    for (what, t) in [("upload", &up_times), ("download", &down_times)] {
+    for (what, t) in [
+        ("no transfer (baseline)", &idle),
+        ("50 MiB upload", &up_times),
+        ("50 MiB download", &down_times),
+    ] {
         eprintln!(
-            "measurement: echo of another session during a 50 MiB {what}: {} echoes, p50 {:?}, p99 {:?}, max {:?}",
+            "measurement: echo of another session, {what}: {} echoes, p50 {:?}, p99 {:?}, max {:?}",
             t.len(),
             percentile(t, 0.5),
             percentile(t, 0.99),
@@ -672,6 +679,9 @@ fn a_second_transfer_of_a_session_is_busy() {
         Some("busy"),
         "a download too",
     );
+    // The page asks for the directory while an upload runs: that is not a transfer.
+    let r = get(&srv, "/api/sessions/one/cwd", &[]);
+    assert_eq!(r.status, 200, "cwd beside an upload: {}", r.text());
     let r = put(&srv, "two", "other", b"x", &[]);
     assert_eq!(
         r.status,

@@ -90,7 +90,8 @@ impl Server {
             ));
         }
         let session = (skey, s.generation());
-        if self.conns.transfers().any(|t| t == session) {
+        let streams = matches!(what, FileWhat::Upload { .. } | FileWhat::Download { .. });
+        if streams && self.conns.transfers().any(|t| t == (session, true)) {
             return Err(FileError::Busy);
         }
         if self.limits.admit(self.usage(), Charge::Transfer).is_err() {

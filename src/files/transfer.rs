@@ -131,6 +131,12 @@ impl Transfer {
         self.session
     }
 
+    /// True for an upload or a download (one per session at a time); false for the short
+    /// asks (cwd, a ticket's check), which may run beside one.
+    pub fn streams(&self) -> bool {
+        matches!(self.job, Job::Upload(_) | Job::Download(_))
+    }
+
     /// `--transfer-timeout`.
     pub fn timeout(&self) -> Duration {
         self.timeout
