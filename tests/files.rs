@@ -456,6 +456,21 @@ fn a_body_needs_one_plain_content_length() {
     raw.push(b'x');
     let r = http::raw_request(&srv.addr(), &raw).unwrap();
     assert_json_error(&r, 400, Some("bad_request"), "no path");
+    // Lengths 0 and N: refused and closed, so the N bytes are never read as a request.
+    let smuggled = format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", srv.addr());
+    let mut s = http::connect(&srv.addr());
+    let h = format!(
+        "PUT {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\nContent-Length: {}\r\n\r\n{smuggled}",
+        srv.addr(),
+        smuggled.len()
+    );
+    s.write_all(h.as_bytes()).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let mut all = Vec::new();
+    let _ = s.read_to_end(&mut all);
+    let text = String::from_utf8_lossy(&all);
+    assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "one answer: {text}");
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
     // A NUL in the path never reaches a system call.
     let mut raw = head(
         &srv,

@@ -17,6 +17,15 @@ use crate::limits::{TRANSFER_BUF, TRANSFER_PASS};
 use crate::net::http::Response;
 use crate::net::stream::Transport;
 
+/// True when `fd` is a regular file. The helper checks, but it runs as the session's user:
+/// whatever it hands back is verified here, since a pipe or socket would block the loop on
+/// its first read or write, where a regular file never does.
+fn is_file(fd: &std::os::fd::OwnedFd) -> bool {
+    use nix::sys::stat::SFlag;
+    nix::sys::stat::fstat(fd)
+        .is_ok_and(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG)
+}
+
 /// The interim answer to `Expect: 100-continue`.
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -207,7 +216,7 @@ impl Transfer {
                 size: answer.size,
             }),
             Job::Upload(length) => {
-                let Some(fd) = fd else {
+                let Some(fd) = fd.filter(is_file) else {
                     return Some(self.refuse(&FileError::Io("no file from the helper".into())));
                 };
                 self.buf = vec![0; TRANSFER_BUF];
@@ -223,7 +232,7 @@ impl Transfer {
                 None
             }
             Job::Download(head_only) => {
-                let Some(fd) = fd else {
+                let Some(fd) = fd.filter(is_file) else {
                     return Some(self.refuse(&FileError::Io("no file from the helper".into())));
                 };
                 let mut resp = self
