@@ -826,3 +826,43 @@ fn as_root_a_session_of_nobody_has_nobody_s_rights() {
     let r = get(&srv, "/api/sessions/nob/cwd", &[&h]);
     assert_eq!(r.json()["cwd"], mine.to_str().unwrap());
 }
+
+#[test]
+fn an_upgrade_ends_a_transfer_in_flight_and_leaves_no_file() {
+    let dir = TempDir::new("files-upgrade");
+    let srv = server(&[]);
+    let _c = session_in(&srv, "up", &dir.0, &[]);
+    let mut s = http::connect(&srv.addr());
+    let h = head(
+        &srv,
+        "PUT",
+        "/api/sessions/up/files?path=half.bin",
+        Some(1 << 20),
+        &[],
+    );
+    s.write_all(h.as_bytes()).unwrap();
+    s.write_all(&[3u8; 64 << 10]).unwrap();
+    let deadline = Instant::now() + WAIT;
+    while leftovers(&dir.0).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(leftovers(&dir.0).len(), 1);
+    const SIGUSR2: i32 = 12;
+    srv.signal(SIGUSR2);
+    assert!(
+        http::closed_within(&mut s, WAIT),
+        "the upload's connection is closed by the upgrade"
+    );
+    let deadline = Instant::now() + WAIT;
+    let mut log = Vec::new();
+    while !log.iter().any(|l: &String| l.contains("upgraded in place")) {
+        assert!(Instant::now() < deadline, "no upgrade: {log:#?}");
+        log.extend(srv.stderr_lines());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(no_leftovers_within(&dir.0, WAIT), "{:?}", leftovers(&dir.0));
+    assert!(!dir.path("half.bin").exists());
+    // The session survived the upgrade and takes a transfer from the new process.
+    let r = put(&srv, "up", "after.bin", b"after", &[]);
+    assert_eq!(r.status, 201, "{}", r.text());
+}
