@@ -191,9 +191,9 @@ fn fifty_megabytes_up_and_down_are_byte_exact_while_another_session_echoes() {
     idle.sort();
 
     let (addr, port) = (srv.addr(), srv.port);
-    let body_path = src.clone();
-    let (resp, up_times) = echo_during(&mut canary, move || {
-        let body = fs::read(&body_path).unwrap();
+    let body = fs::read(&src).unwrap();
+    let ((resp, up_took), up_times) = echo_during(&mut canary, move || {
+        let started = Instant::now();
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
         let h = format!(
@@ -204,7 +204,8 @@ fn fifty_megabytes_up_and_down_are_byte_exact_while_another_session_echoes() {
         for chunk in body.chunks(256 << 10) {
             s.write_all(chunk).unwrap();
         }
-        http::read_response(&mut BufReader::new(s)).unwrap()
+        let r = http::read_response(&mut BufReader::new(s)).unwrap();
+        (r, started.elapsed())
     });
     assert_eq!(resp.status, 201, "{}", resp.text());
     let v = resp.json();
@@ -222,11 +223,13 @@ fn fifty_megabytes_up_and_down_are_byte_exact_while_another_session_echoes() {
 
     let addr = srv.addr();
     let dest_q = q(dest.to_str().unwrap());
-    let (resp, down_times) = echo_during(&mut canary, move || {
+    let ((resp, down_took), down_times) = echo_during(&mut canary, move || {
+        let started = Instant::now();
         let raw = format!(
             "GET /api/sessions/big/files?path={dest_q} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
         );
-        http::raw_request(&addr, raw.as_bytes()).unwrap()
+        let r = http::raw_request(&addr, raw.as_bytes()).unwrap();
+        (r, started.elapsed())
     });
     assert_eq!(resp.status, 200);
     assert_eq!(
@@ -240,6 +243,12 @@ fn fifty_megabytes_up_and_down_are_byte_exact_while_another_session_echoes() {
     let back = dir.path("downloaded.bin");
     fs::write(&back, &resp.body).unwrap();
     assert_eq!(sha256(&back), want, "downloaded byte-exact");
+    for (what, took) in [("upload", up_took), ("download", down_took)] {
+        eprintln!(
+            "measurement: 50 MiB {what} took {took:?} ({:.0} MiB/s)",
+            50.0 / took.as_secs_f64()
+        );
+    }
     for (what, t) in [
         ("no transfer (baseline)", &idle),
         ("50 MiB upload", &up_times),
