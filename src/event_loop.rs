@@ -101,6 +101,10 @@ pub struct Server {
     accept_more: bool,
     /// Download tickets issued and not yet used (`src/files/tickets.rs`).
     tickets: Tickets,
+    /// File transfers that moved their bytes for this turn, by slot and generation: they go
+    /// on in the next, so a transfer takes one pass per turn however many settle rounds the
+    /// others need.
+    next_turn: Vec<(usize, u64)>,
 }
 
 fn unix_now() -> Duration {
@@ -192,6 +196,7 @@ impl Server {
             restored: false,
             accept_more: false,
             tickets: Tickets::default(),
+            next_turn: Vec::new(),
         };
         if let Some((buf, _)) = restore {
             server.restore(&buf, now);
@@ -258,6 +263,11 @@ impl Server {
             self.busy = false;
             for ev in events.iter() {
                 self.dispatch(ev, now);
+            }
+            for (k, generation) in std::mem::take(&mut self.next_turn) {
+                if self.conns.generation(k) == Some(generation) {
+                    self.touched.conns.push(k);
+                }
             }
             self.touched.release_held(now);
             if std::mem::take(&mut self.accept_more) {
@@ -439,6 +449,11 @@ impl Server {
                     size,
                 } => self.issue_ticket(k, session, path, size, now),
                 Step::Blocked => return self.settle_idle(k),
+                Step::Yield if h.transfer().is_some() => {
+                    self.next_turn.push((k, generation));
+                    self.busy = true;
+                    return;
+                }
                 Step::Yield => break,
                 Step::Closed => return self.relay().kill_conn(k),
             }

@@ -10,7 +10,7 @@
 //! - [`sessions`]: a shell and everything it owns: PTY, ring, modes, replay points, seats.
 //! - [`api`]: what the server offers: routes, the WebSocket messages, the admin views, the
 //!   embedded page.
-//! - [`files`]: file transfers to and from a session's directory: the helper process that
+//! - `files`: file transfers to and from a session's directory: the helper process that
 //!   opens files as the session's user, the streaming transfer, download tickets.
 //! - [`cli`]: the subcommands (`ls`, `attach`, ...), clients of a running keepty.
 //!

@@ -62,10 +62,10 @@ impl Server {
                     .redeem(&ticket, now)
                     .ok_or(FileError::UnknownTicket)?;
                 // A later session in the slot, or another owner's, is not what was granted.
-                if !self
+                if self
                     .sessions
                     .bound(g.session)
-                    .is_some_and(|s| s.owner() == g.owner)
+                    .is_none_or(|s| s.owner() != g.owner)
                 {
                     return Err(FileError::NotRunning);
                 }
@@ -90,7 +90,8 @@ impl Server {
             ));
         }
         let session = (skey, s.generation());
-        if self.conns.transfers().any(|t| t == session) {
+        let streams = matches!(what, FileWhat::Upload { .. } | FileWhat::Download { .. });
+        if streams && self.conns.transfers().any(|t| t == (session, true)) {
             return Err(FileError::Busy);
         }
         if self.limits.admit(self.usage(), Charge::Transfer).is_err() {
@@ -163,7 +164,8 @@ impl Server {
             self.limits.transfer_timeout,
             keep,
             template,
-        );
+        )
+        .expect_continue(req.header_has_token("expect", "100-continue"));
         let Some(generation) = self.conns.generation(k) else {
             return Ok(());
         };

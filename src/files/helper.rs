@@ -486,6 +486,8 @@ fn create(ask: &Ask) -> Result<Pending, FileError> {
         path: path.to_string_lossy().into_owned(),
     };
     if let Ok(vfs) = nix::sys::statvfs::fstatvfs(&p.file) {
+        // The field types differ between targets (32 bits on some 32-bit libcs).
+        #[allow(clippy::useless_conversion, clippy::unnecessary_cast)]
         let free = u64::from(vfs.blocks_available()).saturating_mul(vfs.fragment_size() as u64);
         if free < ask.length {
             unlink(&p);

@@ -17,6 +17,18 @@ use crate::limits::{TRANSFER_BUF, TRANSFER_PASS};
 use crate::net::http::Response;
 use crate::net::stream::Transport;
 
+/// True when `fd` is a regular file. The helper checks, but it runs as the session's user:
+/// whatever it hands back is verified here, since a pipe or socket would block the loop on
+/// its first read or write, where a regular file never does.
+fn is_file(fd: &std::os::fd::OwnedFd) -> bool {
+    use nix::sys::stat::SFlag;
+    nix::sys::stat::fstat(fd)
+        .is_ok_and(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG)
+}
+
+/// The interim answer to `Expect: 100-continue`.
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
 /// What a transfer does once its helper answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Job {
@@ -33,8 +45,13 @@ pub enum Job {
 enum Phase {
     /// The helper has the first request.
     Asking,
-    /// The body goes into `file`; `left` bytes are still to come.
-    Receiving { file: File, left: u64, total: u64 },
+    /// The body goes into `file`; `left` bytes are still to come. `interim`: bytes of the
+    /// `100 Continue` a client that asked for one is still to get before its body.
+    Receiving {
+        file: File,
+        left: u64,
+        interim: usize,
+    },
     /// The body is complete; the helper renames it into place.
     Committing,
     /// The head, then the file.
@@ -83,6 +100,9 @@ pub struct Transfer {
     keep: bool,
     /// The download's response, headers decorated by the loop, body empty.
     template: Option<Response>,
+    /// The upload's request said `Expect: 100-continue` (curl does for bodies over 1 MiB,
+    /// and waits a second for it otherwise).
+    expect_continue: bool,
     buf: Vec<u8>,
 }
 
@@ -104,13 +124,26 @@ impl Transfer {
             timeout,
             keep,
             template: Some(template),
+            expect_continue: false,
             buf: Vec::new(),
         }
+    }
+
+    /// Answers `100 Continue` once the upload's file is open (a refusal goes out instead).
+    pub fn expect_continue(mut self, yes: bool) -> Transfer {
+        self.expect_continue = yes;
+        self
     }
 
     /// The session it belongs to.
     pub fn session(&self) -> (usize, u64) {
         self.session
+    }
+
+    /// True for an upload or a download (one per session at a time); false for the short
+    /// asks (cwd, a ticket's check), which may run beside one.
+    pub fn streams(&self) -> bool {
+        matches!(self.job, Job::Upload(_) | Job::Download(_))
     }
 
     /// `--transfer-timeout`.
@@ -183,19 +216,23 @@ impl Transfer {
                 size: answer.size,
             }),
             Job::Upload(length) => {
-                let Some(fd) = fd else {
+                let Some(fd) = fd.filter(is_file) else {
                     return Some(self.refuse(&FileError::Io("no file from the helper".into())));
                 };
                 self.buf = vec![0; TRANSFER_BUF];
                 self.phase = Phase::Receiving {
                     file: File::from(fd),
                     left: length,
-                    total: length,
+                    interim: if self.expect_continue {
+                        CONTINUE.len()
+                    } else {
+                        0
+                    },
                 };
                 None
             }
             Job::Download(head_only) => {
-                let Some(fd) = fd else {
+                let Some(fd) = fd.filter(is_file) else {
                     return Some(self.refuse(&FileError::Io("no file from the helper".into())));
                 };
                 let mut resp = self
@@ -235,11 +272,33 @@ impl Transfer {
         early: &mut Vec<u8>,
         moved: &mut usize,
     ) -> Option<Outcome> {
-        let Phase::Receiving { file, left, total } = &mut self.phase else {
+        let Phase::Receiving {
+            file,
+            left,
+            interim,
+        } = &mut self.phase
+        else {
             return None;
         };
+        if *interim > 0 {
+            return match stream.write(&CONTINUE[CONTINUE.len() - *interim..]) {
+                Ok(0) => Some(Outcome::Closed),
+                Ok(n) => {
+                    *interim -= n;
+                    if *interim == 0
+                        && let Err(e) = stream.flush()
+                        && e.kind() != io::ErrorKind::WouldBlock
+                    {
+                        return Some(Outcome::Closed);
+                    }
+                    None
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Some(Outcome::Blocked),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => None,
+                Err(_) => Some(Outcome::Closed),
+            };
+        }
         if *left == 0 {
-            let _ = total;
             if let Err(e) = self.helper.ask(&Ask {
                 op: "commit".into(),
                 ..Ask::default()
@@ -443,6 +502,33 @@ mod tests {
             o => panic!("{o:?}"),
         }
         assert_eq!(std::fs::read(&target).unwrap(), body);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn an_expected_continue_goes_out_before_the_body_is_read() {
+        let d = scratch("continue");
+        let target = d.join("c.bin");
+        let mut t = start(Job::Upload(3), "create", &target, 3).expect_continue(true);
+        let mut sock = Script::new();
+        assert!(matches!(
+            drive(&mut t, &mut sock, &mut Vec::new()),
+            Outcome::Blocked
+        ));
+        assert_eq!(sock.take_written(), CONTINUE);
+        sock.feed(b"abc");
+        let done = loop {
+            match drive(&mut t, &mut sock, &mut Vec::new()) {
+                Outcome::Blocked => continue,
+                o => break o,
+            }
+        };
+        assert!(
+            matches!(done, Outcome::Respond(ref r, false) if r.status == 201),
+            "{done:?}"
+        );
+        assert_eq!(std::fs::read(&target).unwrap(), b"abc");
+        assert!(sock.written().is_empty(), "one interim answer");
         let _ = std::fs::remove_dir_all(&d);
     }
 

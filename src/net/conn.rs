@@ -504,13 +504,14 @@ impl<U> Conns<U> {
         self.budgets.idle_victim(max_idle, self.live_budgets())
     }
 
-    /// The sessions of the file transfers in flight, one entry per transfer.
-    pub fn transfers(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+    /// The file transfers in flight: each one's session, and whether it streams a file
+    /// ([`Transfer::streams`]).
+    pub fn transfers(&self) -> impl Iterator<Item = ((usize, u64), bool)> + '_ {
         self.slab
             .iter()
             .filter(|(_, c)| !c.dead)
             .filter_map(|(_, c)| match &c.kind {
-                Kind::Http(h) => h.transfer().map(Transfer::session),
+                Kind::Http(h) => h.transfer().map(|t| (t.session(), t.streams())),
                 _ => None,
             })
     }

@@ -101,12 +101,12 @@ impl Request {
         self.minor_version >= 1 || self.header_has_token("connection", "keep-alive")
     }
 
-    /// True if the request announces a body (keepty's requests have none).
+    /// True if the request announces a body, or frames one ambiguously: any
+    /// `Transfer-Encoding`, or `Content-Length` other than exactly one `0` (two lengths
+    /// `0` and `5` included, so the second can never be read as the next request). Only an
+    /// upload gets this far with one, and its connection closes after the answer.
     pub fn has_body(&self) -> bool {
-        self.header("transfer-encoding").is_some()
-            || self
-                .header("content-length")
-                .is_some_and(|v| v.trim() != "0")
+        self.body_framing_refused()
     }
 
     /// True if the request has a body, or framing that makes its length ambiguous: any
