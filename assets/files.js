@@ -72,6 +72,7 @@
 
     function upload(file) {
       const s = session();
+      // One at a time: the bar shows the one running.
       if (s && !st.xhr) ask(s, 'Upload ' + file.name + ' (' + size(file.size) + ') to:', file.name, (p) => put(s, file, p, false));
     }
     function put(s, file, path, over) {

@@ -49,19 +49,36 @@ function sameBytes(what, got, want) {
   return fail(`${what}: ${got.length} bytes, want ${want.length}; first difference at ${i}`);
 }
 
-// The next dialog's message and prefilled value; answered with `answer(dialog)`: a string to
-// type, true to accept as it is, false to dismiss.
-function nextDialog(answer) {
+// Dialogs are answered in the order they are expected: nextDialog(answer) queues an answer
+// for the next dialog and resolves to its type, message and prefilled value. `answer(seen)`
+// gives a string to type, true to accept as it is, false to dismiss. Queued before the action,
+// so a dialog that comes fast (the 409 question) never meets a page without a handler, and an
+// unexpected one is dismissed (and fails the run) rather than left blocking the page.
+const dialogs = { queue: [], unexpected: [] };
+function handleDialogs(page) {
+  page.on('dialog', async (d) => {
+    const seen = { type: d.type(), message: d.message(), value: d.defaultValue() };
+    const next = dialogs.queue.shift();
+    if (!next) {
+      dialogs.unexpected.push(seen);
+      await d.dismiss();
+      return;
+    }
+    clearTimeout(next.timer);
+    const a = next.answer(seen);
+    if (a === false) await d.dismiss();
+    // A prompt accepted with no text would answer "": accept its prefilled value.
+    else if (a === true) await d.accept(d.type() === 'prompt' ? d.defaultValue() : undefined);
+    else await d.accept(a);
+    next.resolve(seen);
+  });
+}
+function nextDialog(answer, timeout = 40_000) {
   return new Promise((resolve) => {
-    h.page.once('dialog', async (d) => {
-      const seen = { type: d.type(), message: d.message(), value: d.defaultValue() };
-      const a = answer(seen);
-      if (a === false) await d.dismiss();
-      // A prompt accepted with no text would answer "": accept its prefilled value.
-      else if (a === true) await d.accept(d.type() === 'prompt' ? d.defaultValue() : undefined);
-      else await d.accept(a);
-      resolve(seen);
-    });
+    const timer = setTimeout(async () => {
+      await fail(`a dialog did not come within ${timeout / 1000} s; the bar says ${JSON.stringify(await barText())}`);
+    }, timeout);
+    dialogs.queue.push({ answer, resolve, timer });
   });
 }
 
@@ -94,6 +111,7 @@ async function run(kind) {
   const dir = realpathSync(mkdtempSync(join(tmpdir(), `keepty-files-${kind}-`)));
   const context = await h.newContext(SIZES[kind]);
   h.page = h.track(await context.newPage(), kind);
+  handleDialogs(h.page);
   await h.page.goto(`${base}/`);
   await waitShell(`${kind} attached`);
   await typeLine(`cd '${dir}' && echo in-$((6*7))`);
@@ -123,10 +141,11 @@ async function run(kind) {
   writeFileSync(local, second);
   const chooser2 = h.page.waitForEvent('filechooser', { timeout: 15_000 });
   const prompt2 = nextDialog(() => true);
+  const question = nextDialog(() => true);
   await menu('upload', phone);
   await (await chooser2).setFiles(local);
   await prompt2;
-  const replace = await nextDialog(() => true);
+  const replace = await question;
   if (replace.type !== 'confirm' || !/exists/.test(replace.message)) await fail(`the overwrite question: ${JSON.stringify(replace)}`);
   await waitBar('the replacing upload to finish', /^uploaded /, 30_000);
   sameBytes('the replaced file', readFileSync(join(dir, 'photo 1.bin')), second);
@@ -243,6 +262,7 @@ async function run(kind) {
   }
   log(`${kind} 7 ok: ${missing}; the terminal takes keys`);
 
+  if (dialogs.unexpected.length) await fail(`unexpected dialogs: ${JSON.stringify(dialogs.unexpected)}`);
   await h.page.screenshot({ path: h.artifact(`files-${kind}.png`) });
   await context.close();
   rmSync(dir, { recursive: true, force: true });
