@@ -420,6 +420,14 @@ fn an_existing_file_needs_overwrite_and_keeps_its_mode() {
         Some("not_found"),
         "absent",
     );
+    // Every helper was reaped, and none of their exits was taken for the session's.
+    let deadline = Instant::now() + WAIT;
+    while !common::proc::zombies(srv.child.id()).is_empty() {
+        assert!(Instant::now() < deadline, "helpers left as zombies");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let rec = srv.session_record("ex").expect("the session is listed");
+    assert_eq!(rec["state"], "running", "{rec}");
 }
 
 #[test]
