@@ -883,3 +883,21 @@ fn an_upgrade_ends_a_transfer_in_flight_and_leaves_no_file() {
     let r = put(&srv, "up", "after.bin", b"after", &[]);
     assert_eq!(r.status, 201, "{}", r.text());
 }
+
+#[test]
+fn a_transfer_s_buffer_counts_against_the_memory_cap() {
+    // 420K holds one session (4K ring + input queue), its WebSocket and one request, but not
+    // a transfer's 68 KiB on top (src/limits.rs: TRANSFER_RESERVE).
+    let dir = TempDir::new("files-memory");
+    let srv = server(&["--scrollback", "4K", "--max-memory", "420K"]);
+    let _c = session_in(&srv, "mem", &dir.0, &[]);
+    let r = put(&srv, "mem", "f.bin", b"data", &[]);
+    assert_json_error(&r, 503, Some("memory"), "past --max-memory");
+    assert!(!dir.path("f.bin").exists() && leftovers(&dir.0).is_empty());
+    assert_json_error(
+        &download(&srv, "mem", "f.bin", &[]),
+        503,
+        Some("memory"),
+        "a download too",
+    );
+}
