@@ -551,6 +551,30 @@ mod tests {
     }
 
     #[test]
+    fn transfer_options() {
+        let c = run(&["--max-upload", "5M", "--transfer-timeout", "2s"]).unwrap();
+        assert_eq!(c.max_upload, 5 << 20);
+        assert_eq!(c.transfer_timeout, Duration::from_secs(2));
+        let l = c.limits(false);
+        assert_eq!(
+            (l.max_upload, l.transfer_timeout),
+            (5 << 20, Duration::from_secs(2))
+        );
+        let d = run(&[]).unwrap();
+        assert_eq!(d.transfer_timeout, Duration::from_secs(30));
+        assert!(
+            (1 << 20..=1 << 30).contains(&d.max_upload),
+            "{}",
+            d.max_upload
+        );
+        assert!(run(&["--max-upload", "lots"]).is_err());
+        assert!(
+            run(&["--max-upload", "1M", "--max-upload", "2M"]).is_err(),
+            "once"
+        );
+    }
+
+    #[test]
     fn options() {
         let c = run(&[
             "--listen=127.0.0.1:0",

@@ -425,6 +425,11 @@ impl Server {
         let Some(generation) = self.conns.generation(k) else {
             return;
         };
+        // A transfer that had its pass this turn waits for the next (an event for it in
+        // this turn's batch does not buy it another).
+        if self.next_turn.contains(&(k, generation)) {
+            return;
+        }
         // Bounded like each advance, so an endless pipeline cannot starve everyone else.
         for _ in 0..crate::limits::HTTP_STEP_BUDGET {
             let header_timeout = self.limits.next_head_timeout();

@@ -461,6 +461,14 @@ mod tests {
     }
 
     #[test]
+    fn the_default_upload_cap_follows_the_machine() {
+        assert_eq!(default_max_upload(Some(27 << 20)), (27 << 20) / 4);
+        assert_eq!(default_max_upload(Some(2 << 20)), 1 << 20, "at least 1M");
+        assert_eq!(default_max_upload(Some(16 << 30)), 1 << 30, "at most 1G");
+        assert_eq!(default_max_upload(None), 64 << 20);
+    }
+
+    #[test]
     fn peer_share_defaults_and_bounds() {
         let with = |max_clients, max_per_address| {
             crate::config::Config {

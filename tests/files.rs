@@ -420,6 +420,14 @@ fn an_existing_file_needs_overwrite_and_keeps_its_mode() {
         Some("not_found"),
         "absent",
     );
+    // Every helper was reaped, and none of their exits was taken for the session's.
+    let deadline = Instant::now() + WAIT;
+    while !common::proc::zombies(srv.child.id()).is_empty() {
+        assert!(Instant::now() < deadline, "helpers left as zombies");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let rec = srv.session_record("ex").expect("the session is listed");
+    assert_eq!(rec["state"], "running", "{rec}");
 }
 
 #[test]
@@ -874,4 +882,22 @@ fn an_upgrade_ends_a_transfer_in_flight_and_leaves_no_file() {
     // The session survived the upgrade and takes a transfer from the new process.
     let r = put(&srv, "up", "after.bin", b"after", &[]);
     assert_eq!(r.status, 201, "{}", r.text());
+}
+
+#[test]
+fn a_transfer_s_buffer_counts_against_the_memory_cap() {
+    // 420K holds one session (4K ring + input queue), its WebSocket and one request, but not
+    // a transfer's 68 KiB on top (src/limits.rs: TRANSFER_RESERVE).
+    let dir = TempDir::new("files-memory");
+    let srv = server(&["--scrollback", "4K", "--max-memory", "420K"]);
+    let _c = session_in(&srv, "mem", &dir.0, &[]);
+    let r = put(&srv, "mem", "f.bin", b"data", &[]);
+    assert_json_error(&r, 503, Some("memory"), "past --max-memory");
+    assert!(!dir.path("f.bin").exists() && leftovers(&dir.0).is_empty());
+    assert_json_error(
+        &download(&srv, "mem", "f.bin", &[]),
+        503,
+        Some("memory"),
+        "a download too",
+    );
 }

@@ -44,12 +44,6 @@ impl Account {
         Account::from_passwd(pw).ok()
     }
 
-    /// The account with uid `uid`, if the password database knows it.
-    pub fn by_uid(uid: u32) -> Option<Account> {
-        let pw = Passwd::from_uid(Uid::from_raw(uid)).ok()??;
-        Account::from_passwd(pw).ok()
-    }
-
     fn from_passwd(pw: Passwd) -> Result<Account, String> {
         let cname = CString::new(pw.name.as_str()).map_err(|_| "a NUL in its name".to_string())?;
         let groups = getgrouplist(&cname, pw.gid)

@@ -503,6 +503,70 @@ mod tests {
     }
 
     #[test]
+    fn file_routes_check_their_parameters_before_the_loop() {
+        let put = |extra: &str| {
+            ask(
+                &format!(
+                    "PUT /api/sessions/s1/files?path=a%2Fb HTTP/1.1\nHost: localhost\n{extra}"
+                ),
+                LOOPBACK,
+                true,
+            )
+        };
+        match put("Content-Length: 5\n") {
+            Action::Files(FileAsk::Session { id, what, caller }) => {
+                assert_eq!(id, "s1");
+                assert_eq!(caller.name, "local");
+                assert_eq!(
+                    what,
+                    FileWhat::Upload {
+                        path: "a/b".into(),
+                        overwrite: false,
+                        length: 5
+                    }
+                );
+            }
+            _ => panic!("expected an upload"),
+        }
+        // The cap in the test context is 1 MiB.
+        assert_eq!(answer(put("Content-Length: 1048577\n")), (413, false));
+        assert_eq!(answer(put("")), (411, false));
+        assert_eq!(answer(put("Transfer-Encoding: chunked\n")), (411, false));
+        assert_eq!(
+            answer(put("Sec-Fetch-Site: cross-site\nContent-Length: 1\n")).0,
+            403
+        );
+        let get = |path: &str| {
+            ask(
+                &format!("GET {path} HTTP/1.1\nHost: localhost\n"),
+                LOOPBACK,
+                true,
+            )
+        };
+        assert!(matches!(
+            get("/api/sessions/s1/cwd"),
+            Action::Files(FileAsk::Session {
+                what: FileWhat::Cwd,
+                ..
+            })
+        ));
+        assert!(matches!(
+            get("/api/files/TICKET"),
+            Action::Files(FileAsk::Ticket { ticket, head_only: false }) if ticket == "TICKET"
+        ));
+        assert_eq!(
+            answer(get("/api/sessions/s1/files")),
+            (400, false),
+            "no path"
+        );
+        assert_eq!(
+            answer(get("/api/sessions/s1/files/ticket?path=x")),
+            (405, false)
+        );
+        assert_eq!(answer(get("/api/sessions/s1/other")), (404, false));
+    }
+
+    #[test]
     fn rejections_say_what_is_wrong() {
         let r = Reject::ConfirmMismatch {
             confirm: 2,

@@ -47,30 +47,44 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// The rights of the processes of session leader `pid`: the owner of `/proc/PID`, its
-    /// groups from the password database. Only root switches; anyone else keeps its own
-    /// (and its sessions run as itself).
+    /// The rights session leader `pid` runs with: its effective uid and gid and its groups
+    /// as `/proc/PID/status` gives them (what the session's shell really has, read without
+    /// the password database, which may be a network service), and the `HOME` it started
+    /// with. Only root switches; anyone else keeps its own (and its sessions run as itself).
     pub fn of_process(pid: i32) -> io::Result<Identity> {
-        use std::os::unix::fs::MetadataExt;
-        let me = nix::unistd::Uid::effective().as_raw();
-        let meta = std::fs::metadata(format!("/proc/{pid}"))?;
-        let known = crate::access::account::Account::by_uid(meta.uid());
-        let home = known
-            .as_ref()
-            .map(|a| a.home.to_string_lossy().into_owned())
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let (uid, gid, groups) = parse_status(&status)
+            .ok_or_else(|| io::Error::other("no Uid/Gid/Groups in /proc/PID/status"))?;
+        let home = std::fs::read(format!("/proc/{pid}/environ"))
+            .ok()
+            .and_then(|env| {
+                env.split(|&b| b == 0)
+                    .find_map(|kv| kv.strip_prefix(b"HOME="))
+                    .map(|h| String::from_utf8_lossy(h).into_owned())
+            })
             .unwrap_or_else(|| "/".to_string());
-        if me != 0 || meta.uid() == me {
-            return Ok(Identity {
-                account: None,
-                home,
-            });
-        }
-        let groups = known.map_or_else(|| vec![meta.gid()], |a| a.groups);
-        Ok(Identity {
-            account: Some((meta.uid(), meta.gid(), groups)),
-            home,
-        })
+        let me = nix::unistd::Uid::effective().as_raw();
+        let account = (me == 0 && uid != me).then_some((uid, gid, groups));
+        Ok(Identity { account, home })
     }
+}
+
+/// The effective uid, effective gid and supplementary groups in a `/proc/PID/status` text.
+fn parse_status(status: &str) -> Option<(u32, u32, Vec<u32>)> {
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.split_whitespace().filter_map(|n| n.parse::<u32>().ok()))
+    };
+    // Uid: real, effective, saved, file system.
+    let uid = field("Uid:")?.nth(1)?;
+    let gid = field("Gid:")?.nth(1)?;
+    let mut groups: Vec<u32> = field("Groups:")?.collect();
+    if !groups.contains(&gid) {
+        groups.push(gid);
+    }
+    Some((uid, gid, groups))
 }
 
 /// What the helper is asked.
@@ -675,6 +689,19 @@ mod tests {
                 .is_symlink()
         );
         let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn rights_come_from_the_process_status() {
+        let status = "Name:\tsh\nUid:\t65534\t65533\t65534\t65534\nGid:\t100\t101\t100\t100\nGroups:\t5 7 \n";
+        assert_eq!(parse_status(status), Some((65533, 101, vec![5, 7, 101])));
+        assert_eq!(
+            parse_status("Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nGroups:\n"),
+            Some((0, 0, vec![0]))
+        );
+        assert_eq!(parse_status("Name:\tx\n"), None);
+        let me = Identity::of_process(std::process::id() as i32).unwrap();
+        assert_eq!(me.account, None, "our own process: nothing to switch");
     }
 
     #[test]

@@ -540,6 +540,23 @@ mod tests {
     }
 
     #[test]
+    fn only_an_upload_may_carry_a_body() {
+        let head = |line: &str| {
+            parse_head(format!("{line}\r\nHost: h\r\nContent-Length: 3\r\n\r\n").as_bytes())
+        };
+        assert!(head("PUT /api/sessions/a/files?path=x HTTP/1.1").is_ok());
+        assert!(head("POST /api/sessions/a/files?path=x HTTP/1.1").is_ok());
+        for refused in [
+            "GET /api/sessions/a/files?path=x HTTP/1.1",
+            "PUT /api/sessions/a/cwd HTTP/1.1",
+            "POST /api/sessions/a/files/ticket HTTP/1.1",
+            "POST /admin/drop-all?confirm=1 HTTP/1.1",
+        ] {
+            assert_eq!(head(refused).err(), Some(HeadError::Body), "{refused}");
+        }
+    }
+
+    #[test]
     fn partial_then_complete() {
         let raw = b"GET /ws?session=a HTTP/1.1\r\nHost: x\r\n\r\nEXTRA";
         assert!(parse_head(&raw[..20]).unwrap().is_none());
