@@ -51,6 +51,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         "text/javascript; charset=utf-8",
     ),
     (
+        "/assets/files.js",
+        "assets/files.js",
+        "text/javascript; charset=utf-8",
+    ),
+    (
         "/assets/style.css",
         "assets/style.css",
         "text/css; charset=utf-8",

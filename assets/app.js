@@ -404,6 +404,7 @@
         if (view.role === 'writer') sendResize();
         if (machine.state === 'open') showOpenStatus();
         break;
+      case 'offer': files.offer(msg); break;
       case 'exited':
       case 'taken_over':
       case 'dropped':
@@ -677,6 +678,8 @@
       case 'font-down': setFontSize(term.options.fontSize - 1); break;
       case 'font-up': setFontSize(term.options.fontSize + 1); break;
       case 'paste': setMenu(false); pasteFromClipboard(); break;
+      case 'upload': setMenu(false); files.pick(); break;
+      case 'download': setMenu(false); files.askDownload(); break;
       case 'keys': setExtraKeys(!document.body.classList.contains('show-keys'), true); safeFit(); break;
       case 'token': setMenu(false); setToken(); break;
       case 'refresh': refreshSessions(); break;
@@ -816,6 +819,13 @@
     term,
     shown: (on) => { safeFit(); if (!on && !coarse) term.focus(); },
   });
+  // Upload, download and `keepty send` offers (assets/files.js).
+  const files = window.keepty.files.install({
+    session: () => (machine.state === 'open' ? machine.sessionId : null),
+    headers: authHeaders,
+    bytes: formatBytes,
+    done: () => { if (!coarse) term.focus(); },
+  });
   term.attachCustomKeyEventHandler((e) => {
     if (e.type === 'keydown' && e.ctrlKey && e.shiftKey && (e.key === 'F' || e.key === 'f')) {
       e.preventDefault();
@@ -882,6 +892,7 @@
     lastCopied: { get: () => clip.lastCopied, enumerable: true },
     osc52Writes: { get: () => clip.osc52, enumerable: true },
     flinging: { get: () => touch.flinging, enumerable: true },
+    filesText: { get: () => files.text, enumerable: true },
     states: { get: () => stateLog.slice(), enumerable: true },
     // True while replayed output is still being parsed (and terminal answers are dropped).
     replaying: {

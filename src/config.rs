@@ -48,6 +48,12 @@ pub struct Config {
     /// Hard cap on ring buffers + connection buffers. Default a quarter of the machine's RAM,
     /// within 4..64 MiB ([`limits::default_max_memory`]).
     pub max_memory: usize,
+    /// Largest file upload, bytes (`--max-upload`). Default a quarter of the machine's RAM,
+    /// within 1M..1G ([`limits::default_max_upload`]): routers keep /tmp in RAM.
+    pub max_upload: u64,
+    /// How long a file transfer may go without progress in either direction
+    /// (`--transfer-timeout`). Default 30 s.
+    pub transfer_timeout: Duration,
     /// User token file.
     pub token_file: Option<PathBuf>,
     /// Admin token file.
@@ -102,6 +108,8 @@ impl Default for Config {
             max_sessions: limits::DEFAULT_MAX_SESSIONS,
             max_clients: limits::DEFAULT_MAX_CLIENTS,
             max_memory: crate::startup::machine_max_memory(),
+            max_upload: crate::startup::machine_max_upload(),
+            transfer_timeout: limits::DEFAULT_TRANSFER_TIMEOUT,
             token_file: None,
             admin_token_file: None,
             allow_origins: Vec::new(),
@@ -133,21 +141,21 @@ pub enum Cli {
     Help,
     /// Print the version and exit 0.
     Version,
-    /// A client subcommand (`ls`, `attach`, `new`, `drop`, `drop-all`) and its arguments,
+    /// A client subcommand (`ls`, `attach`, `new`, `drop`, `drop-all`, `send`) and its arguments,
     /// run by [`crate::cli`] against a running keepty.
     Client(String, Vec<String>),
 }
 
 /// The subcommands: a first argument equal to one of these is never a server option or a
 /// COMMAND (a program to run goes after `--`).
-pub const SUBCOMMANDS: [&str; 5] = ["ls", "attach", "new", "drop", "drop-all"];
+pub const SUBCOMMANDS: [&str; 6] = ["ls", "attach", "new", "drop", "drop-all", "send"];
 
 /// Options that take a value and may be given more than once; every other valued option may
 /// appear once, so a repeated `--listen` is a mistake rather than last-wins.
 const REPEATABLE: [&str; 3] = ["--allow-origin", "--allow-host", "--trusted-proxy"];
 
 /// Every option that takes a value: a name not here (nor a flag) is unknown, whatever follows.
-const VALUED: [&str; 22] = [
+const VALUED: [&str; 24] = [
     "--listen",
     "--ttl",
     "--header-timeout",
@@ -156,6 +164,8 @@ const VALUED: [&str; 22] = [
     "--detached-output",
     "--scrollback",
     "--max-memory",
+    "--max-upload",
+    "--transfer-timeout",
     "--max-sessions",
     "--max-clients",
     "--max-pending",
@@ -196,6 +206,7 @@ Subcommands (keepty SUBCOMMAND --help for theirs):
   new [NAME]                    create a session and attach
   drop ID                       end one session (admin)
   drop-all                      end every session (admin)
+  send FILE                     inside a session: the page offers FILE for download
 
 Options:
   --listen ADDR:PORT            where to listen (default 127.0.0.1:7700; port 0 picks one)
@@ -206,6 +217,8 @@ Options:
   --max-clients N               open connections at once (default 128)
   --max-memory SIZE             cap on rings + connection buffers
                                 (default a quarter of RAM, within 4M..64M)
+  --max-upload SIZE             largest file upload (default a quarter of RAM, within 1M..1G)
+  --transfer-timeout DURATION   end a file transfer without progress this long (default 30s)
   --token-file PATH             user tokens: NAME TOKEN [MAX_SESSIONS] per line
   --admin-token-file PATH       admin tokens, one per line
   --allow-origin ORIGIN         extra allowed Origin (repeatable)
@@ -390,6 +403,8 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, CliErr
                 }
             }
             "--max-memory" => cfg.max_memory = parse_size(&value).map_err(bad)?,
+            "--max-upload" => cfg.max_upload = parse_size(&value).map_err(bad)? as u64,
+            "--transfer-timeout" => cfg.transfer_timeout = parse_duration(&value).map_err(bad)?,
             "--max-sessions" => cfg.max_sessions = parse_count(&name, &value)?,
             "--max-clients" => cfg.max_clients = parse_count(&name, &value)?,
             "--max-pending" => cfg.max_pending = parse_count(&name, &value)?,
@@ -458,6 +473,8 @@ impl Config {
             max_per_address: self.max_per_address,
             ping_interval: self.ping_interval,
             detached_output: self.detached_output,
+            max_upload: self.max_upload,
+            transfer_timeout: self.transfer_timeout,
             conn_overhead,
         }
     }
@@ -531,6 +548,30 @@ mod tests {
         assert_eq!(c.command, vec!["/bin/echo", "hi"]);
         assert_eq!(c.attach_policy, AttachPolicy::Handoff);
         assert_eq!(c.detached_output, DetachedOutput::DropOldest);
+    }
+
+    #[test]
+    fn transfer_options() {
+        let c = run(&["--max-upload", "5M", "--transfer-timeout", "2s"]).unwrap();
+        assert_eq!(c.max_upload, 5 << 20);
+        assert_eq!(c.transfer_timeout, Duration::from_secs(2));
+        let l = c.limits(false);
+        assert_eq!(
+            (l.max_upload, l.transfer_timeout),
+            (5 << 20, Duration::from_secs(2))
+        );
+        let d = run(&[]).unwrap();
+        assert_eq!(d.transfer_timeout, Duration::from_secs(30));
+        assert!(
+            (1 << 20..=1 << 30).contains(&d.max_upload),
+            "{}",
+            d.max_upload
+        );
+        assert!(run(&["--max-upload", "lots"]).is_err());
+        assert!(
+            run(&["--max-upload", "1M", "--max-upload", "2M"]).is_err(),
+            "once"
+        );
     }
 
     #[test]

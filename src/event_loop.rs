@@ -10,6 +10,7 @@
 //! What else lives here is what needs both tables at once: attaching a client to a session,
 //! and tearing a session down with its clients.
 
+mod files;
 mod upgrade;
 
 use std::io;
@@ -32,6 +33,7 @@ use crate::api::protocol::{self, ErrorCode, ProtoError, Role, ServerMsg, WsParam
 use crate::api::routes::{self, Action, Context, Reject, Upgrade, View};
 use crate::config::{AttachPolicy, Config};
 use crate::error::StartError;
+use crate::files::tickets::Tickets;
 use crate::limits::{
     ACCEPT_BATCH, ACCEPT_RETRY, Charge, EXIT_GRACE, KILL_AFTER, LINGER, Limits, SETTLE_ROUNDS,
     TOMBSTONE_KEEP, Usage,
@@ -97,6 +99,12 @@ pub struct Server {
     restored: bool,
     /// The listener may hold more connections than the last turn accepted.
     accept_more: bool,
+    /// Download tickets issued and not yet used (`src/files/tickets.rs`).
+    tickets: Tickets,
+    /// File transfers that moved their bytes for this turn, by slot and generation: they go
+    /// on in the next, so a transfer takes one pass per turn however many settle rounds the
+    /// others need.
+    next_turn: Vec<(usize, u64)>,
 }
 
 fn unix_now() -> Duration {
@@ -187,6 +195,8 @@ impl Server {
             held_listener: None,
             restored: false,
             accept_more: false,
+            tickets: Tickets::default(),
+            next_turn: Vec::new(),
         };
         if let Some((buf, _)) = restore {
             server.restore(&buf, now);
@@ -253,6 +263,11 @@ impl Server {
             self.busy = false;
             for ev in events.iter() {
                 self.dispatch(ev, now);
+            }
+            for (k, generation) in std::mem::take(&mut self.next_turn) {
+                if self.conns.generation(k) == Some(generation) {
+                    self.touched.conns.push(k);
+                }
             }
             self.touched.release_held(now);
             if std::mem::take(&mut self.accept_more) {
@@ -328,6 +343,7 @@ impl Server {
             http,
             ws,
             tombstones: self.sessions.tombstone_count(),
+            transfers: self.conns.transfers().count(),
         }
     }
 
@@ -409,6 +425,11 @@ impl Server {
         let Some(generation) = self.conns.generation(k) else {
             return;
         };
+        // A transfer that had its pass this turn waits for the next (an event for it in
+        // this turn's batch does not buy it another).
+        if self.next_turn.contains(&(k, generation)) {
+            return;
+        }
         // Bounded like each advance, so an endless pipeline cannot starve everyone else.
         for _ in 0..crate::limits::HTTP_STEP_BUDGET {
             let header_timeout = self.limits.next_head_timeout();
@@ -426,7 +447,18 @@ impl Server {
                     self.respond(k, &Request::default(), e.response(), After::Close, now);
                 }
                 Step::Upgraded(u) => return self.upgrade(k, u, now),
+                Step::Answer(resp, keep) => self.answer_transfer(k, resp, keep, now),
+                Step::Ticket {
+                    session,
+                    path,
+                    size,
+                } => self.issue_ticket(k, session, path, size, now),
                 Step::Blocked => return self.settle_idle(k),
+                Step::Yield if h.transfer().is_some() => {
+                    self.next_turn.push((k, generation));
+                    self.busy = true;
+                    return;
+                }
                 Step::Yield => break,
                 Step::Closed => return self.relay().kill_conn(k),
             }
@@ -462,6 +494,7 @@ impl Server {
         }
         let cx = Context {
             upgrade_fits: self.limits.admit(self.usage(), Charge::Upgrade).is_ok(),
+            max_upload: self.limits.max_upload,
         };
         let (resp, after) = match routes::route(&req, peer, now, &mut self.gate, &cx) {
             Action::Respond(resp, after) => (resp, after),
@@ -471,6 +504,7 @@ impl Server {
             Action::Drop(id) => (self.drop_one(&id, now), After::KeepAlive),
             Action::DropAll(confirm) => (self.drop_all(confirm, now), After::KeepAlive),
             Action::Upgrade => (self.upgrade_answer(k, now), After::Close),
+            Action::Files(ask) => return self.start_files(k, &req, ask, now),
         };
         self.respond(k, &req, resp, after, now);
     }
@@ -640,6 +674,13 @@ impl Server {
             end: s.ring().end(),
             restore: start.restore.as_deref(),
         });
+        // An offer made while nobody was attached goes to the first to come back, once.
+        if let Some(offer) = s.take_offer() {
+            w.send(&ServerMsg::Offer {
+                path: &offer.path,
+                size: offer.size,
+            });
+        }
         eprintln!(
             "keepty: session {} attached by {} as {role:?} (offset {}, lost {})",
             s.id(),

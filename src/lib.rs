@@ -10,6 +10,8 @@
 //! - [`sessions`]: a shell and everything it owns: PTY, ring, modes, replay points, seats.
 //! - [`api`]: what the server offers: routes, the WebSocket messages, the admin views, the
 //!   embedded page.
+//! - `files`: file transfers to and from a session's directory: the helper process that
+//!   opens files as the session's user, the streaming transfer, download tickets.
 //! - [`cli`]: the subcommands (`ls`, `attach`, ...), clients of a running keepty.
 //!
 //! The pure parts (ring, modes, wheel, HTTP parsing, protocol, policy) are public so the
@@ -27,6 +29,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod event_loop;
+pub(crate) mod files;
 pub mod limits;
 pub mod net;
 pub mod qr;

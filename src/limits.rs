@@ -36,6 +36,23 @@ pub fn default_max_memory(mem_total: Option<usize>) -> usize {
         (t / 4).clamp(MIN_DEFAULT_MAX_MEMORY, DEFAULT_MAX_MEMORY)
     })
 }
+/// `--max-upload` at least, by default.
+pub const MIN_DEFAULT_MAX_UPLOAD: u64 = 1 << 20;
+/// `--max-upload` at most, by default: a firmware image or a log, not a disk image.
+pub const MAX_DEFAULT_MAX_UPLOAD: u64 = 1 << 30;
+
+/// The default `--max-upload` for a machine with `mem_total` bytes of RAM: a quarter of it,
+/// within [`MIN_DEFAULT_MAX_UPLOAD`]..=[`MAX_DEFAULT_MAX_UPLOAD`], because a router's /tmp
+/// is RAM and an upload that fills it starves the box (the file system's own free space is
+/// checked as well, per upload). Unknown RAM: 64 MiB.
+pub fn default_max_upload(mem_total: Option<usize>) -> u64 {
+    mem_total.map_or(64 << 20, |t| {
+        (t as u64 / 4).clamp(MIN_DEFAULT_MAX_UPLOAD, MAX_DEFAULT_MAX_UPLOAD)
+    })
+}
+/// `--transfer-timeout`: long enough for a phone that pauses, short enough that a stalled
+/// upload's temporary file and slot are freed soon.
+pub const DEFAULT_TRANSFER_TIMEOUT: Duration = Duration::from_secs(30);
 /// `--header-timeout`: a phone on a poor link still sends a head within a second or two.
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// `--max-pending`.
@@ -161,6 +178,8 @@ pub const CHECKPOINTS: usize = 32;
 pub const MAX_CSI_PARAMS: usize = 32;
 /// Stored window title, bytes. Longer titles are cut (at a UTF-8 boundary where possible).
 pub const MAX_TITLE: usize = 256;
+/// Longest path a `keepty send` offer may name, bytes (PATH_MAX); a longer one is ignored.
+pub const MAX_OFFER_PATH: usize = 4096;
 
 // ---- time --------------------------------------------------------------------------------
 
@@ -203,6 +222,20 @@ pub const WS_RESERVE: usize =
 /// handshake message up to 64 KiB) and its own state.
 #[cfg(feature = "tls")]
 pub const TLS_RESERVE: usize = TLS_SEND_LIMIT + (16 << 10) + (64 << 10) + (8 << 10);
+/// A file transfer's buffer, bytes: what one read from the socket (upload) or the file
+/// (download) may hold before it is written on. 64 KiB is a TCP window's worth: larger buys
+/// no speed on loopback and costs a router's memory per transfer.
+pub const TRANSFER_BUF: usize = 64 << 10;
+/// Bytes one transfer moves before the others get a turn: four buffers, so a 50 MB upload
+/// takes a few hundred turns and another session's echo waits at most a millisecond or so.
+pub const TRANSFER_PASS: usize = 4 * TRANSFER_BUF;
+/// Memory charged per file transfer on top of its HTTP connection: the buffer and the
+/// helper's messages.
+pub const TRANSFER_RESERVE: usize = TRANSFER_BUF + 4096;
+/// How long a download ticket is valid (the page follows it at once).
+pub const TICKET_TTL: Duration = Duration::from_secs(60);
+/// Tickets kept at most: past it the oldest is forgotten first.
+pub const MAX_TICKETS: usize = 256;
 /// Memory a session's input queue holds at most: the cap, plus the one message that may
 /// arrive while the queue is just under it.
 pub const INPUT_RESERVE: usize = INPUT_CAP + MAX_MESSAGE;
@@ -245,6 +278,10 @@ pub struct Limits {
     pub ping_interval: Duration,
     /// `--detached-output`: whether a full ring with nobody attached blocks the program.
     pub detached_output: DetachedOutput,
+    /// `--max-upload`: the largest file an upload may write, bytes.
+    pub max_upload: u64,
+    /// `--transfer-timeout`: how long a file transfer may make no progress.
+    pub transfer_timeout: Duration,
     /// What each connection holds beyond its HTTP or WebSocket buffers (rustls's, with TLS).
     pub conn_overhead: usize,
 }
@@ -260,6 +297,8 @@ pub struct Usage {
     pub ws: usize,
     /// Remembered ids.
     pub tombstones: usize,
+    /// File transfers in flight (each also an HTTP connection).
+    pub transfers: usize,
 }
 
 /// Something about to be created, to be admitted against `--max-memory` first.
@@ -271,6 +310,8 @@ pub enum Charge {
     Upgrade,
     /// A new session.
     Session,
+    /// An HTTP connection starting a file transfer.
+    Transfer,
 }
 
 /// `--max-memory` would be exceeded.
@@ -311,6 +352,7 @@ impl Limits {
             + u.http * HTTP_RESERVE
             + (u.http + u.ws) * self.conn_overhead
             + u.tombstones * TOMBSTONE_RESERVE
+            + u.transfers * TRANSFER_RESERVE
     }
 
     /// Whether `charge` fits under `--max-memory` on top of `u`.
@@ -322,6 +364,10 @@ impl Limits {
             },
             Charge::Session => Usage {
                 sessions: u.sessions + 1,
+                ..u
+            },
+            Charge::Transfer => Usage {
+                transfers: u.transfers + 1,
                 ..u
             },
             Charge::Upgrade => Usage {
@@ -359,6 +405,7 @@ mod tests {
             http: 3,
             ws: 1,
             tombstones: 10,
+            transfers: 2,
         };
         assert_eq!(
             l.reserved(u),
@@ -366,7 +413,12 @@ mod tests {
                 + 3 * HTTP_RESERVE
                 + WS_RESERVE
                 + 10 * TOMBSTONE_RESERVE
+                + 2 * TRANSFER_RESERVE
         );
+        // A transfer is charged its buffer on top of its connection, exactly at the cap.
+        let room = l.reserved(u) + TRANSFER_RESERVE;
+        assert_eq!(limits(room).admit(u, Charge::Transfer), Ok(()));
+        assert_eq!(limits(room - 1).admit(u, Charge::Transfer), Err(OverBudget));
     }
 
     #[test]
@@ -406,6 +458,14 @@ mod tests {
             ..Usage::default()
         };
         assert_eq!(l.admit(six, Charge::Session), Ok(()));
+    }
+
+    #[test]
+    fn the_default_upload_cap_follows_the_machine() {
+        assert_eq!(default_max_upload(Some(27 << 20)), (27 << 20) / 4);
+        assert_eq!(default_max_upload(Some(2 << 20)), 1 << 20, "at least 1M");
+        assert_eq!(default_max_upload(Some(16 << 30)), 1 << 30, "at most 1G");
+        assert_eq!(default_max_upload(None), 64 << 20);
     }
 
     #[test]

@@ -45,6 +45,7 @@ fn main() -> ExitCode {
     };
     let cfg_warning = cfg.transport_warning();
     let memory_line = keepty::startup::memory_line(&cfg);
+    let upload_line = keepty::startup::upload_line(&cfg);
     let token_file = cfg.token_file.clone();
     let server = match Server::bind(*cfg) {
         Ok(s) => s,
@@ -74,6 +75,7 @@ fn main() -> ExitCode {
     let _ = out.flush();
     drop(out);
     eprintln!("keepty: {memory_line}");
+    eprintln!("keepty: {upload_line}");
     keepty::reach::announce(addr, scheme, token_file.as_deref());
     if let Some(fp) = server.tls_fingerprint() {
         // What a phone user compares with the certificate their browser shows.

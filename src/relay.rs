@@ -282,6 +282,9 @@ impl Relay<'_> {
                     Err(e) => eprintln!("keepty: session {} read failed: {e}", s.id()),
                 }
                 progress |= read > 0;
+                if read > 0 {
+                    self.offer(skey);
+                }
                 if self
                     .sessions
                     .get(skey)
@@ -304,6 +307,44 @@ impl Relay<'_> {
             && let Some(s) = self.sessions.free(skey)
         {
             eprintln!("keepty: session {} freed", s.id());
+        }
+    }
+
+    /// Sends the download offer session `skey`'s output just made (`keepty send`) to its
+    /// clients; with none open it waits in the session for the next attach.
+    fn offer(&mut self, skey: usize) {
+        let Some(s) = self.sessions.get_mut(skey) else {
+            return;
+        };
+        if !s.modes().has_offer() {
+            return;
+        }
+        let open: Vec<usize> = s
+            .clients()
+            .iter()
+            .copied()
+            .filter(|&c| self.conns.ws(c).is_some_and(WsConn::is_open))
+            .collect();
+        if open.is_empty() {
+            return;
+        }
+        let Some(offer) = s.take_offer() else {
+            return;
+        };
+        eprintln!(
+            "keepty: session {} offers a download ({} bytes)",
+            s.id(),
+            offer.size
+        );
+        let msg = ServerMsg::Offer {
+            path: &offer.path,
+            size: offer.size,
+        };
+        for c in open {
+            if let Some(w) = self.conns.ws_mut(c) {
+                w.send(&msg);
+                self.touched.conns.push(c);
+            }
         }
     }
 

@@ -34,6 +34,23 @@ pub fn machine_max_memory() -> usize {
     limits::default_max_memory(mem_total())
 }
 
+/// The default `--max-upload` on this machine ([`limits::default_max_upload`] of its RAM).
+pub fn machine_max_upload() -> u64 {
+    limits::default_max_upload(mem_total())
+}
+
+/// The startup line that says what upload cap is in force, and whether it is the default.
+pub fn upload_line(cfg: &Config) -> String {
+    let cap = size(usize::try_from(cfg.max_upload).unwrap_or(usize::MAX));
+    if cfg.max_upload == machine_max_upload() {
+        format!(
+            "upload cap {cap} (the default here: a quarter of RAM, within 1M..1G; set --max-upload to change it)"
+        )
+    } else {
+        format!("upload cap {cap} (--max-upload)")
+    }
+}
+
 /// The startup line that says what memory cap is in force and, when it is the default, how
 /// it follows from the machine.
 pub fn memory_line(cfg: &Config) -> String {

@@ -1,6 +1,7 @@
 //! The real page in a real browser: tests/browser/page.mjs (the terminal),
 //! tests/browser/token.mjs (the token flow), tests/browser/links.mjs (links and pages of
-//! other sites) and tests/browser/notify.mjs (notifications) drive headless Chromium (Debian's
+//! other sites), tests/browser/notify.mjs (notifications) and tests/browser/files.mjs
+//! (uploads, downloads and offers) drive headless Chromium (Debian's
 //! `/usr/bin/chromium`, through `playwright-core` from `npm ci`) against a real keepty.
 //!
 //! Missing prerequisites fail the test rather than skip it, so CI cannot go green without
@@ -148,6 +149,21 @@ fn notifications_in_headless_chromium() {
         root,
         "tests/browser/notify.mjs",
         &[&server.url()],
+        &[&server],
+    );
+}
+
+/// Files through the page (issue 19, tests/browser/files.mjs), on a desktop and a phone:
+/// upload by the file picker and by a drop, the 409 question, download by the menu and by an
+/// offer from `keepty send`, each compared byte for byte on disk.
+#[test]
+fn files_in_headless_chromium() {
+    let root = require_prerequisites();
+    let server = common::spawn_server(&["--", common::sh()]);
+    run_node(
+        root,
+        "tests/browser/files.mjs",
+        &[&server.url(), common::bin(), &server.child.id().to_string()],
         &[&server],
     );
 }

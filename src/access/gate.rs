@@ -389,8 +389,21 @@ impl Gate {
         peer: SocketAddr,
         now: Instant,
     ) -> Result<Caller, Refusal> {
+        self.user_acting(req, false, peer, now)
+    }
+
+    /// [`Gate::user`] for a route that may have a side effect (a file upload, a download
+    /// ticket): like the admin actions, such a request sent by another site's page is
+    /// refused on its fetch metadata before its token is read.
+    pub(crate) fn user_acting(
+        &mut self,
+        req: &Request,
+        side_effect: bool,
+        peer: SocketAddr,
+        now: Instant,
+    ) -> Result<Caller, Refusal> {
         self.origin(req)?;
-        fetch_site(req, false)?;
+        fetch_site(req, side_effect)?;
         if !self.tokens.users_required() {
             // A proxy on the box connects from loopback, often as keepty's own account, for
             // every client it serves: the uid check alone would hand them all this account.

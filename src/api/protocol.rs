@@ -308,6 +308,14 @@ pub enum ServerMsg<'a> {
     Restarting,
     /// The session's TTL passed.
     Expired,
+    /// Extension (issue 19): a program in the session ran `keepty send`; the page offers the
+    /// file for download (through the file routes, which check everything again).
+    Offer {
+        /// Absolute path on the box.
+        path: &'a str,
+        /// Its size when offered, bytes.
+        size: u64,
+    },
     /// A request failed; the socket closes with the code's close code.
     Error {
         /// Error code.

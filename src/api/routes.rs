@@ -10,8 +10,9 @@ use std::time::Instant;
 use crate::access::gate::{Caller, Gate};
 use crate::api::assets;
 use crate::api::protocol::{self, ProtoError, WsParams};
+use crate::files::wire::{self, FileError};
 use crate::net::conn::After;
-use crate::net::http::{self, Request, Response, Route};
+use crate::net::http::{self, FileRoute, Request, Response, Route};
 
 /// What an upgraded connection becomes.
 pub enum Upgrade {
@@ -52,6 +53,57 @@ pub enum Action {
     DropAll(usize),
     /// Upgrade in place, if the binary on disk reads our state.
     Upgrade,
+    /// A file route: the loop checks the session and starts the transfer.
+    Files(FileAsk),
+}
+
+/// A file request, its caller admitted and its parameters checked.
+#[derive(Debug)]
+pub enum FileAsk {
+    /// One of a session's file routes.
+    Session {
+        /// The session id as given (checked against the table by the loop).
+        id: String,
+        /// Who asks (the owner check is the loop's).
+        caller: Caller,
+        /// What is asked.
+        what: FileWhat,
+    },
+    /// A download by ticket (the ticket is the credential).
+    Ticket {
+        /// The ticket, never logged.
+        ticket: String,
+        /// HEAD: the headers only.
+        head_only: bool,
+    },
+}
+
+/// What a session's file route asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FileWhat {
+    /// The session's directory.
+    Cwd,
+    /// A file's bytes (`head_only` for HEAD).
+    Download {
+        /// As given: relative to the session's directory, or absolute.
+        path: String,
+        /// HEAD: the headers only.
+        head_only: bool,
+    },
+    /// A body to write to `path`.
+    Upload {
+        /// As given.
+        path: String,
+        /// Replace an existing file.
+        overwrite: bool,
+        /// The body's `Content-Length`.
+        length: u64,
+    },
+    /// A single-use download link for `path`.
+    Ticket {
+        /// As given.
+        path: String,
+    },
 }
 
 /// A request refused by a route (admission refusals are the gate's).
@@ -137,6 +189,8 @@ impl Reject {
 pub struct Context {
     /// Whether a WebSocket's buffers fit under `--max-memory` now.
     pub upgrade_fits: bool,
+    /// `--max-upload`.
+    pub max_upload: u64,
 }
 
 /// Decides what `req` from `peer` gets. Host is judged before anything else.
@@ -187,11 +241,54 @@ pub fn route(
             },
             Err(r) => keep(r.response()),
         },
+        Route::SessionFiles(id, what) => {
+            let side_effect =
+                what == FileRoute::Ticket || req.method == "PUT" || req.method == "POST";
+            match gate.user_acting(req, side_effect, peer, now) {
+                Ok(caller) => match file_what(req, what, cx.max_upload) {
+                    Ok(what) => Action::Files(FileAsk::Session { id, caller, what }),
+                    Err(e) => keep(e.response()),
+                },
+                Err(r) => keep(r.response()),
+            }
+        }
+        Route::TicketDownload(ticket) => match gate.origin(req) {
+            Ok(()) => Action::Files(FileAsk::Ticket {
+                ticket,
+                head_only: req.method == "HEAD",
+            }),
+            Err(r) => keep(r.response()),
+        },
         route => match gate.admin(req, route.has_side_effect(), peer, now) {
             Ok(()) => admin(req, &route),
             Err(r) => keep(r.response()),
         },
     }
+}
+
+/// A file route's parameters, checked before the loop looks at the session: the path, and
+/// for an upload its framing and size against `--max-upload` (413 before a byte is read).
+fn file_what(req: &Request, what: FileRoute, max_upload: u64) -> Result<FileWhat, FileError> {
+    let path = || wire::path_param(&req.query);
+    Ok(match what {
+        FileRoute::Cwd => FileWhat::Cwd,
+        FileRoute::Ticket => FileWhat::Ticket { path: path()? },
+        FileRoute::Files if req.method == "PUT" || req.method == "POST" => {
+            let length = wire::body_length(req)?;
+            if length > max_upload {
+                return Err(FileError::TooLarge(max_upload));
+            }
+            FileWhat::Upload {
+                path: path()?,
+                overwrite: http::query_param(&req.query, "overwrite").as_deref() == Some("1"),
+                length,
+            }
+        }
+        FileRoute::Files => FileWhat::Download {
+            path: path()?,
+            head_only: req.method == "HEAD",
+        },
+    })
 }
 
 /// The admin surface, once the caller is known to be an admin.
@@ -285,7 +382,10 @@ mod tests {
     }
 
     fn ask(raw: &str, peer: &str, upgrade_fits: bool) -> Action {
-        let cx = Context { upgrade_fits };
+        let cx = Context {
+            upgrade_fits,
+            max_upload: 1 << 20,
+        };
         route(
             &req(raw),
             peer.parse().unwrap(),
@@ -400,6 +500,70 @@ mod tests {
             true,
         );
         assert_eq!(answer(lan), (403, false));
+    }
+
+    #[test]
+    fn file_routes_check_their_parameters_before_the_loop() {
+        let put = |extra: &str| {
+            ask(
+                &format!(
+                    "PUT /api/sessions/s1/files?path=a%2Fb HTTP/1.1\nHost: localhost\n{extra}"
+                ),
+                LOOPBACK,
+                true,
+            )
+        };
+        match put("Content-Length: 5\n") {
+            Action::Files(FileAsk::Session { id, what, caller }) => {
+                assert_eq!(id, "s1");
+                assert_eq!(caller.name, "local");
+                assert_eq!(
+                    what,
+                    FileWhat::Upload {
+                        path: "a/b".into(),
+                        overwrite: false,
+                        length: 5
+                    }
+                );
+            }
+            _ => panic!("expected an upload"),
+        }
+        // The cap in the test context is 1 MiB.
+        assert_eq!(answer(put("Content-Length: 1048577\n")), (413, false));
+        assert_eq!(answer(put("")), (411, false));
+        assert_eq!(answer(put("Transfer-Encoding: chunked\n")), (411, false));
+        assert_eq!(
+            answer(put("Sec-Fetch-Site: cross-site\nContent-Length: 1\n")).0,
+            403
+        );
+        let get = |path: &str| {
+            ask(
+                &format!("GET {path} HTTP/1.1\nHost: localhost\n"),
+                LOOPBACK,
+                true,
+            )
+        };
+        assert!(matches!(
+            get("/api/sessions/s1/cwd"),
+            Action::Files(FileAsk::Session {
+                what: FileWhat::Cwd,
+                ..
+            })
+        ));
+        assert!(matches!(
+            get("/api/files/TICKET"),
+            Action::Files(FileAsk::Ticket { ticket, head_only: false }) if ticket == "TICKET"
+        ));
+        assert_eq!(
+            answer(get("/api/sessions/s1/files")),
+            (400, false),
+            "no path"
+        );
+        assert_eq!(
+            answer(get("/api/sessions/s1/files/ticket?path=x")),
+            (405, false)
+        );
+        assert_eq!(answer(get("/api/sessions/s1/other")), (404, false));
     }
 
     #[test]

@@ -50,6 +50,8 @@ Usage: keepty ls [--all] [--json]          your sessions (--all: everyone's; adm
        keepty new [-e KEY] [NAME]          create a session and attach
        keepty drop ID                      end one session (admin token)
        keepty drop-all                     end every session (admin token)
+       keepty send FILE                    inside a session: the page offers FILE for download
+                                           (see keepty send --help; no --url or token needed)
 
 Options for all of them:
   --url URL           the keepty to talk to (default $KEEPTY_URL, else http://127.0.0.1:7700/)

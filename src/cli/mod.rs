@@ -1,6 +1,7 @@
 //! The subcommands: `keepty ls`, `attach`, `new`, `drop`, `drop-all`. Each is a client of a
 //! running keepty over its public HTTP and WebSocket protocol (nothing private), with
-//! blocking std sockets and tungstenite's client: no thread, no runtime.
+//! blocking std sockets and tungstenite's client: no thread, no runtime. `keepty send` is the
+//! exception: run inside a session, it speaks to the server through the session's terminal.
 //!
 //! - [`args`]: the subcommands' command lines.
 //! - [`http`]: the server's URL and one blocking request.
@@ -8,11 +9,13 @@
 //! - [`attach`]: the terminal: its pure core (detach key, offsets across reconnects,
 //!   banners) and the loop around it.
 //! - [`term`]: this process's own terminal: raw mode, size, SIGWINCH.
+//! - [`send`]: `keepty send FILE`, the download offer from inside a session.
 
 pub mod args;
 pub mod attach;
 pub mod http;
 pub mod ls;
+pub mod send;
 pub mod term;
 
 use std::path::Path;
@@ -89,6 +92,9 @@ pub fn run(name: &str, args: Vec<String>) -> u8 {
 }
 
 fn run_inner(name: &str, args: &[String]) -> Result<u8, Fail> {
+    if name == "send" {
+        return send::run(args);
+    }
     let Args {
         verb,
         url,

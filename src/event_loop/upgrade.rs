@@ -70,6 +70,9 @@ impl Server {
                     w.close_with(protocol::CLOSE_RESTART, "restarting");
                     self.relay().detach_ws(k);
                 }
+                // A file transfer in flight ends: the client sees the connection close and
+                // the helper removes an unfinished upload when its socket closes.
+                Some(Kind::Http(h)) if h.transfer().is_some() => self.relay().kill_conn(k),
                 Some(Kind::Http(h)) if h.is_idle() && Some(k) != asking => {
                     self.relay().kill_conn(k)
                 }

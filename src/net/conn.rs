@@ -4,13 +4,10 @@
 //! without blocking, and says what happened ([`Step`]); the event loop only decides what a
 //! head gets and what follows a sent response. [`Conns`] holds every connection (HTTP or
 //! WebSocket) in a slab with generations and keeps each in one of three budgets
-//! ([`Budget`]): still sending its first head (`--max-pending`), serving a request or a
-//! WebSocket (`--max-clients`, and a per-address share of it), or kept alive between requests
-//! (a budget of its own, evicted first). It frees slots only after the event batch (deferred
+//! ([`crate::net::budget`]). It frees slots only after the event batch (deferred
 //! removal), so an event for a closed connection never reaches a new one in the same slot.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::io::{self, IoSlice};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
@@ -18,8 +15,9 @@ use std::time::Instant;
 use mio::{Interest, Registry};
 use slab::Slab;
 
+use crate::files::transfer::{Outcome, Transfer};
 use crate::limits::{HTTP_STEP_BUDGET, LINGER, MAX_HEAD, WRITE_STALL};
-use crate::net::addr;
+use crate::net::budget::{Budget, Budgets, TooManyClients};
 use crate::net::http::{self, HeadError, Request, Response};
 use crate::net::stream::{Stream, Transport};
 use crate::net::ws::WsConn;
@@ -47,6 +45,17 @@ pub enum Step<U> {
     Blocked,
     /// The turn's budget is spent with work perhaps left: come back after the others.
     Yield,
+    /// A file transfer ended: send this answer (keep the connection if `true`).
+    Answer(Response, bool),
+    /// A download ticket's file checks out: the loop issues the ticket and answers.
+    Ticket {
+        /// The session the ticket is for.
+        session: (usize, u64),
+        /// The absolute path.
+        path: String,
+        /// Its size.
+        size: u64,
+    },
     /// The connection is finished.
     Closed,
 }
@@ -62,6 +71,8 @@ enum Phase<U> {
     /// Response sent and write side shut: discard what the peer still sends until it closes,
     /// so unread bytes do not make the kernel reset the connection under our response.
     Lingering,
+    /// A file transfer (a body into a file, a file out, or the helper's answer).
+    Transfer(Box<Transfer>),
     /// Upgraded; the stream is about to be handed over.
     Done,
 }
@@ -132,6 +143,7 @@ impl<U, S: Transport> HttpConn<U, S> {
                 Phase::Reading => self.read_head(),
                 Phase::Writing { .. } => self.write_response(now, header_timeout),
                 Phase::Lingering => self.discard(),
+                Phase::Transfer(_) => self.step_transfer(now, header_timeout),
                 Phase::Done => Some(Step::Closed),
             };
             if let Some(step) = step {
@@ -231,6 +243,53 @@ impl<U, S: Transport> HttpConn<U, S> {
         }
     }
 
+    /// A transfer's turn: `None` to go on.
+    fn step_transfer(
+        &mut self,
+        now: Instant,
+        header_timeout: std::time::Duration,
+    ) -> Option<Step<U>> {
+        let Phase::Transfer(t) = &mut self.phase else {
+            return None;
+        };
+        let session = t.session();
+        let step = match t.advance(&mut self.stream, &mut self.buf, &mut self.deadline, now) {
+            Outcome::Blocked => return Some(Step::Blocked),
+            Outcome::Yield => return Some(Step::Yield),
+            Outcome::Closed => return Some(Step::Closed),
+            Outcome::Respond(resp, keep) => Step::Answer(resp, keep),
+            Outcome::Ticket { path, size } => Step::Ticket {
+                session,
+                path,
+                size,
+            },
+            Outcome::Sent => {
+                // Like any response sent: the next request gets a fresh head deadline.
+                self.phase = Phase::Reading;
+                self.deadline = now + header_timeout;
+                return None;
+            }
+        };
+        // The transfer (and with it the helper's socket) ends here; the loop answers.
+        self.phase = Phase::Reading;
+        Some(step)
+    }
+
+    /// Starts a file transfer whose helper has its first request.
+    pub fn begin_transfer(&mut self, t: Transfer, now: Instant) {
+        self.served = true;
+        self.deadline = now + t.timeout();
+        self.phase = Phase::Transfer(Box::new(t));
+    }
+
+    /// The transfer in flight, if any.
+    pub fn transfer(&self) -> Option<&Transfer> {
+        match &self.phase {
+            Phase::Transfer(t) => Some(t),
+            _ => None,
+        }
+    }
+
     /// One step of lingering: `None` to go on.
     fn discard(&mut self) -> Option<Step<U>> {
         let mut sink = [0u8; 2048];
@@ -255,13 +314,22 @@ impl<U, S: Transport> HttpConn<U, S> {
         now: Instant,
     ) {
         let after = match after {
-            After::KeepAlive if !req.keep_alive() || req.has_body() || closing => After::Close,
+            After::KeepAlive if !req.keep_alive() || req.has_body() => After::Close,
             a => a,
         };
-        self.served = true;
         if req.method == "HEAD" {
             resp.omit_body = true;
         }
+        self.answer(resp, after, closing, now);
+    }
+
+    /// Starts writing `resp` (the request was judged already: a transfer's end).
+    pub fn answer(&mut self, mut resp: Response, after: After<U>, closing: bool, now: Instant) {
+        let after = match after {
+            After::KeepAlive if closing => After::Close,
+            a => a,
+        };
+        self.served = true;
         let (head, body) = match &after {
             // An upgrade's 101 is all head.
             After::Upgrade(_) => (
@@ -309,6 +377,12 @@ impl<U, S: Transport> HttpConn<U, S> {
         if matches!(self.phase, Phase::Reading) && !self.buf.is_empty() {
             eprintln!("keepty: request head from {} timed out", self.peer);
         }
+        if matches!(self.phase, Phase::Transfer(_)) {
+            eprintln!(
+                "keepty: file transfer with {} made no progress in time",
+                self.peer
+            );
+        }
         true
     }
 }
@@ -334,69 +408,11 @@ pub struct Conn<U> {
     budget: Budget,
 }
 
-/// Which budget a connection counts in, with the address key it counts under
-/// ([`addr::key`]) and, where the oldest may be evicted, when it entered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Budget {
-    /// Still sending its first request head: `--max-pending`. Keyed by the socket's peer.
-    Pending(IpAddr, u64),
-    /// Serving a request, or a WebSocket: `--max-clients` and the per-address share. Keyed by
-    /// the client (behind a `--trusted-proxy`, the one its headers name).
-    Busy(IpAddr),
-    /// Kept alive between requests: a budget of its own, the oldest of the heaviest address
-    /// evicted first.
-    Idle(IpAddr, u64),
-    /// Refused or closing: counted nowhere (the linger timer bounds it).
-    Uncounted,
-}
-
-/// `--max-clients`, or the address's share of it, is reached.
-#[derive(Debug, PartialEq, Eq)]
-pub struct TooManyClients;
-
-/// How many connections one budget holds, in all and per address key.
-#[derive(Default)]
-struct Tally {
-    total: usize,
-    by_key: HashMap<IpAddr, usize>,
-}
-
-impl Tally {
-    fn of(&self, key: IpAddr) -> usize {
-        self.by_key.get(&key).copied().unwrap_or(0)
-    }
-
-    fn add(&mut self, key: IpAddr) {
-        self.total += 1;
-        *self.by_key.entry(key).or_insert(0) += 1;
-    }
-
-    fn remove(&mut self, key: IpAddr) {
-        self.total -= 1;
-        if let Some(n) = self.by_key.get_mut(&key) {
-            *n -= 1;
-            if *n == 0 {
-                self.by_key.remove(&key);
-            }
-        }
-    }
-
-    /// The most any one key holds (0 when empty). Among the keys holding that many, the
-    /// caller takes the oldest connection, so ties go by age.
-    fn most(&self) -> usize {
-        self.by_key.values().copied().max().unwrap_or(0)
-    }
-}
-
 /// Every connection.
 pub struct Conns<U> {
     slab: Slab<Conn<U>>,
     generation: u64,
-    pending: Tally,
-    busy: Tally,
-    idle: Tally,
-    /// Orders entries into the pending and idle budgets, oldest first.
-    seq: u64,
+    budgets: Budgets,
     ws: usize,
     dead: Vec<usize>,
 }
@@ -406,10 +422,7 @@ impl<U> Default for Conns<U> {
         Conns {
             slab: Slab::new(),
             generation: 0,
-            pending: Tally::default(),
-            busy: Tally::default(),
-            idle: Tally::default(),
-            seq: 0,
+            budgets: Budgets::default(),
             ws: 0,
             dead: Vec::new(),
         }
@@ -418,27 +431,18 @@ impl<U> Default for Conns<U> {
 
 impl<U> Conns<U> {
     /// Makes room for one more unfinished request: when `--max-pending` are pending, the
-    /// slot of the one to close, the oldest of the address with the most. A peer holding many
-    /// unfinished requests so loses its own first, and never keeps out another address.
+    /// slot of the one to close ([`Budgets::pending_victim`]).
     pub fn pending_victim(&self, max_pending: usize) -> Option<usize> {
-        if self.pending.total < max_pending {
-            return None;
-        }
-        let most = self.pending.most();
-        self.oldest(|b| match b {
-            Budget::Pending(k, seq) if self.pending.of(k) == most => Some(seq),
-            _ => None,
-        })
+        self.budgets
+            .pending_victim(max_pending, self.live_budgets())
     }
 
-    /// The live slot whose budget `pick` gives the smallest sequence number.
-    fn oldest(&self, pick: impl Fn(Budget) -> Option<u64>) -> Option<usize> {
+    /// Every live slot with the budget it counts in.
+    fn live_budgets(&self) -> impl Iterator<Item = (usize, Budget)> + '_ {
         self.slab
             .iter()
             .filter(|(_, c)| !c.dead)
-            .filter_map(|(k, c)| pick(c.budget).map(|seq| (seq, k)))
-            .min()
-            .map(|(_, k)| k)
+            .map(|(k, c)| (k, c.budget))
     }
 
     /// Adds a new connection, registered for both directions, as pending under its peer's
@@ -451,29 +455,21 @@ impl<U> Conns<U> {
             token::conn(key),
             Interest::READABLE | Interest::WRITABLE,
         )?;
-        let ip = addr::key(h.peer().ip());
         self.generation += 1;
-        self.seq += 1;
+        let budget = self.budgets.enter_pending(h.peer().ip());
         entry.insert(Conn {
             generation: self.generation,
             kind: Kind::Http(Box::new(h)),
             dead: false,
-            budget: Budget::Pending(ip, self.seq),
+            budget,
         });
-        self.pending.add(ip);
         Ok((key, self.generation))
     }
 
     /// Takes connection `k` out of whichever budget it counts in.
     fn uncount(&mut self, k: usize) {
-        let Some(c) = self.slab.get_mut(k) else {
-            return;
-        };
-        match std::mem::replace(&mut c.budget, Budget::Uncounted) {
-            Budget::Pending(ip, _) => self.pending.remove(ip),
-            Budget::Busy(ip) => self.busy.remove(ip),
-            Budget::Idle(ip, _) => self.idle.remove(ip),
-            Budget::Uncounted => {}
+        if let Some(c) = self.slab.get_mut(k) {
+            self.budgets.uncount(&mut c.budget);
         }
     }
 
@@ -487,45 +483,37 @@ impl<U> Conns<U> {
         max_clients: usize,
         share: usize,
     ) -> Result<(), TooManyClients> {
-        let Some(c) = self.slab.get(k) else {
+        let Some(c) = self.slab.get_mut(k) else {
             return Err(TooManyClients);
         };
-        if matches!(c.budget, Budget::Busy(_)) {
-            return Ok(());
-        }
-        self.uncount(k);
-        let key = addr::key(client);
-        if self.busy.total >= max_clients || self.busy.of(key) >= share {
-            return Err(TooManyClients);
-        }
-        self.busy.add(key);
-        self.slab[k].budget = Budget::Busy(key);
-        Ok(())
+        self.budgets
+            .begin_request(&mut c.budget, client, max_clients, share)
     }
 
     /// After `k` made progress: a connection kept alive between requests moves into the idle
     /// budget. When that holds more than `max_idle`, the slot of the one to close: the
     /// oldest idle connection of the address with the most.
     pub fn settle_idle(&mut self, k: usize, max_idle: usize) -> Option<usize> {
-        let c = self.slab.get(k).filter(|c| !c.dead)?;
-        let Budget::Busy(key) = c.budget else {
-            return None;
-        };
+        let c = self.slab.get_mut(k).filter(|c| !c.dead)?;
         if !matches!(&c.kind, Kind::Http(h) if h.is_idle()) {
             return None;
         }
-        self.busy.remove(key);
-        self.idle.add(key);
-        self.seq += 1;
-        self.slab[k].budget = Budget::Idle(key, self.seq);
-        if self.idle.total <= max_idle {
+        if !self.budgets.go_idle(&mut c.budget) {
             return None;
         }
-        let most = self.idle.most();
-        self.oldest(|b| match b {
-            Budget::Idle(k, seq) if self.idle.of(k) == most => Some(seq),
-            _ => None,
-        })
+        self.budgets.idle_victim(max_idle, self.live_budgets())
+    }
+
+    /// The file transfers in flight: each one's session, and whether it streams a file
+    /// ([`Transfer::streams`]).
+    pub fn transfers(&self) -> impl Iterator<Item = ((usize, u64), bool)> + '_ {
+        self.slab
+            .iter()
+            .filter(|(_, c)| !c.dead)
+            .filter_map(|(_, c)| match &c.kind {
+                Kind::Http(h) => h.transfer().map(|t| (t.session(), t.streams())),
+                _ => None,
+            })
     }
 
     /// True when none is left.
@@ -884,26 +872,6 @@ mod tests {
     }
 
     #[test]
-    fn tallies_count_per_key_and_in_all() {
-        let mut t = Tally::default();
-        let a: IpAddr = "10.0.0.1".parse().unwrap();
-        let b: IpAddr = "10.0.0.2".parse().unwrap();
-        assert_eq!(t.most(), 0);
-        for _ in 0..3 {
-            t.add(a);
-        }
-        t.add(b);
-        assert_eq!((t.total, t.of(a), t.of(b)), (4, 3, 1));
-        assert_eq!(t.most(), 3);
-        for _ in 0..3 {
-            t.remove(a);
-        }
-        t.remove(b);
-        assert_eq!(t.total, 0);
-        assert!(t.by_key.is_empty(), "no entry left behind for a gone peer");
-    }
-
-    #[test]
     fn deadlines_follow_progress_and_are_filed_once() {
         let t0 = Instant::now();
         let sock = Script::new();
@@ -943,154 +911,5 @@ mod tests {
             "it fired: file the new one"
         );
         assert_eq!(h.rearm(t3), None);
-    }
-
-    /// A table over real loopback sockets, with the peer address each connection claims.
-    struct Table {
-        poll: mio::Poll,
-        listener: std::net::TcpListener,
-        conns: Conns<u32>,
-        /// The client ends by slot, kept open.
-        clients: HashMap<usize, std::net::TcpStream>,
-    }
-
-    impl Table {
-        fn new() -> Table {
-            Table {
-                poll: mio::Poll::new().unwrap(),
-                listener: std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
-                conns: Conns::default(),
-                clients: HashMap::new(),
-            }
-        }
-
-        /// A new pending connection that claims to come from `peer`; its slot.
-        fn add(&mut self, peer: &str) -> usize {
-            let client = std::net::TcpStream::connect(self.listener.local_addr().unwrap()).unwrap();
-            let (server, _) = self.listener.accept().unwrap();
-            server.set_nonblocking(true).unwrap();
-            let stream = Stream::Plain(mio::net::TcpStream::from_std(server));
-            let peer: SocketAddr = format!("{peer}:5000").parse().unwrap();
-            let h = HttpConn::new(stream, peer, Instant::now() + TIMEOUT);
-            let (k, _) = self.conns.insert(h, self.poll.registry()).unwrap();
-            self.clients.insert(k, client);
-            k
-        }
-
-        /// Connection `k` answers one kept-alive request and waits for the next.
-        fn serve_once(&mut self, k: usize) {
-            use std::io::Write as _;
-            self.clients.get_mut(&k).unwrap().write_all(GET).unwrap();
-            let now = Instant::now();
-            let h = self.conns.http_mut(k).unwrap();
-            let req = loop {
-                match h.advance(now, TIMEOUT) {
-                    Step::Head(r) => break r,
-                    Step::Blocked => std::thread::sleep(Duration::from_millis(1)),
-                    _ => panic!("no head"),
-                }
-            };
-            h.respond(&req, ok(), After::KeepAlive, false, now);
-            assert!(matches!(h.advance(now, TIMEOUT), Step::Blocked));
-            assert!(h.is_idle());
-        }
-
-        fn budget(&self, k: usize) -> Budget {
-            self.conns.slab[k].budget
-        }
-    }
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
-
-    #[test]
-    fn full_pending_gives_up_the_oldest_of_the_heaviest_address() {
-        let mut t = Table::new();
-        let a: Vec<usize> = (0..3).map(|_| t.add("10.0.0.1")).collect();
-        let b = t.add("10.0.0.2");
-        assert_eq!(t.conns.pending_victim(5), None, "room left");
-        assert_eq!(t.conns.pending_victim(4), Some(a[0]));
-        t.conns.kill(a[0]);
-        assert_eq!(t.conns.pending_victim(4), None);
-        // Even at one each, the oldest goes first.
-        t.conns.kill(a[1]);
-        t.conns.kill(a[2]);
-        t.add("10.0.0.3");
-        assert_eq!(t.conns.pending_victim(2), Some(b));
-        assert_eq!(t.conns.pending.total, 2);
-    }
-
-    #[test]
-    fn requests_count_against_the_cap_and_the_address_share() {
-        let mut t = Table::new();
-        let ks: Vec<usize> = (0..4).map(|_| t.add("10.0.0.1")).collect();
-        // Behind a proxy the client is another address than the socket's peer.
-        let (max, share) = (3, 2);
-        assert_eq!(
-            t.conns.begin_request(ks[0], ip("10.0.0.1"), max, share),
-            Ok(())
-        );
-        assert_eq!(
-            t.conns.begin_request(ks[1], ip("10.0.0.1"), max, share),
-            Ok(())
-        );
-        assert_eq!(
-            t.conns.begin_request(ks[2], ip("10.0.0.1"), max, share),
-            Err(TooManyClients),
-            "past the address's share"
-        );
-        assert_eq!(t.budget(ks[2]), Budget::Uncounted);
-        assert_eq!(
-            t.conns.begin_request(ks[3], ip("2001:db8::1"), max, share),
-            Ok(())
-        );
-        assert_eq!(
-            t.budget(ks[3]),
-            Budget::Busy(ip("2001:db8::")),
-            "keyed by /64"
-        );
-        let more = t.add("10.0.0.9");
-        assert_eq!(
-            t.conns.begin_request(more, ip("10.0.0.9"), max, share),
-            Err(TooManyClients),
-            "past --max-clients"
-        );
-        // A second request on a serving connection is not counted again.
-        assert_eq!(
-            t.conns.begin_request(ks[0], ip("10.0.0.1"), max, share),
-            Ok(())
-        );
-        assert_eq!((t.conns.pending.total, t.conns.busy.total), (0, 3));
-        t.conns.kill(ks[0]);
-        assert_eq!(t.conns.busy.of(ip("10.0.0.1")), 1);
-    }
-
-    #[test]
-    fn kept_alive_connections_go_idle_and_the_heaviest_address_gives_one_up() {
-        let mut t = Table::new();
-        let a: Vec<usize> = (0..2).map(|_| t.add("10.0.0.1")).collect();
-        let b = t.add("10.0.0.2");
-        for &k in a.iter().chain([&b]) {
-            let peer = t.conns.http_mut(k).unwrap().peer().ip();
-            t.conns.begin_request(k, peer, 10, 10).unwrap();
-            // Serving: not idle yet.
-            assert_eq!(t.conns.settle_idle(k, 2), None);
-        }
-        t.serve_once(a[0]);
-        assert_eq!(t.conns.settle_idle(a[0], 2), None);
-        assert!(matches!(t.budget(a[0]), Budget::Idle(..)));
-        t.serve_once(b);
-        assert_eq!(t.conns.settle_idle(b, 2), None);
-        t.serve_once(a[1]);
-        assert_eq!(
-            t.conns.settle_idle(a[1], 2),
-            Some(a[0]),
-            "the oldest idle connection of the address with the most"
-        );
-        assert_eq!((t.conns.busy.total, t.conns.idle.total), (0, 3));
-        // Its next request takes it out of the idle budget.
-        assert_eq!(t.conns.begin_request(b, ip("10.0.0.2"), 10, 10), Ok(()));
-        assert_eq!((t.conns.busy.total, t.conns.idle.total), (1, 2));
     }
 }

@@ -101,12 +101,12 @@ impl Request {
         self.minor_version >= 1 || self.header_has_token("connection", "keep-alive")
     }
 
-    /// True if the request announces a body (keepty's requests have none).
+    /// True if the request announces a body, or frames one ambiguously: any
+    /// `Transfer-Encoding`, or `Content-Length` other than exactly one `0` (two lengths
+    /// `0` and `5` included, so the second can never be read as the next request). Only an
+    /// upload gets this far with one, and its connection closes after the answer.
     pub fn has_body(&self) -> bool {
-        self.header("transfer-encoding").is_some()
-            || self
-                .header("content-length")
-                .is_some_and(|v| v.trim() != "0")
+        self.body_framing_refused()
     }
 
     /// True if the request has a body, or framing that makes its length ambiguous: any
@@ -190,7 +190,8 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Request, usize)>, HeadError> {
                     })
                     .collect(),
             };
-            if out.body_framing_refused() {
+            // Only an upload takes a body; its route judges the framing (files::wire).
+            if out.body_framing_refused() && !takes_body(&out) {
                 return Err(HeadError::Body);
             }
             Ok(Some((out, n)))
@@ -206,6 +207,37 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Request, usize)>, HeadError> {
         Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooManyHeaders),
         Err(_) => Err(HeadError::Malformed),
     }
+}
+
+/// True for the one request that carries a body: an upload (`PUT`/`POST` of
+/// `/api/sessions/ID/files`).
+fn takes_body(req: &Request) -> bool {
+    matches!(req.method.as_str(), "PUT" | "POST")
+        && matches!(file_route(&req.path), Some((_, FileRoute::Files)))
+}
+
+/// Which file route of a session (`/api/sessions/ID/...`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileRoute {
+    /// `.../cwd`: the session's current directory.
+    Cwd,
+    /// `.../files`: download (GET, HEAD) or upload (PUT, POST).
+    Files,
+    /// `.../files/ticket`: a single-use download link.
+    Ticket,
+}
+
+/// The session id and file route a path names, if it is one.
+fn file_route(path: &str) -> Option<(&str, FileRoute)> {
+    let rest = path.strip_prefix("/api/sessions/")?;
+    let (id, tail) = rest.split_once('/')?;
+    let what = match tail {
+        "cwd" => FileRoute::Cwd,
+        "files" => FileRoute::Files,
+        "files/ticket" => FileRoute::Ticket,
+        _ => return None,
+    };
+    Some((id, what))
 }
 
 /// What a request asks for.
@@ -236,6 +268,10 @@ pub enum Route {
     AdminDropAll,
     /// `/admin/upgrade`: re-execute the binary on disk, keeping every session.
     AdminUpgrade,
+    /// A file route of session `id` (the id is checked by the route).
+    SessionFiles(String, FileRoute),
+    /// `/api/files/TICKET`: a download by ticket.
+    TicketDownload(String),
     /// A known path with a method it does not take.
     MethodNotAllowed(&'static str),
     /// Nothing here.
@@ -275,6 +311,7 @@ pub fn route(req: &Request) -> Route {
         "/admin/drop" => Route::AdminDrop,
         "/admin/drop-all" => Route::AdminDropAll,
         "/admin/upgrade" => Route::AdminUpgrade,
+        p if p.starts_with("/api/") => return api_route(req),
         p => match assets::get(p) {
             Some(a) => Route::Asset(a),
             None => return Route::NotFound,
@@ -290,6 +327,31 @@ pub fn route(req: &Request) -> Route {
         (true, _) => r,
         (false, true) => Route::MethodNotAllowed("GET, POST"),
         (false, false) => Route::MethodNotAllowed("GET, HEAD"),
+    }
+}
+
+/// The file routes, each with the methods it takes.
+fn api_route(req: &Request) -> Route {
+    let m = req.method.as_str();
+    if let Some(ticket) = req.path.strip_prefix("/api/files/") {
+        return match m {
+            "GET" | "HEAD" => Route::TicketDownload(ticket.to_string()),
+            _ => Route::MethodNotAllowed("GET, HEAD"),
+        };
+    }
+    let Some((id, what)) = file_route(&req.path) else {
+        return Route::NotFound;
+    };
+    let ok = match what {
+        FileRoute::Cwd => matches!(m, "GET" | "HEAD"),
+        FileRoute::Files => matches!(m, "GET" | "HEAD" | "PUT" | "POST"),
+        FileRoute::Ticket => m == "POST",
+    };
+    match (ok, what) {
+        (true, _) => Route::SessionFiles(id.to_string(), what),
+        (false, FileRoute::Cwd) => Route::MethodNotAllowed("GET, HEAD"),
+        (false, FileRoute::Files) => Route::MethodNotAllowed("GET, HEAD, PUT, POST"),
+        (false, FileRoute::Ticket) => Route::MethodNotAllowed("POST"),
     }
 }
 
@@ -344,6 +406,7 @@ pub fn reason(status: u16) -> &'static str {
     match status {
         101 => "Switching Protocols",
         200 => "OK",
+        201 => "Created",
         304 => "Not Modified",
         400 => "Bad Request",
         401 => "Unauthorized",
@@ -351,11 +414,14 @@ pub fn reason(status: u16) -> &'static str {
         404 => "Not Found",
         405 => "Method Not Allowed",
         409 => "Conflict",
+        411 => "Length Required",
         413 => "Content Too Large",
         426 => "Upgrade Required",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
         503 => "Service Unavailable",
+        507 => "Insufficient Storage",
         _ => "Error",
     }
 }
@@ -422,6 +488,11 @@ impl Response {
 
     /// The status line and headers, including `Content-Length` and `Connection`.
     pub fn encode_head(&self, keep_alive: bool) -> Vec<u8> {
+        self.encode_head_sized(keep_alive, self.body.len() as u64)
+    }
+
+    /// [`Response::encode_head`] for a body of `length` bytes sent apart (a file).
+    pub fn encode_head_sized(&self, keep_alive: bool, length: u64) -> Vec<u8> {
         use std::fmt::Write;
         let mut h = String::with_capacity(256);
         let _ = write!(h, "HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
@@ -429,7 +500,7 @@ impl Response {
             let _ = write!(h, "{name}: {value}\r\n");
         }
         if self.status != 304 {
-            let _ = write!(h, "Content-Length: {}\r\n", self.body.len());
+            let _ = write!(h, "Content-Length: {length}\r\n");
         }
         h.push_str(if keep_alive {
             "Connection: keep-alive\r\n"
@@ -466,6 +537,23 @@ mod tests {
 
     fn req(raw: &str) -> Request {
         parse_head(raw.as_bytes()).unwrap().unwrap().0
+    }
+
+    #[test]
+    fn only_an_upload_may_carry_a_body() {
+        let head = |line: &str| {
+            parse_head(format!("{line}\r\nHost: h\r\nContent-Length: 3\r\n\r\n").as_bytes())
+        };
+        assert!(head("PUT /api/sessions/a/files?path=x HTTP/1.1").is_ok());
+        assert!(head("POST /api/sessions/a/files?path=x HTTP/1.1").is_ok());
+        for refused in [
+            "GET /api/sessions/a/files?path=x HTTP/1.1",
+            "PUT /api/sessions/a/cwd HTTP/1.1",
+            "POST /api/sessions/a/files/ticket HTTP/1.1",
+            "POST /admin/drop-all?confirm=1 HTTP/1.1",
+        ] {
+            assert_eq!(head(refused).err(), Some(HeadError::Body), "{refused}");
+        }
     }
 
     #[test]

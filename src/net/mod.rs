@@ -3,6 +3,7 @@
 //! a ring to send from.
 
 pub mod addr;
+pub(crate) mod budget;
 pub(crate) mod conn;
 pub mod http;
 pub(crate) mod layer;

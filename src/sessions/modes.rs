@@ -9,9 +9,9 @@
 //! The parser is the DEC/ANSI state machine (vt100.net's, as xterm.js implements it) reduced
 //! to what matters here: it knows where every CSI, OSC, DCS, SOS, PM and APC string begins and
 //! ends, so nothing inside one is mistaken for a mode change, and it interprets only DECSET /
-//! DECRST, DECSTR, RIS, DECKPAM / DECKPNM and OSC 0 / 2. Following xterm.js matters because
-//! the browser's terminal is xterm.js: the aim is that a fresh page ends up where an attached
-//! page already is. Every buffer is fixed or capped, and the state is carried across `feed`
+//! DECRST, DECSTR, RIS, DECKPAM / DECKPNM, OSC 0 / 2 and keepty's own OSC 7337 (the offer of
+//! `keepty send`, see `offer.rs`). Following xterm.js matters because the browser's terminal
+//! is xterm.js: the aim is that a fresh page ends up where an attached page already is. Every buffer is fixed or capped, and the state is carried across `feed`
 //! calls byte by byte, so any split of the stream gives the same result.
 //!
 //! It runs on every output byte of every session, so the ground state (plain text, nearly all
@@ -34,6 +34,7 @@ const ESC: u8 = 0x1b;
 const DEL: u8 = 0x7f;
 
 use crate::limits::{MAX_CSI_PARAMS, MAX_TITLE};
+use crate::sessions::offer::{self, Offer};
 use crate::upgrade::format::{FormatError, Reader, Writer, bad};
 
 /// Where the parser is within the escape-sequence grammar.
@@ -58,6 +59,8 @@ enum State {
     OscId,
     /// The payload of OSC 0 or 2: a window title.
     OscTitle,
+    /// The payload of OSC 7337 (keepty's own: a `keepty send` offer, see `offer.rs`).
+    OscSend,
     /// The payload of any other OSC.
     OscIgnore,
     /// DCS, SOS, PM or APC payload: nothing in it is interpreted.
@@ -160,6 +163,13 @@ pub struct ModeTracker {
     /// A title being read, committed only when its OSC ends properly.
     pending_title: Vec<u8>,
     pending_truncated: bool,
+    /// An OSC 7337 payload being read (allocated on the first one), at most
+    /// [`offer::MAX_PAYLOAD`] bytes; `send_overflow` once it was longer, which no offer is.
+    pending_send: Vec<u8>,
+    send_overflow: bool,
+    /// The latest offer read and not yet taken ([`ModeTracker::take_offer`]). Not in the
+    /// upgrade record: an offer pending across an upgrade is dropped (docs/upgrade.md).
+    offer: Option<Box<Offer>>,
 
     /// Bells rung in plain text (not the BEL that ends an OSC), ever.
     bells: u64,
@@ -290,6 +300,17 @@ impl ModeTracker {
         &self.title
     }
 
+    /// True while an offer read from the output waits to be taken.
+    pub fn has_offer(&self) -> bool {
+        self.offer.is_some()
+    }
+
+    /// The latest download offer read from the output (`keepty send`), once: it is then
+    /// forgotten, so the same bytes replayed from the ring never offer again.
+    pub fn take_offer(&mut self) -> Option<Offer> {
+        self.offer.take().map(|o| *o)
+    }
+
     /// Escape sequences that put a blank, freshly reset terminal into the modes in force now;
     /// "" when every mode is at its default and no title was set.
     pub fn restore_sequence(&self) -> String {
@@ -406,8 +427,10 @@ impl ModeTracker {
                 return;
             }
             ESC => {
-                if self.state == State::OscTitle {
-                    self.commit_title();
+                match self.state {
+                    State::OscTitle => self.commit_title(),
+                    State::OscSend => self.commit_offer(),
+                    _ => {}
                 }
                 self.state = State::Escape;
                 return;
@@ -489,7 +512,26 @@ impl ModeTracker {
                     self.pending_truncated = false;
                     State::OscTitle
                 }
+                b';' if self.osc_has_digits && self.osc_id == offer::OSC_ID => {
+                    self.pending_send.clear();
+                    self.send_overflow = false;
+                    State::OscSend
+                }
                 _ => State::OscIgnore,
+            },
+            State::OscSend => match b {
+                BEL => {
+                    self.commit_offer();
+                    State::Ground
+                }
+                _ => {
+                    if self.pending_send.len() < offer::MAX_PAYLOAD {
+                        self.pending_send.push(b);
+                    } else {
+                        self.send_overflow = true;
+                    }
+                    State::OscSend
+                }
             },
             State::OscTitle => match b {
                 BEL => {
@@ -589,6 +631,17 @@ impl ModeTracker {
             b'c' => self.modes = Modes::default(),
             _ => {}
         }
+    }
+
+    /// An OSC 7337 ended: a well-formed offer replaces any earlier one not yet taken.
+    fn commit_offer(&mut self) {
+        if !self.send_overflow
+            && let Some(o) = offer::parse(&self.pending_send)
+        {
+            self.offer = Some(Box::new(o));
+        }
+        self.pending_send.clear();
+        self.send_overflow = false;
     }
 
     fn commit_title(&mut self) {
@@ -759,7 +812,13 @@ impl ModeTracker {
     pub fn to_record(&self, w: &mut Writer) {
         self.modes.to_record(w);
         w.bytes(&self.title);
-        let state = STATES.iter().position(|s| *s == self.state).unwrap_or(0);
+        // The format has no state for an offer half-read: it is skipped like any other OSC,
+        // and so lost, as is one read but not yet taken (docs/upgrade.md).
+        let recorded = match self.state {
+            State::OscSend => State::OscIgnore,
+            s => s,
+        };
+        let state = STATES.iter().position(|s| *s == recorded).unwrap_or(0);
         w.u8(state as u8);
         w.u8(self.prefix);
         w.u8(self.intermediate);
@@ -812,6 +871,9 @@ impl ModeTracker {
             osc_has_digits: r.bool()?,
             pending_title: r.bytes(MAX_TITLE, "pending title")?.to_vec(),
             pending_truncated: r.bool()?,
+            pending_send: Vec::new(),
+            send_overflow: false,
+            offer: None,
             fed: r.u64()?,
             ground_at: r.u64()?,
             left_ground_at: r.u64()?,
@@ -1164,6 +1226,9 @@ mod tests {
         b"!",
         b"\xc3\xa9",
         b"\xff",
+        b"\x1b]7337;send;",
+        b"L3RtcC9m",
+        b";42",
         b"text ",
         b"\r\n",
     ];
@@ -1448,6 +1513,121 @@ mod tests {
             m.feed(&all[cut..]);
             assert_eq!(m.bells(), 3, "cut at {cut}");
         }
+    }
+
+    fn offer_of(stream: &[u8]) -> Option<Offer> {
+        let mut m = ModeTracker::new();
+        m.feed(stream);
+        m.take_offer()
+    }
+
+    #[test]
+    fn an_offer_is_read_and_taken_once() {
+        let seq = offer::sequence("/tmp/f.bin", 42);
+        let mut m = ModeTracker::new();
+        m.feed(format!("before{seq}after").as_bytes());
+        assert!(m.has_offer());
+        let want = Offer {
+            path: "/tmp/f.bin".into(),
+            size: 42,
+        };
+        assert_eq!(m.take_offer(), Some(want.clone()));
+        assert_eq!(m.take_offer(), None, "taken once");
+        assert!(m.is_clean());
+        assert_eq!(m.bells(), 0, "its BEL ends the OSC, it does not ring");
+        assert_eq!(
+            m.restore_sequence(),
+            "",
+            "nothing of it is a mode or a title"
+        );
+        // Split anywhere, the same offer; ended by ST too, as xterm.js ends any OSC on ESC.
+        let st = seq.replace('\x07', "\x1b\\");
+        for s in [&seq, &st] {
+            for cut in 0..=s.len() {
+                let mut m = ModeTracker::new();
+                m.feed(&s.as_bytes()[..cut]);
+                m.feed(&s.as_bytes()[cut..]);
+                assert_eq!(m.take_offer(), Some(want.clone()), "{s:?} cut at {cut}");
+            }
+        }
+        // The latest of several wins.
+        let two = format!("{}{}", offer::sequence("/a", 1), offer::sequence("/b", 2));
+        assert_eq!(offer_of(two.as_bytes()).map(|o| o.path), Some("/b".into()));
+    }
+
+    #[test]
+    fn what_is_not_an_offer_offers_nothing() {
+        let seq = offer::sequence("/tmp/f.bin", 42);
+        let body = &seq[2..seq.len() - 1];
+        for bad in [
+            // Cancelled, another OSC number, inside a DCS, the title's OSC.
+            format!("\x1b]{body}\x18"),
+            format!("\x1b]{body}\x1a"),
+            format!("\x1b]73370;{}\x07", &body[5..]),
+            format!("\x1b]733;{}\x07", &body[5..]),
+            format!("\x1bP{}\x1b\\", &seq[2..]),
+            format!("\x1b]2;{}\x07", &body[5..]),
+            // Not ended yet.
+            format!("\x1b]{body}"),
+            // A control inside.
+            format!("\x1b]{}\r{}\x07", &body[..9], &body[9..]),
+        ] {
+            assert_eq!(offer_of(bad.as_bytes()), None, "{bad:?}");
+        }
+        // The title around it is untouched, and a broken offer leaves the last good one.
+        let mut m = ModeTracker::new();
+        m.feed(format!("\x1b]2;t\x07{seq}\x1b]7337;send;!!;1\x07").as_bytes());
+        assert_eq!(m.title(), b"t");
+        assert_eq!(m.take_offer().map(|o| o.size), Some(42));
+    }
+
+    #[test]
+    fn an_endless_offer_stays_bounded_and_is_ignored() {
+        let mut m = ModeTracker::new();
+        m.feed(b"\x1b]7337;send;");
+        for _ in 0..100 {
+            m.feed(&[b'A'; 4096]);
+        }
+        assert!(m.pending_send.len() <= offer::MAX_PAYLOAD);
+        m.feed(b";1\x07");
+        assert_eq!(m.take_offer(), None, "too long to be an offer");
+        // And the next one is read again.
+        m.feed(offer::sequence("/x", 3).as_bytes());
+        assert_eq!(m.take_offer().map(|o| o.size), Some(3));
+    }
+
+    #[test]
+    fn an_upgrade_drops_the_offer_and_keeps_the_format() {
+        use crate::upgrade::format::{Reader, Writer};
+        let seq = offer::sequence("/tmp/f.bin", 42);
+        let round = |m: &ModeTracker| {
+            let mut w = Writer::default();
+            m.to_record(&mut w);
+            let bytes = w.into_bytes();
+            let mut r = Reader::new(&bytes);
+            ModeTracker::from_record(&mut r).expect("reads back")
+        };
+        // Read and not taken: not carried.
+        let mut m = ModeTracker::new();
+        m.feed(seq.as_bytes());
+        assert!(!round(&m).has_offer());
+        // Half-read: the rest is skipped as another OSC's payload, and offers nothing.
+        let (head, tail) = seq.split_at(12);
+        let mut m = ModeTracker::new();
+        m.feed(head.as_bytes());
+        let mut after = round(&m);
+        after.feed(tail.as_bytes());
+        after.feed(b"x");
+        assert_eq!(after.take_offer(), None);
+        assert!(after.is_clean());
+        // Nothing about a tracker without offers changed in the record.
+        let mut plain = ModeTracker::new();
+        plain.feed(b"\x1b[?1049h\x1b]2;t\x07");
+        let mut w = Writer::default();
+        plain.to_record(&mut w);
+        let mut v = Writer::default();
+        round(&plain).to_record(&mut v);
+        assert_eq!(w.into_bytes(), v.into_bytes());
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::sessions::cgroup::Cgroup;
 use crate::sessions::checkpoint::Checkpoints;
 use crate::sessions::gather::Gather;
 use crate::sessions::modes::ModeTracker;
+use crate::sessions::offer::Offer;
 use crate::sessions::policy::{Admission, Seats};
 use crate::sessions::pty::{self, ExitStatus, Pty};
 use crate::sessions::ring::Ring;
@@ -287,6 +288,12 @@ impl Session {
     /// The terminal modes in force now (title, alternate screen).
     pub fn modes(&self) -> &ModeTracker {
         &self.modes
+    }
+
+    /// The latest download offer its output made (`keepty send`), once; see
+    /// [`ModeTracker::take_offer`].
+    pub fn take_offer(&mut self) -> Option<Offer> {
+        self.modes.take_offer()
     }
 
     /// Unix seconds at creation.
