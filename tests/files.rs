@@ -842,6 +842,26 @@ fn as_root_a_session_of_nobody_has_nobody_s_rights() {
     assert_eq!(fs::metadata(mine.join("mine.txt")).unwrap().uid(), 65534);
     let r = get(&srv, "/api/sessions/nob/cwd", &[&h]);
     assert_eq!(r.json()["cwd"], mine.to_str().unwrap());
+
+    // The shell execs su, set-uid root: at its password prompt the session's leader has
+    // effective uid 0 and real uid nobody. The helper must still be nobody.
+    let mut c = _c;
+    c.send_input(b"exec su root\n");
+    c.read_output_until(b"assword", WAIT);
+    let r = put(&srv, "nob", closed.join("g").to_str().unwrap(), b"x", &[&h]);
+    assert_json_error(
+        &r,
+        403,
+        Some("permission_denied"),
+        "a directory nobody cannot write, with su waiting",
+    );
+    assert!(!closed.join("g").exists() && leftovers(&closed).is_empty());
+    assert_json_error(
+        &download(&srv, "nob", secret.to_str().unwrap(), &[&h]),
+        403,
+        Some("permission_denied"),
+        "the root-only file, with su waiting",
+    );
 }
 
 #[test]

@@ -47,10 +47,14 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// The rights session leader `pid` runs with: its effective uid and gid and its groups
-    /// as `/proc/PID/status` gives them (what the session's shell really has, read without
-    /// the password database, which may be a network service), and the `HOME` it started
-    /// with. Only root switches; anyone else keeps its own (and its sessions run as itself).
+    /// The rights of session leader `pid`'s user: its real uid and gid and its groups as
+    /// `/proc/PID/status` gives them (what the session's shell really has, read without the
+    /// password database, which may be a network service), and the `HOME` it started with.
+    /// The real ids, not the effective ones: a session of `nobody` whose shell has `exec`ed
+    /// `su` is, while su waits for a password, a process with effective uid 0, and the
+    /// helper must not become root for it. (Nor the owner of `/proc/PID`: that is root for
+    /// any process that made itself non-dumpable.) Only root switches; anyone else keeps its
+    /// own (and its sessions run as itself).
     pub fn of_process(pid: i32) -> io::Result<Identity> {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
         let (uid, gid, groups) = parse_status(&status)
@@ -69,7 +73,7 @@ impl Identity {
     }
 }
 
-/// The effective uid, effective gid and supplementary groups in a `/proc/PID/status` text.
+/// The real uid, real gid and supplementary groups in a `/proc/PID/status` text.
 fn parse_status(status: &str) -> Option<(u32, u32, Vec<u32>)> {
     let field = |name: &str| {
         status
@@ -78,8 +82,8 @@ fn parse_status(status: &str) -> Option<(u32, u32, Vec<u32>)> {
             .map(|v| v.split_whitespace().filter_map(|n| n.parse::<u32>().ok()))
     };
     // Uid: real, effective, saved, file system.
-    let uid = field("Uid:")?.nth(1)?;
-    let gid = field("Gid:")?.nth(1)?;
+    let uid = field("Uid:")?.next()?;
+    let gid = field("Gid:")?.next()?;
     let mut groups: Vec<u32> = field("Groups:")?.collect();
     if !groups.contains(&gid) {
         groups.push(gid);
@@ -694,7 +698,11 @@ mod tests {
     #[test]
     fn rights_come_from_the_process_status() {
         let status = "Name:\tsh\nUid:\t65534\t65533\t65534\t65534\nGid:\t100\t101\t100\t100\nGroups:\t5 7 \n";
-        assert_eq!(parse_status(status), Some((65533, 101, vec![5, 7, 101])));
+        assert_eq!(parse_status(status), Some((65534, 100, vec![5, 7, 100])));
+        // A set-uid root program the user runs (su at its password prompt): still the user.
+        let su =
+            "Name:\tsu\nUid:\t65534\t0\t0\t0\nGid:\t65534\t65534\t65534\t65534\nGroups:\t65534\n";
+        assert_eq!(parse_status(su), Some((65534, 65534, vec![65534])));
         assert_eq!(
             parse_status("Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nGroups:\n"),
             Some((0, 0, vec![0]))
