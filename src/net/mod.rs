@@ -5,6 +5,7 @@
 pub mod addr;
 pub(crate) mod conn;
 pub mod http;
+pub(crate) mod interfaces;
 pub(crate) mod layer;
 pub(crate) mod listener;
 #[cfg(test)]
