@@ -125,6 +125,14 @@ CC
     echo "$out"
 }
 
+# A runner's words with its program as an absolute path.
+abs_runner() {
+    local prog
+    prog=$(command -v "$1") || { log "$1 not found"; exit 1; }
+    shift
+    echo "$prog${*:+ $*}"
+}
+
 # qemu for the server, and the qemu and busybox for the session shell, per target.
 setup_target() {
     local target=$1 bb=""
@@ -140,6 +148,11 @@ setup_target() {
         x86_64-*) ;;
         *) log "no runner known for $target"; exit 1 ;;
     esac
+    # The emulators by absolute path: a test that runs the server with another PATH (the
+    # startup check's "not found on PATH") must still find its runner.
+    # shellcheck disable=SC2086
+    [ -z "$runner" ] || runner="$(abs_runner $runner)"
+    [ -z "$shell_qemu" ] || shell_qemu=$(command -v "$shell_qemu")
     shell=/bin/sh
     if [ -n "$bb" ]; then
         shell=$root/target/cross/shells/sh-$target
