@@ -1,6 +1,6 @@
 //! First contact: when keepty listens on all interfaces, its startup line says
 //! `http://0.0.0.0:7700/`, which no phone can open. This finds the addresses another device
-//! can use (the machine's LAN addresses, from [`crate::net::interfaces`]) and tells the
+//! can use (the machine's LAN addresses, from `net::interfaces`) and tells the
 //! operator:
 //!
 //! - on stderr, one log line with the plain addresses (SPEC 5, Startup);
