@@ -31,9 +31,10 @@ pub const MIN_DEFAULT_MAX_MEMORY: usize = 4 << 20;
 /// kernel, the box's own services (a router's dnsmasq, firewall and web UI) and the shells
 /// keepty starts need the rest: on a 32 MiB router (about 27 MiB MemTotal) that is 6.8 MiB,
 /// ten sessions with a client each, where the old fixed 64M was more than the whole RAM.
-pub fn default_max_memory(mem_total: Option<usize>) -> usize {
+pub fn default_max_memory(mem_total: Option<u64>) -> usize {
     mem_total.map_or(DEFAULT_MAX_MEMORY, |t| {
-        (t / 4).clamp(MIN_DEFAULT_MAX_MEMORY, DEFAULT_MAX_MEMORY)
+        // Clamped to at most 64M first, so it fits any usize.
+        (t / 4).clamp(MIN_DEFAULT_MAX_MEMORY as u64, DEFAULT_MAX_MEMORY as u64) as usize
     })
 }
 /// `--max-upload` at least, by default.

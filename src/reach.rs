@@ -1,6 +1,7 @@
 //! First contact: when keepty listens on all interfaces, its startup line says
 //! `http://0.0.0.0:7700/`, which no phone can open. This finds the addresses another device
-//! can use (the machine's LAN addresses, from getifaddrs) and tells the operator:
+//! can use (the machine's LAN addresses, from `net::interfaces`) and tells the
+//! operator:
 //!
 //! - on stderr, one log line with the plain addresses (SPEC 5, Startup);
 //! - on stderr too, and only when stderr is a terminal (SPEC 5): the link with `#token=` for
@@ -72,23 +73,10 @@ fn first_token(path: &Path) -> Option<Vec<u8>> {
 /// This machine's addresses another device on the LAN can use, of the listening family
 /// (`::` also takes IPv4 connections on Linux, so both), IPv4 first.
 fn lan_addresses(listen: IpAddr) -> Vec<IpAddr> {
-    let Ok(ifs) = nix::ifaddrs::getifaddrs() else {
-        return Vec::new();
-    };
-    let mut found: Vec<IpAddr> = Vec::new();
-    for ifa in ifs {
-        let Some(addr) = ifa.address else { continue };
-        let ip = if let Some(v4) = addr.as_sockaddr_in() {
-            IpAddr::V4(v4.ip())
-        } else if let Some(v6) = addr.as_sockaddr_in6() {
-            IpAddr::V6(v6.ip())
-        } else {
-            continue;
-        };
-        if usable(ip, listen) && !found.contains(&ip) {
-            found.push(ip);
-        }
-    }
+    let mut found: Vec<IpAddr> = crate::net::interfaces::addresses(listen.is_ipv6())
+        .into_iter()
+        .filter(|&ip| usable(ip, listen))
+        .collect();
     found.sort_by_key(|ip| ip.is_ipv6());
     found
 }

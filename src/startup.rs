@@ -12,14 +12,15 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::limits::{self, HTTP_RESERVE, WS_RESERVE};
 
-/// The machine's RAM, bytes: `MemTotal` of /proc/meminfo; None where there is none.
-pub fn mem_total() -> Option<usize> {
+/// The machine's RAM, bytes: `MemTotal` of /proc/meminfo; None where there is none. A u64:
+/// on a 32-bit target a box with 4 GiB or more (an 8 GB Pi 4 on a 32-bit OS) overflows usize.
+pub fn mem_total() -> Option<u64> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
     parse_mem_total(&meminfo)
 }
 
-fn parse_mem_total(meminfo: &str) -> Option<usize> {
-    let kib: usize = meminfo
+fn parse_mem_total(meminfo: &str) -> Option<u64> {
+    let kib: u64 = meminfo
         .lines()
         .find_map(|l| l.strip_prefix("MemTotal:"))?
         .split_whitespace()
@@ -58,7 +59,7 @@ pub fn memory_line(cfg: &Config) -> String {
     let total = mem_total();
     if cfg.max_memory == limits::default_max_memory(total) {
         let how = match total {
-            Some(t) => format!("a quarter of {} RAM, within 4M..64M", size(t)),
+            Some(t) => format!("a quarter of {} RAM, within 4M..64M", size64(t)),
             None => "RAM unknown".to_string(),
         };
         format!("memory cap {cap} (the default here: {how}; set --max-memory to change it)")
@@ -69,6 +70,11 @@ pub fn memory_line(cfg: &Config) -> String {
 
 /// A size the way the options take it: `64M`, `300K`, `17` bytes.
 fn size(n: usize) -> String {
+    size64(n as u64)
+}
+
+/// [`size`] of a u64 (the machine's RAM, which a 32-bit usize may not hold).
+fn size64(n: u64) -> String {
     match n {
         n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{}M", n >> 20),
         n if n >= 1 << 20 => format!("{:.1}M", n as f64 / f64::from(1 << 20)),
@@ -206,6 +212,10 @@ mod tests {
         assert_eq!(parse_mem_total(meminfo), Some(125204 * 1024));
         assert_eq!(parse_mem_total("MemFree: 1 kB\n"), None);
         assert_eq!(parse_mem_total("MemTotal: lots kB\n"), None);
+        // 23.5 GiB (this machine): more than a 32-bit usize holds, still a size.
+        let big = parse_mem_total("MemTotal:       24684084 kB\n");
+        assert_eq!(big, Some(24_684_084 * 1024));
+        assert_eq!(limits::default_max_memory(big), 64 << 20);
     }
 
     #[test]

@@ -40,20 +40,6 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     )
 }
 
-/// `keepty attach` dies with SIGSEGV under qemu-user for big-endian mips
-/// (after attaching, once input flows; the earlier crash inside rand's generator is gone),
-/// and whether qemu or keepty is at fault is not known yet: these tests say so and skip
-/// there, so the rest of the suite still runs on big-endian mips. Open in issue 14.
-fn attach_crashes_here(test: &str) -> bool {
-    let mips = common::runner()
-        .iter()
-        .any(|w| w.contains("qemu-mips-static"));
-    if mips {
-        eprintln!("{test}: skipped under qemu-mips-static: keepty attach crashes there (SIGSEGV)");
-    }
-    mips
-}
-
 #[test]
 fn command_line_mistakes_are_named_and_exit_2() {
     for (args, says) in [
@@ -356,9 +342,6 @@ fn session_with_output(srv: &Server, id: &str, line: &str) {
 
 #[test]
 fn attach_replays_types_resizes_detaches_and_exits_with_the_program() {
-    if attach_crashes_here("attach_replays_types_resizes_detaches_and_exits_with_the_program") {
-        return;
-    }
     let srv = spawn_server(&["--", common::sh()]);
     let url = srv.url();
     session_with_output(&srv, "work", "echo marker-$((6*7))");
@@ -404,9 +387,6 @@ fn attach_replays_types_resizes_detaches_and_exits_with_the_program() {
 
 #[test]
 fn new_creates_and_a_refusal_is_one_line() {
-    if attach_crashes_here("new_creates_and_a_refusal_is_one_line") {
-        return;
-    }
     let srv = spawn_server(&["--", common::sh()]);
     let url = srv.url();
     let mut a = Attached::start(&["new", "fresh", "--url", &url], (80, 24));
@@ -472,9 +452,6 @@ impl Proxy {
 
 #[test]
 fn a_dropped_network_resumes_exactly() {
-    if attach_crashes_here("a_dropped_network_resumes_exactly") {
-        return;
-    }
     let srv = spawn_server(&["--", common::sh()]);
     let proxy = Proxy::start(srv.port);
     let url = format!("http://127.0.0.2:{}/", srv.port);

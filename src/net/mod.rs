@@ -6,6 +6,7 @@ pub mod addr;
 pub(crate) mod budget;
 pub(crate) mod conn;
 pub mod http;
+pub(crate) mod interfaces;
 pub(crate) mod layer;
 pub(crate) mod listener;
 #[cfg(test)]

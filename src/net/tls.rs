@@ -190,17 +190,10 @@ fn box_names(cfg: &Config) -> Vec<String> {
     ];
     let listen = cfg.listen.ip();
     if listen.is_unspecified() {
-        if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
-            for a in addrs {
-                let Some(sa) = a.address else { continue };
-                if let Some(v4) = sa.as_sockaddr_in() {
-                    ips.push(IpAddr::V4(v4.ip()));
-                } else if let Some(v6) = sa.as_sockaddr_in6()
-                    && listen.is_ipv6()
-                    && (v6.ip().segments()[0] & 0xffc0) != 0xfe80
-                {
-                    ips.push(IpAddr::V6(v6.ip()));
-                }
+        for ip in crate::net::interfaces::addresses(listen.is_ipv6()) {
+            match ip {
+                IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80 => {}
+                ip => ips.push(ip),
             }
         }
     } else {
