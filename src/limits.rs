@@ -37,6 +37,7 @@ pub fn default_max_memory(mem_total: Option<u64>) -> usize {
         (t / 4).clamp(MIN_DEFAULT_MAX_MEMORY as u64, DEFAULT_MAX_MEMORY as u64) as usize
     })
 }
+
 /// `--max-upload` at least, by default.
 pub const MIN_DEFAULT_MAX_UPLOAD: u64 = 1 << 20;
 /// `--max-upload` at most, by default: a firmware image or a log, not a disk image.
@@ -46,9 +47,9 @@ pub const MAX_DEFAULT_MAX_UPLOAD: u64 = 1 << 30;
 /// within [`MIN_DEFAULT_MAX_UPLOAD`]..=[`MAX_DEFAULT_MAX_UPLOAD`], because a router's /tmp
 /// is RAM and an upload that fills it starves the box (the file system's own free space is
 /// checked as well, per upload). Unknown RAM: 64 MiB.
-pub fn default_max_upload(mem_total: Option<usize>) -> u64 {
+pub fn default_max_upload(mem_total: Option<u64>) -> u64 {
     mem_total.map_or(64 << 20, |t| {
-        (t as u64 / 4).clamp(MIN_DEFAULT_MAX_UPLOAD, MAX_DEFAULT_MAX_UPLOAD)
+        (t / 4).clamp(MIN_DEFAULT_MAX_UPLOAD, MAX_DEFAULT_MAX_UPLOAD)
     })
 }
 /// `--transfer-timeout`: long enough for a phone that pauses, short enough that a stalled
