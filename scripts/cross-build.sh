@@ -4,6 +4,8 @@
 #   FEATURES=tls scripts/cross-build.sh ...   -> dist/keepty-TARGET-tls
 #   FEATURES="default tls" ...                -> both
 #   PROFILE=release ...                       -> another Cargo profile (default: dist)
+#   PANIC=abort ...                           -> std's own panic=abort, with panic messages
+#                                                (default immediate-abort: see below)
 #   DIST=dir CROSS_TARGET_DIR=dir ...         -> other output and build directories
 #                                                (default dist/ and $KEEPTY_CROSS_CACHE/target)
 # With no TARGET it builds every target below. It installs what it lacks itself:
@@ -23,6 +25,7 @@ ZIGBUILD_VERSION=0.24.1
 CACHE=${KEEPTY_CROSS_CACHE:-$HOME/.cache/keepty-cross}
 VENV=$CACHE/venv
 PROFILE=${PROFILE:-dist}
+PANIC=${PANIC:-immediate-abort}
 FEATURES=${FEATURES:-default}
 TARGETS=${*:-$ALL_TARGETS}
 
@@ -47,6 +50,20 @@ if ! "$VENV/bin/python3" -c "import ziglang" 2>/dev/null \
     "$VENV/bin/pip" install -q "ziglang==$ZIG_VERSION" "cargo-zigbuild==$ZIGBUILD_VERSION"
 fi
 
+# llvm-objcopy (Debian's llvm) takes the .pdr section out of the MIPS builds (below); binutils'
+# objcopy reads only the host's formats.
+OBJCOPY=$(command -v llvm-objcopy || ls /usr/bin/llvm-objcopy-* 2>/dev/null | sort -V | tail -n 1 || true)
+case " $TARGETS " in
+    *" mips"*)
+        if [ -z "$OBJCOPY" ]; then
+            log "installing llvm (llvm-objcopy)"
+            $sudo_cmd apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends llvm >/dev/null
+            OBJCOPY=$(command -v llvm-objcopy)
+        fi
+        ;;
+esac
+
 # Debian's cargo and rustc first, then the venv's cargo-zigbuild; zig is run through the
 # venv's python (cargo-zigbuild's `python -m ziglang`), not whatever python3 PATH finds.
 export PATH="/usr/bin:$VENV/bin:$PATH"
@@ -58,8 +75,19 @@ export CARGO_ZIGBUILD_PYTHON_PATH="$VENV/bin/python3"
 # target instead of two to six).
 export CARGO_TARGET_DIR=${CROSS_TARGET_DIR:-$CACHE/target}
 # zig supplies the C runtime objects: rustc's self-contained musl crt would clash with them.
-# With --target, RUSTFLAGS reach only the target crates, not build.rs.
+# With --target, RUSTFLAGS reach only the target crates (std's too), not build.rs.
 export RUSTFLAGS="-C link-self-contained=no"
+# Size (issue 14: every target <= 1.2 MiB stripped). A panic aborts on the spot, std included
+# (-Cpanic=immediate-abort, which needs the std built here): no message, no backtrace, so
+# std's formatting of panics and its backtrace symbolizer (gimli, addr2line, the unwinder's
+# callers) are left out, and with nothing to unwind no unwind tables are kept either. That
+# saved 330 KB on x86_64 and 450 KB on mips. keepty does not panic on input (errors are
+# answers or close codes); a panic would be a bug, and the process then dies of a trap
+# signal (SIGILL or SIGTRAP, by architecture) instead of printing where. PANIC=abort keeps the
+# messages. A glibc `cargo build --release` has them either way.
+if [ "$PANIC" = immediate-abort ]; then
+    RUSTFLAGS="$RUSTFLAGS -Zunstable-options -Cpanic=immediate-abort -Cforce-unwind-tables=no"
+fi
 # 64-bit time_t on the 32-bit musl targets (arm, armv7, mips, mipsel). The libc crate still
 # declares musl's pre-1.2 ABI by default there: a 32-bit time_t, bound to musl's time32 compat
 # symbols, whose clock_gettime fails with EOVERFLOW from 2038-01-19 on, and std's
@@ -121,6 +149,11 @@ for target in $TARGETS; do
         done
         # A separate cargo features set rebuilds in the same target dir; copy each result out.
         cp "$CARGO_TARGET_DIR/$target/$out_dir/keepty" "$DIST/keepty-$target$suffix"
+        case "$target" in
+            # LLVM gives every MIPS function a .pdr entry (procedure descriptors, for old
+            # debuggers; never loaded): 70-80 KB that the link's strip keeps.
+            mips*) "$OBJCOPY" --remove-section=.pdr "$DIST/keepty-$target$suffix" ;;
+        esac
     done
 done
 

@@ -68,7 +68,7 @@ pub fn memory_line(cfg: &Config) -> String {
     }
 }
 
-/// A size the way the options take it: `64M`, `300K`, `17` bytes.
+/// A size the way the options take it: `64M`, `1.5M`, `300K`, `17` bytes.
 fn size(n: usize) -> String {
     size64(n as u64)
 }
@@ -77,7 +77,13 @@ fn size(n: usize) -> String {
 fn size64(n: u64) -> String {
     match n {
         n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{}M", n >> 20),
-        n if n >= 1 << 20 => format!("{:.1}M", n as f64 / f64::from(1 << 20)),
+        n if n >= 1 << 20 => {
+            // Tenths of a MiB, rounded half to even as `{:.1}` of the float would, in integers:
+            // a float here linked core's float formatting (8 KB) for this one line.
+            let (q, r) = ((n * 10) >> 20, (n * 10) & ((1 << 20) - 1));
+            let q = q + u64::from(r > 1 << 19 || (r == 1 << 19 && q % 2 == 1));
+            format!("{}.{}M", q / 10, q % 10)
+        }
         n if n >= 1 << 10 => format!("{}K", n.div_ceil(1 << 10)),
         n => n.to_string(),
     }
@@ -204,6 +210,32 @@ mod tests {
     fn refused(args: &[&str]) -> String {
         check(&cfg(args), Some(OsStr::new("/usr/bin:/bin")))
             .expect_err(&format!("{args:?} was not refused"))
+    }
+
+    #[test]
+    fn sizes_as_the_options_take_them() {
+        assert_eq!(size(64 << 20), "64M");
+        assert_eq!(size(300 << 10), "300K");
+        assert_eq!(size(17), "17");
+        // Tenths agree with the float formatting they replace, ties (1.25M) included.
+        let mut n = 1usize << 20;
+        while n < 3 << 30 {
+            let float = format!("{:.1}M", n as f64 / f64::from(1 << 20));
+            if !n.is_multiple_of(1 << 20) {
+                assert_eq!(size(n), float, "{n}");
+            }
+            n += 40_961;
+        }
+        for n in [
+            5 << 18,
+            7 << 18,
+            (1 << 20) + 1,
+            (2 << 20) - 1,
+            3 * (1 << 19),
+        ] {
+            let float = format!("{:.1}M", n as f64 / f64::from(1 << 20));
+            assert_eq!(size(n), float, "{n}");
+        }
     }
 
     #[test]

@@ -183,6 +183,14 @@ fn ls_and_drop_with_tokens() {
     assert!(err.contains("use --all"), "{err}");
     let (code, _, err) = as_("wrong", &["ls"]);
     assert_eq!(code, 1, "{err}");
+    // A refused WebSocket handshake (the client's own, not tungstenite's) carries the
+    // server's reason.
+    let (code, _, err) = as_("wrong", &["attach", "a1"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("the server answered 401 (unauthorized: wrong token)"),
+        "{err}"
+    );
 
     // Drop needs the admin; drop-all takes the rest.
     let (code, _, err) = as_("tok-alice", &["drop", "a1"]);

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::api::routes::View;
 use crate::api::text::escape_control;
@@ -15,8 +15,8 @@ use crate::net::http::Response;
 use crate::sessions::table::Table;
 
 /// One row of the session list (SPEC section 2). Times are Unix seconds. `keepty ls` reads
-/// it back (Deserialize) to print the same table as `format=text`.
-#[derive(Debug, Serialize, Deserialize)]
+/// it back ([`SessionRecord::from_json`]) to print the same table as `format=text`.
+#[derive(Debug, Serialize)]
 pub struct SessionRecord {
     /// Session id.
     pub id: String,
@@ -49,28 +49,80 @@ pub struct SessionRecord {
     /// Terminal rows.
     pub rows: u16,
     /// The window title the program set last (lossy UTF-8, controls removed); "" if none.
-    #[serde(default)]
     pub title: String,
     /// The program is on the alternate screen (a full-screen program is running).
-    #[serde(default)]
     pub alt_screen: bool,
     /// Resident memory of the session's processes together, bytes (sampled every few
     /// seconds; 0 until the first sample and once the program exited).
-    #[serde(default)]
     pub rss_bytes: u64,
     /// CPU time of the session's processes and their waited-for children, milliseconds.
-    #[serde(default)]
     pub cpu_ms: u64,
     /// The foreground program's name ("" until sampled).
-    #[serde(default)]
     pub command: String,
     /// The foreground program's working directory ("" when unknown).
-    #[serde(default)]
     pub cwd: String,
     /// Bells the program rang (BEL in plain output), ever: the page notifies when this grows
     /// while nobody is attached.
-    #[serde(default)]
     pub bells: u64,
+}
+
+impl SessionRecord {
+    /// A record read back from its JSON (`keepty ls`), as serde's derive read it: every field
+    /// of SPEC section 2 present with its type and range, `exit_code` and `active_client` also
+    /// null or absent, the later extensions (`title` to `bells`) their default when absent,
+    /// other keys ignored; `None` when the record is not one. Written out because the
+    /// derive's deserializer from a `Value` was 13 KB of the binary for this one read.
+    pub fn from_json(v: &serde_json::Value) -> Option<SessionRecord> {
+        use serde_json::Value;
+        let o = v.as_object()?;
+        let string = |k: &str| o.get(k)?.as_str().map(str::to_string);
+        let uint = |k: &str| o.get(k)?.as_u64();
+        let ext_string = |k: &str| -> Option<String> {
+            match o.get(k) {
+                None => Some(String::new()),
+                Some(x) => x.as_str().map(str::to_string),
+            }
+        };
+        let ext_uint = |k: &str| -> Option<u64> {
+            match o.get(k) {
+                None => Some(0),
+                Some(x) => x.as_u64(),
+            }
+        };
+        Some(SessionRecord {
+            id: string("id")?,
+            owner: string("owner")?,
+            pid: i32::try_from(o.get("pid")?.as_i64()?).ok()?,
+            state: string("state")?,
+            exit_code: match o.get("exit_code") {
+                None | Some(Value::Null) => None,
+                Some(x) => Some(i32::try_from(x.as_i64()?).ok()?),
+            },
+            created_at: uint("created_at")?,
+            last_seen: uint("last_seen")?,
+            idle_secs: uint("idle_secs")?,
+            expires_in_secs: uint("expires_in_secs")?,
+            bytes_buffered: uint("bytes_buffered")?,
+            bytes_total: uint("bytes_total")?,
+            clients: usize::try_from(uint("clients")?).ok()?,
+            active_client: match o.get("active_client") {
+                None | Some(Value::Null) => None,
+                Some(x) => Some(x.as_str()?.to_string()),
+            },
+            cols: u16::try_from(uint("cols")?).ok()?,
+            rows: u16::try_from(uint("rows")?).ok()?,
+            title: ext_string("title")?,
+            alt_screen: match o.get("alt_screen") {
+                None => false,
+                Some(x) => x.as_bool()?,
+            },
+            rss_bytes: ext_uint("rss_bytes")?,
+            cpu_ms: ext_uint("cpu_ms")?,
+            command: ext_string("command")?,
+            cwd: ext_string("cwd")?,
+            bells: ext_uint("bells")?,
+        })
+    }
 }
 
 /// A window title as the program sent it, made fit for a list: lossy UTF-8 without control
@@ -687,6 +739,60 @@ mod tests {
                 cap: 64 << 20,
             },
         }
+    }
+
+    #[test]
+    fn records_read_back_as_served() {
+        let mut r = record("s1", "alice");
+        (r.exit_code, r.title, r.alt_screen, r.bells) = (Some(-3), "t".into(), true, 7);
+        (r.rss_bytes, r.cpu_ms, r.command, r.cwd) = (1 << 20, 12, "vim".into(), "/tmp".into());
+        let v = serde_json::to_value(&r).unwrap();
+        let back = SessionRecord::from_json(&v).expect("reads back");
+        assert_eq!(serde_json::to_value(&back).unwrap(), v);
+
+        // Older servers' records lack the extensions; null options may also be absent.
+        let mut old = v.clone();
+        let o = old.as_object_mut().unwrap();
+        for k in [
+            "title",
+            "alt_screen",
+            "rss_bytes",
+            "cpu_ms",
+            "command",
+            "cwd",
+            "bells",
+        ] {
+            o.remove(k);
+        }
+        o.remove("exit_code");
+        o.insert("active_client".into(), serde_json::Value::Null);
+        o.insert("future".into(), serde_json::json!([1]));
+        let back = SessionRecord::from_json(&old).expect("an older record");
+        assert_eq!(
+            (back.exit_code, back.active_client, back.bells),
+            (None, None, 0)
+        );
+        assert_eq!((back.title.as_str(), back.alt_screen), ("", false));
+
+        // A missing field, a wrong type or a number out of its range is no record.
+        for (k, bad) in [
+            ("id", serde_json::Value::Null),
+            ("pid", serde_json::json!(1u64 << 40)),
+            ("cols", serde_json::json!(70_000)),
+            ("clients", serde_json::json!(-1)),
+            ("created_at", serde_json::json!(1.5)),
+            ("title", serde_json::Value::Null),
+            ("alt_screen", serde_json::json!(1)),
+            ("exit_code", serde_json::json!("3")),
+        ] {
+            let mut w = v.clone();
+            w[k] = bad;
+            assert!(SessionRecord::from_json(&w).is_none(), "{k}");
+        }
+        let mut w = v.clone();
+        w.as_object_mut().unwrap().remove("last_seen");
+        assert!(SessionRecord::from_json(&w).is_none());
+        assert!(SessionRecord::from_json(&serde_json::json!([1])).is_none());
     }
 
     #[test]

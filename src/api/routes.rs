@@ -353,7 +353,7 @@ fn handshake(
     let protocol = req
         .header_has_token("sec-websocket-protocol", "keepty.v1")
         .then_some("keepty.v1");
-    let accept = tungstenite::handshake::derive_accept_key(key.trim().as_bytes());
+    let accept = crate::net::accept::accept_key(key.trim().as_bytes());
     let mut resp = Response::new(101, "", Vec::new());
     resp.body = Cow::Owned(http::upgrade_response(&accept, protocol));
     Action::Respond(resp, After::Upgrade(upgrade(req)))

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use serde_json::{Value, json};
-use tungstenite::handshake::client::Request;
+use tungstenite::protocol::Role;
 use tungstenite::{Message, WebSocket};
 
 use super::Fail;
@@ -502,44 +502,6 @@ impl Client<'_> {
     }
 }
 
-/// A `Sec-WebSocket-Key`: 16 bytes from the kernel's random source, in base64 (RFC 6455
-/// 4.1). It only has to differ between handshakes; without /dev/urandom the time and pid do.
-fn ws_key() -> String {
-    use std::io::Read;
-    let mut raw = [0u8; 16];
-    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut raw));
-    if read.is_err() {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        raw[..8].copy_from_slice(&(t as u64).to_le_bytes());
-        raw[8..12].copy_from_slice(&std::process::id().to_le_bytes());
-    }
-    base64(&raw)
-}
-
-/// Standard base64 with padding.
-fn base64(bytes: &[u8]) -> String {
-    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ABC[(n >> (18 - 6 * i) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 /// Connects and completes the WebSocket handshake (blocking, with timeouts), at the place
 /// `cursor` says, with the terminal's size now.
 fn connect(
@@ -549,49 +511,16 @@ fn connect(
     tty: BorrowedFd<'_>,
 ) -> Result<WebSocket<TcpStream>, Fail> {
     let query = cursor.query(term::size(tty));
-    let url = format!("ws://{}{}/ws?{query}", server.authority(), server.prefix);
-
-    // The request is built here rather than by `into_client_request`, whose key comes from
-    // rand's thread-local generator: on mips (musl, static-pie, under qemu-user) that crashed
-    // with SIGSEGV right after its getrandom, before any connect (root cause not found).
-    let mut req = Request::builder()
-        .method("GET")
-        .uri(url.as_str())
-        .header("Host", server.authority())
-        .header("Connection", "Upgrade")
-        .header("Upgrade", "websocket")
-        .header("Sec-WebSocket-Version", "13")
-        .header("Sec-WebSocket-Key", ws_key())
-        .body(())
-        .map_err(|e| Fail::Usage(format!("{url}: {e}")))?;
-    let h = req.headers_mut();
-    h.insert(
-        "Sec-WebSocket-Protocol",
-        "keepty.v1".parse().expect("ascii"),
-    );
-    if let Some(t) = token {
-        let v = format!("Bearer {t}")
-            .parse()
-            .map_err(|_| Fail::Usage("the token is not valid in a header".into()))?;
-        h.insert("Authorization", v);
-    }
-    let stream = server.connect()?;
-    match tungstenite::client::client(req, stream) {
-        Ok((ws, _)) => {
-            ws.get_ref()
-                .set_nonblocking(true)
-                .map_err(|e| Fail::Unreachable(format!("{}: {e}", server.authority())))?;
-            Ok(ws)
-        }
-        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
-            let body = resp.body().clone().unwrap_or_default();
-            Err(Fail::Refused(super::http::error_text(
-                resp.status().as_u16(),
-                &body,
-            )))
-        }
-        Err(e) => Err(Fail::Unreachable(format!("{}: {e}", server.authority()))),
-    }
+    let (stream, first_frames) = server.upgrade(&format!("/ws?{query}"), token)?;
+    stream
+        .set_nonblocking(true)
+        .map_err(|e| Fail::Unreachable(format!("{}: {e}", server.authority())))?;
+    Ok(WebSocket::from_partially_read(
+        stream,
+        first_frames,
+        Role::Client,
+        None,
+    ))
 }
 
 fn read_fd(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
@@ -607,17 +536,6 @@ fn read_fd(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
 #[cfg(test)]
 mod tests {
 
-    #[test]
-    fn websocket_keys_are_16_bytes_of_base64() {
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
-        assert_eq!(base64(b"the sample nonce"), "dGhlIHNhbXBsZSBub25jZQ==");
-        let (a, b) = (ws_key(), ws_key());
-        assert_eq!(a.len(), 24);
-        assert_ne!(a, b);
-    }
     use super::*;
 
     #[test]

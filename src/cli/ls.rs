@@ -28,11 +28,7 @@ fn refusal(status: u16, body: &[u8], path: &str) -> Fail {
 fn records(v: &Value) -> Vec<SessionRecord> {
     v["sessions"]
         .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| serde_json::from_value(s.clone()).ok())
-                .collect()
-        })
+        .map(|a| a.iter().filter_map(SessionRecord::from_json).collect())
         .unwrap_or_default()
 }
 
@@ -104,13 +100,13 @@ mod tests {
     use super::*;
 
     fn rec(id: &str, state: &str, clients: usize, last_seen: u64) -> SessionRecord {
-        serde_json::from_value(serde_json::json!({
+        SessionRecord::from_json(&serde_json::json!({
             "id": id, "owner": "o", "pid": 1, "state": state, "exit_code": null,
             "created_at": 1, "last_seen": last_seen, "idle_secs": 0, "expires_in_secs": 0,
             "bytes_buffered": 0, "bytes_total": 0, "clients": clients, "active_client": null,
             "cols": 80, "rows": 24
         }))
-        .unwrap()
+        .expect("a record")
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The subcommands: `keepty ls`, `attach`, `new`, `drop`, `drop-all`. Each is a client of a
 //! running keepty over its public HTTP and WebSocket protocol (nothing private), with
-//! blocking std sockets and tungstenite's client: no thread, no runtime. `keepty send` is the
-//! exception: run inside a session, it speaks to the server through the session's terminal.
+//! blocking std sockets, a WebSocket handshake of its own and tungstenite for the frames: no
+//! thread, no runtime. `keepty send` is the exception: run inside a session, it speaks to the
+//! server through the session's terminal.
 //!
 //! - [`args`]: the subcommands' command lines.
 //! - [`http`]: the server's URL and one blocking request.

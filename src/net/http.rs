@@ -150,8 +150,7 @@ impl Request {
                 let coding = parts.next().unwrap_or("").trim();
                 let refused = parts.any(|p| {
                     let p = p.trim();
-                    p.strip_prefix("q=")
-                        .is_some_and(|q| q.parse::<f32>().is_ok_and(|q| q <= 0.0))
+                    p.strip_prefix("q=").is_some_and(q_is_zero)
                 });
                 coding.eq_ignore_ascii_case("gzip") && !refused
             })
@@ -162,6 +161,25 @@ impl Request {
         self.header_has_token("upgrade", "websocket")
             && self.header_has_token("connection", "upgrade")
     }
+}
+
+/// True if a qvalue (`q=` of RFC 9110 12.4.2: `0`, `0.5`, `1.000`) is zero or below, which
+/// refuses its coding. Read as decimal digits: `str::parse::<f32>` linked core's float parser
+/// and its tables (15 KB) for this one test. Forms that are no qvalue (exponents, `inf`)
+/// never refuse.
+fn q_is_zero(q: &str) -> bool {
+    let (negative, digits) = match q.as_bytes() {
+        [b'-', rest @ ..] => (true, rest),
+        [b'+', rest @ ..] => (false, rest),
+        rest => (false, rest),
+    };
+    let (int, frac) = match digits.iter().position(|&b| b == b'.') {
+        Some(i) => (&digits[..i], &digits[i + 1..]),
+        None => (digits, &digits[..0]),
+    };
+    let number =
+        !(int.is_empty() && frac.is_empty()) && int.iter().chain(frac).all(u8::is_ascii_digit);
+    number && (negative || int.iter().chain(frac).all(|&b| b == b'0'))
 }
 
 /// Parses a request head from the bytes received so far. `Ok(None)`: not complete yet.
@@ -557,6 +575,19 @@ mod tests {
     }
 
     #[test]
+    fn qvalues_read_as_the_float_parse_did() {
+        for q in [
+            "0", "0.", "0.0", "0.000", "-0", "+0", "-1", "-0.5", "0.001", "0.5", "1", "1.000",
+            "+1", "00.00", ".0", ".5", "", "-", ".", "x", "0x", "1.2.3", " 0",
+        ] {
+            let float = q.parse::<f32>().is_ok_and(|v| v <= 0.0);
+            assert_eq!(q_is_zero(q), float, "{q:?}");
+        }
+        // Not qvalues at all: the float parse took them, this never refuses on them.
+        assert!(!q_is_zero("0e1") && !q_is_zero("-inf") && !q_is_zero("nan"));
+    }
+
+    #[test]
     fn partial_then_complete() {
         let raw = b"GET /ws?session=a HTTP/1.1\r\nHost: x\r\n\r\nEXTRA";
         assert!(parse_head(&raw[..20]).unwrap().is_none());
@@ -599,6 +630,10 @@ mod tests {
     fn gzip_negotiation() {
         assert!(req("GET / HTTP/1.1\r\nAccept-Encoding: gzip, deflate, br\r\n\r\n").accepts_gzip());
         assert!(!req("GET / HTTP/1.1\r\nAccept-Encoding: gzip;q=0\r\n\r\n").accepts_gzip());
+        assert!(req("GET / HTTP/1.1\r\nAccept-Encoding: gzip;q=0.001, br\r\n\r\n").accepts_gzip());
+        assert!(
+            !req("GET / HTTP/1.1\r\nAccept-Encoding: br, gzip ; q=0.000\r\n\r\n").accepts_gzip()
+        );
         assert!(!req("GET / HTTP/1.1\r\n\r\n").accepts_gzip());
     }
 

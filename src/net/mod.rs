@@ -2,6 +2,7 @@
 //! HTTP connection's I/O and one WebSocket client. Nothing here knows about sessions beyond
 //! a ring to send from.
 
+pub mod accept;
 pub mod addr;
 pub(crate) mod budget;
 pub(crate) mod conn;
