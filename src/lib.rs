@@ -25,6 +25,7 @@ compile_error!("the `echo` feature is for conformance-test (debug) builds only")
 pub mod access;
 pub(crate) mod agenda;
 pub mod api;
+pub mod base64;
 pub mod cli;
 pub mod config;
 pub mod error;
@@ -33,6 +34,7 @@ pub(crate) mod files;
 pub mod limits;
 pub mod net;
 pub mod qr;
+pub(crate) mod random;
 pub mod reach;
 pub(crate) mod relay;
 pub mod sessions;

@@ -2,7 +2,6 @@
 //! ids, sizes, durations, base64url tokens, single query parameters. None may panic, and what
 //! is accepted must be within the documented bounds.
 #![no_main]
-use keepty::access::auth;
 use keepty::api::protocol;
 use keepty::config;
 use keepty::net::http;
@@ -29,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = config::parse_size(s);
     let _ = config::parse_duration(s);
-    if let Some(bytes) = auth::base64url_decode(s) {
+    if let Some(bytes) = keepty::base64::url_decode(s) {
         assert!(bytes.len() <= s.len());
     }
     for key in ["session", "since", "token", "id", "confirm"] {

@@ -279,31 +279,6 @@ impl Tokens {
     }
 }
 
-/// Decodes unpadded base64url (RFC 4648 section 5), as in the `keepty.token.` subprotocol.
-pub fn base64url_decode(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for c in s.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'-' => 62,
-            b'_' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    // Leftover bits must be padding zeros of a well-formed encoding.
-    (bits < 6 && acc & ((1 << bits) - 1) == 0).then_some(out)
-}
-
 /// What a [`FailureLimiter`] holds, as plain values an upgrade's state file carries.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LimiterState {
@@ -561,23 +536,6 @@ mod tests {
         assert!(!t.is_admin(b"aaa"));
         assert!(Tokens::default().user(b"aaa").is_none());
         assert!(!Tokens::default().is_admin(b"root-token"));
-    }
-
-    #[test]
-    fn base64url() {
-        assert_eq!(
-            base64url_decode("c2VjcmV0").as_deref(),
-            Some(&b"secret"[..])
-        );
-        assert_eq!(base64url_decode("Zm9vYg").as_deref(), Some(&b"foob"[..]));
-        assert_eq!(base64url_decode("-_8").as_deref(), Some(&[0xfb, 0xff][..]));
-        assert_eq!(base64url_decode("").as_deref(), Some(&b""[..]));
-        assert!(base64url_decode("c2Vj=").is_none());
-        assert!(base64url_decode("a").is_none());
-        assert!(
-            base64url_decode("Zm9vYh").is_none(),
-            "non-zero padding bits"
-        );
     }
 
     #[test]

@@ -191,7 +191,7 @@ fn subprotocol_token(req: &Request) -> Option<Vec<u8>> {
         .filter(|(n, _)| n == "sec-websocket-protocol")
         .flat_map(|(_, v)| v.split(','))
         .find_map(|p| p.trim().strip_prefix("keepty.token."))
-        .and_then(auth::base64url_decode)
+        .and_then(crate::base64::url_decode)
 }
 
 /// This machine's name, lowercased; empty when it has none that reads.

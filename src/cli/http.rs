@@ -284,19 +284,17 @@ fn content_length(value: &[u8]) -> Option<usize> {
 
 /// A `Sec-WebSocket-Key`: 16 bytes from the kernel's random source, in base64 (RFC 6455
 /// 4.1). It only has to differ between handshakes; without /dev/urandom the time and pid do.
-/// Read here rather than from rand's thread-local generator, which on mips (musl,
-/// static-pie, under qemu-user) crashed with SIGSEGV right after its getrandom.
 fn ws_key() -> String {
-    let mut raw = [0u8; 16];
-    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut raw));
-    if read.is_err() {
+    let raw = crate::random::bytes::<16>().unwrap_or_else(|_| {
+        let mut raw = [0u8; 16];
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
         raw[..8].copy_from_slice(&(t as u64).to_le_bytes());
         raw[8..12].copy_from_slice(&std::process::id().to_le_bytes());
-    }
-    crate::net::accept::base64(&raw)
+        raw
+    });
+    crate::base64::standard(&raw)
 }
 
 /// Splits an HTTP answer into its status and body (cut to `Content-Length` when given).

@@ -209,9 +209,9 @@ impl Server {
         size: u64,
         now: Instant,
     ) {
-        let resp = match (self.sessions.bound(session), wire::random_bytes::<32>()) {
+        let resp = match (self.sessions.bound(session), crate::random::bytes::<32>()) {
             (Some(s), Ok(raw)) => {
-                let key = wire::base64url(&raw);
+                let key = crate::base64::url(&raw);
                 let url = format!("/api/files/{key}");
                 let name = wire::basename(&path).to_string();
                 self.tickets.issue(

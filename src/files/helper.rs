@@ -473,8 +473,9 @@ fn create(ask: &Ask) -> Result<Pending, FileError> {
     }
     let mut tries = 0;
     let (tmp, file) = loop {
-        let suffix =
-            wire::base64url(&wire::random_bytes::<6>().map_err(|e| FileError::Io(e.to_string()))?);
+        let suffix = crate::base64::url(
+            &crate::random::bytes::<6>().map_err(|e| FileError::Io(e.to_string()))?,
+        );
         let tmp = wire::temp_name(&name, &suffix[..6]);
         // O_EXCL | O_NOFOLLOW: a name planted in the directory (a symlink included) is
         // never opened, only a new file of our own.

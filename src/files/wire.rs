@@ -225,32 +225,6 @@ pub fn temp_name(name: &str, suffix: &str) -> String {
     format!(".{}.keepty-upload-{suffix}", &name[..cut])
 }
 
-/// Base64url without padding.
-pub fn base64url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        for i in 0..=chunk.len() {
-            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    out
-}
-
-/// `n` bytes from the kernel's random source.
-pub fn random_bytes<const N: usize>() -> std::io::Result<[u8; N]> {
-    use std::io::Read;
-    let mut b = [0u8; N];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
-    Ok(b)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,16 +320,6 @@ mod tests {
         let t = temp_name(&long, "XXXXXX");
         assert!(t.len() <= NAME_MAX, "{}", t.len());
         assert!(t.starts_with(".é") && t.ends_with(".keepty-upload-XXXXXX"));
-    }
-
-    #[test]
-    fn base64url_has_no_padding() {
-        assert_eq!(base64url(b""), "");
-        assert_eq!(base64url(b"f"), "Zg");
-        assert_eq!(base64url(b"fo"), "Zm8");
-        assert_eq!(base64url(b"foo"), "Zm9v");
-        assert_eq!(base64url(&[0xfb, 0xff]), "-_8");
-        assert_eq!(base64url(&[0u8; 32]).len(), 43);
     }
 
     #[test]

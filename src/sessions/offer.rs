@@ -38,7 +38,7 @@ pub struct Offer {
 pub fn sequence(path: &str, size: u64) -> String {
     format!(
         "\x1b]{OSC_ID};send;{};{size}\x07",
-        base64url(path.as_bytes())
+        crate::base64::url(path.as_bytes())
     )
 }
 
@@ -52,7 +52,7 @@ pub fn parse(payload: &[u8]) -> Option<Offer> {
         return None;
     }
     let size = std::str::from_utf8(size).ok()?.parse::<u64>().ok()?;
-    let path = crate::access::auth::base64url_decode(std::str::from_utf8(encoded).ok()?)?;
+    let path = crate::base64::url_decode(std::str::from_utf8(encoded).ok()?)?;
     if path.len() > MAX_OFFER_PATH || path.first() != Some(&b'/') || path.contains(&0) {
         return None;
     }
@@ -60,22 +60,6 @@ pub fn parse(payload: &[u8]) -> Option<Offer> {
         path: String::from_utf8(path).ok()?,
         size,
     })
-}
-
-/// Unpadded base64url (RFC 4648 section 5).
-fn base64url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::with_capacity((bytes.len() * 4).div_ceil(3));
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, &b)| acc | u32::from(b) << (16 - 8 * i));
-        for i in 0..=chunk.len() {
-            out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -87,23 +71,6 @@ mod tests {
         assert!(s.starts_with(b"\x1b]7337;"), "{seq:?}");
         assert_eq!(s.last(), Some(&0x07));
         &s[7..s.len() - 1]
-    }
-
-    #[test]
-    fn base64url_matches_rfc4648() {
-        // RFC 4648 section 10, in the URL alphabet without padding.
-        for (plain, enc) in [
-            ("", ""),
-            ("f", "Zg"),
-            ("fo", "Zm8"),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg"),
-            ("fooba", "Zm9vYmE"),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64url(plain.as_bytes()), enc);
-        }
-        assert_eq!(base64url(&[0xfb, 0xff]), "-_8");
     }
 
     #[test]
@@ -141,10 +108,10 @@ mod tests {
 
     #[test]
     fn malformed_offers_are_nothing() {
-        let rel = base64url(b"relative/path");
-        let nul = base64url(b"/a\0b");
-        let latin1 = base64url(b"/caf\xe9");
-        let ok = base64url(b"/ok");
+        let rel = crate::base64::url(b"relative/path");
+        let nul = crate::base64::url(b"/a\0b");
+        let latin1 = crate::base64::url(b"/caf\xe9");
+        let ok = crate::base64::url(b"/ok");
         for bad in [
             "".to_string(),
             "send".into(),

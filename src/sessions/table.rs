@@ -4,7 +4,6 @@
 //! indexes consistent with the slab whatever the order of events.
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
@@ -442,9 +441,7 @@ pub(crate) fn fixture(
 }
 
 fn random_id() -> std::io::Result<String> {
-    let mut b = [0u8; 16];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
-    Ok(protocol::encode_id(&b))
+    Ok(protocol::encode_id(&crate::random::bytes::<16>()?))
 }
 
 #[cfg(test)]
