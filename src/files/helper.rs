@@ -20,7 +20,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, RenameFlags};
+use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::socket::{
     AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg,
     sendmsg, socketpair,
@@ -525,23 +525,37 @@ fn commit(p: &Pending) -> Result<Answer, FileError> {
     let renamed = if p.overwrite {
         nix::fcntl::renameat(&p.dir, p.tmp.as_str(), &p.dir, p.name.as_str())
     } else {
-        match nix::fcntl::renameat2(
-            &p.dir,
-            p.tmp.as_str(),
-            &p.dir,
-            p.name.as_str(),
-            RenameFlags::RENAME_NOREPLACE,
-        ) {
+        match rename_noreplace(&p.dir, &p.tmp, &p.name) {
             // A file system without RENAME_NOREPLACE: a hard link fails the same way on
             // an existing name.
-            Err(Errno::EINVAL | Errno::ENOSYS) => nix::unistd::linkat(
+            Err(Errno::EINVAL | Errno::ENOSYS) => match nix::unistd::linkat(
                 &p.dir,
                 p.tmp.as_str(),
                 &p.dir,
                 p.name.as_str(),
                 AtFlags::empty(),
-            )
-            .map(|()| unlink(p)),
+            ) {
+                Ok(()) => {
+                    unlink(p);
+                    Ok(())
+                }
+                // Nor hard links (FAT on a router's USB stick): look, then rename. Only the
+                // user's own processes could slip a file in between.
+                Err(Errno::EPERM | Errno::EOPNOTSUPP) => {
+                    match nix::sys::stat::fstatat(
+                        &p.dir,
+                        p.name.as_str(),
+                        AtFlags::AT_SYMLINK_NOFOLLOW,
+                    ) {
+                        Ok(_) => Err(Errno::EEXIST),
+                        Err(Errno::ENOENT) => {
+                            nix::fcntl::renameat(&p.dir, p.tmp.as_str(), &p.dir, p.name.as_str())
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                Err(e) => Err(e),
+            },
             r => r,
         }
     };
@@ -554,6 +568,26 @@ fn commit(p: &Pending) -> Result<Answer, FileError> {
         Err(Errno::EEXIST) => Err(FileError::Exists),
         Err(e) => Err(wire::errno_error(e)),
     }
+}
+
+/// `renameat2(RENAME_NOREPLACE)` within one directory, by its system call: nix wraps it for
+/// glibc only, and musl (every router and Pi build) has no wrapper for it.
+fn rename_noreplace(dir: &OwnedFd, from: &str, to: &str) -> nix::Result<()> {
+    let from = std::ffi::CString::new(from).map_err(|_| Errno::EINVAL)?;
+    let to = std::ffi::CString::new(to).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: two NUL-terminated strings that outlive the call and a directory fd we own;
+    // the kernel only reads them.
+    let r = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_renameat2,
+            dir.as_raw_fd(),
+            from.as_ptr(),
+            dir.as_raw_fd(),
+            to.as_ptr(),
+            nix::libc::RENAME_NOREPLACE,
+        )
+    };
+    Errno::result(r).map(drop)
 }
 
 fn unlink(p: &Pending) {
@@ -573,6 +607,21 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    #[test]
+    fn a_rename_without_replace_refuses_an_existing_name() {
+        let d = scratch("noreplace");
+        std::fs::write(d.join("a"), b"new").unwrap();
+        std::fs::write(d.join("b"), b"old").unwrap();
+        let dir =
+            nix::fcntl::open(&d, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty()).unwrap();
+        assert_eq!(rename_noreplace(&dir, "a", "b"), Err(Errno::EEXIST));
+        assert_eq!(std::fs::read(d.join("b")).unwrap(), b"old");
+        assert_eq!(rename_noreplace(&dir, "a", "c"), Ok(()));
+        assert_eq!(std::fs::read(d.join("c")).unwrap(), b"new");
+        assert!(!d.join("a").exists());
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     /// Waits (bounded) for the helper's answer.
