@@ -19,23 +19,6 @@ use common::{Server, keepty, process_alive, spawn_cmd};
 const CAROL: &str = "carol-Vz3Lq8Rt1Mw6Np0Xs4Ke";
 const NOBODY: u32 = 65534;
 
-fn is_root() -> bool {
-    // SAFETY: geteuid takes nothing and cannot fail.
-    unsafe { geteuid() == 0 }
-}
-
-unsafe extern "C" {
-    fn geteuid() -> u32;
-}
-
-/// `nobody` from the password database, if this box has one with uid 65534.
-fn have_nobody() -> bool {
-    Command::new("id")
-        .args(["-u", "nobody"])
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == NOBODY.to_string())
-}
-
 fn skip(why: &str) {
     eprintln!("skipped: {why}");
 }
@@ -106,7 +89,7 @@ fn without_a_token_file_loopback_serves_only_keepty_s_own_uid() {
     ) {
         return;
     }
-    if !is_root() || !std::path::Path::new("/usr/bin/python3").exists() {
+    if !common::is_root() || !std::path::Path::new("/usr/bin/python3").exists() {
         return skip("needs root and /usr/bin/python3 to connect as another uid");
     }
     let srv = server(&[]);
@@ -161,7 +144,7 @@ fn a_token_user_runs_as_its_unix_user_and_cannot_read_keepty_s_files() {
     ) {
         return;
     }
-    if !is_root() || !have_nobody() {
+    if !common::is_root() || !common::have_nobody() {
         return skip("needs root and a nobody user (uid 65534)");
     }
     let dir = TempDir::new("acct-run");
@@ -290,7 +273,7 @@ fn a_unix_user_that_cannot_be_used_refuses_the_start() {
     let (code, err) = start_fails(&["--token-file", &swapped]);
     assert_eq!(code, Some(2), "{err}");
     assert!(!err.contains(CAROL), "token logged: {err}");
-    if is_root() && have_nobody() {
+    if common::is_root() && common::have_nobody() {
         // Sessions as nobody, and a token file nobody may read: refused, not warned about.
         let loose = dir.write("loose", &format!("carol {CAROL} - nobody\n"), 0o644);
         let (code, err) = start_fails(&["--token-file", &loose]);

@@ -751,22 +751,6 @@ fn head_answers_the_headers_only() {
 
 const CAROL: &str = "carol-Vz3Lq8Rt1Mw6Np0Xs4Ke";
 
-fn is_root() -> bool {
-    // SAFETY: geteuid takes nothing and cannot fail.
-    unsafe { geteuid() == 0 }
-}
-
-unsafe extern "C" {
-    fn geteuid() -> u32;
-}
-
-fn have_nobody() -> bool {
-    Command::new("id")
-        .args(["-u", "nobody"])
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "65534")
-}
-
 /// A world-readable directory (nobody must reach into it), removed on drop.
 struct OpenDir(PathBuf);
 
@@ -784,7 +768,7 @@ fn as_root_a_session_of_nobody_has_nobody_s_rights() {
     ) {
         return;
     }
-    if !is_root() || !have_nobody() {
+    if !common::is_root() || !common::have_nobody() {
         eprintln!("skipped: needs root and a nobody user (uid 65534)");
         return;
     }

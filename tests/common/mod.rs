@@ -284,6 +284,24 @@ pub fn time_scale() -> u32 {
 
 /// Starts keepty with `--listen 127.0.0.1:0` (unless `args` has a `--listen`: it may be given
 /// once) plus `args` and waits for its startup line.
+/// Whether the tests run as root (the account tests switch to `nobody` only then).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid takes nothing and cannot fail.
+    unsafe { geteuid() == 0 }
+}
+
+unsafe extern "C" {
+    fn geteuid() -> u32;
+}
+
+/// `nobody` from the password database, if this box has one with uid 65534.
+pub fn have_nobody() -> bool {
+    Command::new("id")
+        .args(["-u", "nobody"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "65534")
+}
+
 /// How a keepty that was expected to end by itself ended.
 pub struct Exited {
     /// False when it was still running at the deadline (it was killed then).
