@@ -357,15 +357,12 @@ impl Transfer {
         };
         let blocked = |e: &io::Error| e.kind() == io::ErrorKind::WouldBlock;
         if *pos < head.len() {
-            return match stream.write(&head[*pos..]) {
-                Ok(0) => Some(Outcome::Closed),
+            return match wrote(stream.write(&head[*pos..])) {
                 Ok(n) => {
                     *pos += n;
                     None
                 }
-                Err(e) if blocked(&e) => Some(Outcome::Blocked),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => None,
-                Err(_) => Some(Outcome::Closed),
+                Err(o) => Some(o),
             };
         }
         if start == end {
@@ -394,17 +391,26 @@ impl Transfer {
                 Err(_) => return Some(Outcome::Closed),
             }
         }
-        match stream.write(&self.buf[*start..*end]) {
-            Ok(0) => Some(Outcome::Closed),
+        match wrote(stream.write(&self.buf[*start..*end])) {
             Ok(n) => {
                 *start += n;
                 *moved += n;
                 None
             }
-            Err(e) if blocked(&e) => Some(Outcome::Blocked),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => None,
-            Err(_) => Some(Outcome::Closed),
+            Err(o) => Some(o),
         }
+    }
+}
+
+/// What one socket write of a download did: bytes taken (0 when interrupted, to try again),
+/// or how the pass ends.
+fn wrote(r: io::Result<usize>) -> Result<usize, Outcome> {
+    match r {
+        Ok(0) => Err(Outcome::Closed),
+        Ok(n) => Ok(n),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(Outcome::Blocked),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+        Err(_) => Err(Outcome::Closed),
     }
 }
 
